@@ -1,0 +1,57 @@
+/**
+ * Adds the shared Redis state (`redisState`), the raw client (`redis`, null when Redis is
+ * not configured) and the fallback seam (`store`) every concern uses.
+ *
+ * `@fastify/redis` is not used: it holds the boot until the client is ready (and forever
+ * while Redis is unreachable with the offline queue off), and the design says boot never
+ * waits for Redis longer than the connect timeout. The decorator keeps its name and shape.
+ */
+import fp from 'fastify-plugin'
+import type { Redis } from 'ioredis'
+import type { Config } from '../src/config.js'
+import { createRedisState } from '../src/redis/state.js'
+import { MemoryStore } from '../src/store/memory-store.js'
+import { ResilientStore } from '../src/store/resilient-store.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    redis: Redis | null
+    redisState: ReturnType<typeof createRedisState>
+    store: ResilientStore
+  }
+}
+
+export function createRedisStateFromConfig (config: Config, log: Parameters<typeof createRedisState>[0]['log']) {
+  return createRedisState({
+    url: config.REDIS_URL,
+    keyPrefix: config.REDIS_KEY_PREFIX,
+    connectTimeoutMs: config.REDIS_CONNECT_TIMEOUT_MS,
+    commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
+    maxRetriesPerRequest: config.REDIS_MAX_RETRIES_PER_REQUEST,
+    keepAliveMs: config.REDIS_KEEPALIVE_MS,
+    family: config.REDIS_FAMILY,
+    tlsCa: config.REDIS_TLS_CA,
+    tlsRejectUnauthorized: config.REDIS_TLS_REJECT_UNAUTHORIZED,
+    log,
+  })
+}
+
+export default fp(async function redisPlugin (fastify) {
+  const config = fastify.config
+  const log = fastify.log.child({ component: 'redis' })
+  const state = createRedisStateFromConfig(config, log)
+  const store = new ResilientStore(state, new MemoryStore({
+    maxEntries: config.FALLBACK_MAX_ENTRIES,
+    maxBytes: config.FALLBACK_MAX_BYTES,
+  }))
+
+  fastify.decorate('redisState', state)
+  fastify.decorate('redis', state.client)
+  fastify.decorate('store', store)
+  fastify.addHook('onClose', async () => { await state.close() })
+
+  if (state.status === 'disabled') {
+    log.info('REDIS_URL is not set: running single-instance with in-process fallbacks')
+  }
+  await state.start()
+}, { name: 'redis', fastify: '5.x', dependencies: ['config'] })

@@ -1,0 +1,57 @@
+/**
+ * Health for people and for orchestrators. `/api/health` reports Redis as the guide
+ * describes; its PING is cached for about a second by the Redis state, so a flood of
+ * health checks never becomes a flood of PINGs. `/live` says the process runs; `/ready`
+ * says it should receive traffic (not while shutting down).
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { VERSION } from '../src/version.js'
+
+export const HealthSchema = Type.Object({
+  status: Type.Union([Type.Literal('OK'), Type.Literal('DEGRADED')]),
+  timestamp: Type.String({ format: 'date-time' }),
+  uptime: Type.Number({ description: 'Seconds since the process started.' }),
+  version: Type.String(),
+  redis: Type.Object({
+    status: Type.Union([Type.Literal('connected'), Type.Literal('connecting'), Type.Literal('disconnected'), Type.Literal('disabled')]),
+    responseTime: Type.Union([Type.Number(), Type.Null()], { description: 'PING round trip in ms; null when not measured.' }),
+    mode: Type.Union([Type.Literal('redis'), Type.Literal('fallback')]),
+  }),
+})
+
+const ProbeSchema = Type.Object({ status: Type.String() })
+
+const health: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { redisState, lifecycle } = fastify
+
+  fastify.get('/api/health', {
+    schema: { tags: ['health'], summary: 'Service and Redis health', response: { 200: HealthSchema } },
+    config: { rateLimit: false },
+  }, async () => {
+    const responseTime = redisState.status === 'disabled' ? null : await redisState.ping()
+    const degraded = redisState.status !== 'disabled' && redisState.mode !== 'redis'
+    return {
+      status: degraded ? 'DEGRADED' as const : 'OK' as const,
+      timestamp: new Date().toISOString(),
+      uptime: Math.round(process.uptime() * 1000) / 1000,
+      version: VERSION,
+      redis: { status: redisState.status, responseTime, mode: redisState.mode },
+    }
+  })
+
+  fastify.get('/api/health/live', {
+    schema: { tags: ['health'], summary: 'Liveness: the process is up', response: { 200: ProbeSchema } },
+    config: { rateLimit: false },
+  }, async () => ({ status: 'OK' }))
+
+  fastify.get('/api/health/ready', {
+    schema: { tags: ['health'], summary: 'Readiness: should receive traffic', response: { 200: ProbeSchema, 503: ProbeSchema } },
+    config: { rateLimit: false },
+  }, async (_request, reply) => {
+    if (lifecycle.shuttingDown) return reply.code(503).send({ status: 'SHUTTING_DOWN' })
+    return { status: 'READY' }
+  })
+}
+
+export default health

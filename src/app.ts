@@ -1,0 +1,62 @@
+/**
+ * Builds the application: config → plugins in dependency order → routes. The server and
+ * the tests build it through this one function.
+ */
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { DestinationStream } from 'pino'
+import type { Config } from './config.js'
+import { isServiceError } from './errors.js'
+import { loggerOptions } from './logger.js'
+import configPlugin from '../plugins/config.js'
+import redisPlugin from '../plugins/redis.js'
+import healthRoutes from '../routes/health.js'
+
+export interface BuildOptions {
+  /** Where logs go (tests capture them); stdout by default. */
+  logStream?: DestinationStream
+}
+
+export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: loggerOptions(config, options.logStream),
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    trustProxy: false,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    ajv: { customOptions: { removeAdditional: true, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  app.setErrorHandler(function rootErrorHandler (err: FastifyError, request, reply) {
+    const statusCode = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
+    if (statusCode >= 500 && !isServiceError(err)) {
+      request.log.error({ err }, 'request failed')
+    } else if (statusCode >= 500) {
+      request.log.warn({ code: err.code, msg: err.message }, 'request answered with a service error')
+    }
+    const message = statusCode >= 500 && !isServiceError(err) ? 'Internal Server Error' : err.message
+    void reply.code(statusCode).send({ statusCode, error: httpReason(statusCode), message })
+  })
+
+  app.setNotFoundHandler(function notFound (request, reply) {
+    void reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` })
+  })
+
+  await app.register(configPlugin, { config })
+  await app.register(redisPlugin)
+
+  await app.register(healthRoutes)
+  return app
+}
+
+const REASONS: Record<number, string> = {
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed',
+  406: 'Not Acceptable', 408: 'Request Timeout', 409: 'Conflict', 413: 'Payload Too Large',
+  415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 429: 'Too Many Requests',
+  500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway', 503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+}
+
+export function httpReason (statusCode: number): string {
+  return REASONS[statusCode] ?? (statusCode >= 500 ? 'Internal Server Error' : 'Error')
+}

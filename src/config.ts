@@ -1,0 +1,112 @@
+/**
+ * The service's whole configuration: one TypeBox schema over environment variables.
+ * The `Config` type is derived from the schema, and `.env.example` lists the same names
+ * (a test keeps the two in step). Empty strings count as unset so that a `.env` line
+ * like `REDIS_URL=` means "no Redis", not "an invalid URL".
+ */
+import { existsSync } from 'node:fs'
+import { Type, type Static, type TSchema } from 'typebox'
+import { Value } from 'typebox/value'
+
+const Int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER, description?: string) =>
+  Type.Integer({ default: def, minimum: min, maximum: max, ...(description ? { description } : {}) })
+const Bool = (def: boolean) => Type.Boolean({ default: def })
+const OneOf = <T extends string>(values: readonly T[], def: T) =>
+  Type.Union(values.map((v) => Type.Literal(v)), { default: def })
+const Opt = <T extends TSchema>(schema: T) => Type.Optional(schema)
+
+export const ConfigSchema = Type.Object({
+  // --- process -----------------------------------------------------------------------
+  NODE_ENV: OneOf(['development', 'production', 'test'] as const, 'development'),
+  HOST: Type.String({ default: '0.0.0.0', minLength: 1 }),
+  PORT: Int(3000, 0, 65535),
+  LOG_LEVEL: OneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
+  BODY_LIMIT_BYTES: Int(1_048_576, 1024, 100 * 1_048_576),
+  SHUTDOWN_TIMEOUT_MS: Int(10_000, 100, 60_000),
+
+  // --- redis (connection and fallback state) -----------------------------------------
+  REDIS_URL: Opt(Type.String({ pattern: '^rediss?://' })),
+  REDIS_KEY_PREFIX: Type.String({ default: '', pattern: '^[A-Za-z0-9:_.\\-]*$' }),
+  REDIS_CONNECT_TIMEOUT_MS: Int(2000, 50, 60_000),
+  REDIS_COMMAND_TIMEOUT_MS: Int(500, 10, 60_000),
+  REDIS_MAX_RETRIES_PER_REQUEST: Int(1, 0, 10),
+  REDIS_KEEPALIVE_MS: Int(30_000, 0, 3_600_000),
+  REDIS_FAMILY: Type.Union([Type.Literal(4), Type.Literal(6), Type.Literal(0)], { default: 4 }),
+  REDIS_TLS_CA: Opt(Type.String({ minLength: 1 })),
+  REDIS_TLS_REJECT_UNAUTHORIZED: Bool(true),
+  FALLBACK_MAX_ENTRIES: Int(50_000, 100, 10_000_000),
+  FALLBACK_MAX_BYTES: Int(64 * 1_048_576, 65_536, 4096 * 1_048_576),
+})
+
+export type Config = Static<typeof ConfigSchema>
+
+export class ConfigError extends Error {
+  constructor (readonly problems: string[]) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`)
+    this.name = 'ConfigError'
+  }
+}
+
+/** Every variable the schema knows, in declaration order. */
+export const configKeys = Object.keys(ConfigSchema.properties) as Array<keyof Config>
+
+/**
+ * Builds the config from an environment. Only the schema's keys are read, so the rest
+ * of `process.env` never leaks into the config object (or into a log of it).
+ */
+export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
+  const raw: Record<string, unknown> = {}
+  for (const key of configKeys) {
+    const value = env[key]
+    if (value !== undefined && value.trim() !== '') raw[key] = value.trim()
+  }
+  const converted = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, raw)) as Record<string, unknown>
+  const problems: string[] = []
+  for (const error of Value.Errors(ConfigSchema, converted)) {
+    const key = error.instancePath.replace(/^\//, '') || '(config)'
+    const shown = key in raw ? ` (got ${JSON.stringify(redactValue(key, raw[key]))})` : ''
+    problems.push(`${key}: ${error.message}${shown}`)
+  }
+  const config = converted as Config
+  if (problems.length === 0) problems.push(...crossChecks(config))
+  if (problems.length > 0) throw new ConfigError(dedupe(problems))
+  return config
+}
+
+/** Reads `.env` (when present) into process.env without overriding what is already set. */
+export function loadDotEnv (path = '.env'): void {
+  if (existsSync(path)) process.loadEnvFile(path)
+}
+
+function crossChecks (config: Config): string[] {
+  const problems: string[] = []
+  if (config.REDIS_URL !== undefined) {
+    try {
+      const url = new URL(config.REDIS_URL)
+      if (url.hostname === '') problems.push('REDIS_URL: has no host')
+      const db = url.pathname.replace(/^\//, '')
+      if (db !== '' && !/^\d{1,2}$/.test(db)) problems.push('REDIS_URL: the database must be a number (redis://host:port/0)')
+    } catch {
+      problems.push('REDIS_URL: is not a valid URL (expected redis://[user:password@]host:port[/db] or rediss://…)')
+    }
+  }
+  if (config.REDIS_TLS_CA !== undefined && !existsSync(config.REDIS_TLS_CA)) {
+    problems.push(`REDIS_TLS_CA: file not found (${config.REDIS_TLS_CA})`)
+  }
+  return problems
+}
+
+function redactValue (key: string, value: unknown): unknown {
+  if (/SECRET|PASSWORD|TOKEN|KEY$/.test(key) && !key.endsWith('PREFIX')) return '***'
+  if (key.endsWith('_URL') || key.endsWith('_URLS')) return typeof value === 'string' ? redactUrl(value) : value
+  return value
+}
+
+/** `redis://user:secret@host` → `redis://user:***@host`; works on comma-separated lists. */
+export function redactUrl (value: string): string {
+  return value.replace(/(\/\/[^:/@]*:)[^@/]*@/g, '$1***@')
+}
+
+function dedupe (items: string[]): string[] {
+  return [...new Set(items)]
+}

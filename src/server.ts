@@ -1,0 +1,51 @@
+/**
+ * The process entry: read the config, build the app, listen, and shut down gracefully on
+ * SIGTERM/SIGINT (readiness turns 503, in-flight requests finish, Redis connections close,
+ * exit 0 — or exit 1 if that takes longer than SHUTDOWN_TIMEOUT_MS).
+ */
+import { buildApp } from './app.js'
+import { ConfigError, loadConfig, loadDotEnv } from './config.js'
+
+async function main (): Promise<void> {
+  let config
+  try {
+    loadDotEnv()
+    config = loadConfig()
+  } catch (err) {
+    process.stderr.write(`${err instanceof ConfigError ? err.message : String(err)}\n`)
+    process.exit(1)
+  }
+
+  const app = await buildApp(config)
+  let closing = false
+  const shutdown = (signal: string): void => {
+    if (closing) return
+    closing = true
+    app.lifecycle.shuttingDown = true
+    app.log.info({ signal }, 'shutting down: finishing in-flight requests')
+    const timer = setTimeout(() => {
+      app.log.error({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, 'shutdown took too long; exiting')
+      process.exit(1)
+    }, config.SHUTDOWN_TIMEOUT_MS)
+    timer.unref()
+    app.close().then(() => {
+      app.log.info('shutdown complete')
+      process.exit(0)
+    }, (err: unknown) => {
+      app.log.error({ err }, 'shutdown failed')
+      process.exit(1)
+    })
+  }
+  process.once('SIGTERM', () => shutdown('SIGTERM'))
+  process.once('SIGINT', () => shutdown('SIGINT'))
+
+  try {
+    await app.listen({ host: config.HOST, port: config.PORT })
+  } catch (err) {
+    app.log.error({ err }, `could not listen on ${config.HOST}:${config.PORT}`)
+    await app.close()
+    process.exit(1)
+  }
+}
+
+void main()

@@ -1,0 +1,79 @@
+/**
+ * Builds the app for a test exactly as the server does, with the config taken from an env
+ * object, logs captured in memory, and the app closed in teardown.
+ */
+import { Writable } from 'node:stream'
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../src/app.js'
+import { loadConfig, type Config } from '../src/config.js'
+
+export interface LogLine {
+  level: number
+  msg?: string
+  [key: string]: unknown
+}
+
+/** Collects pino's JSON lines. */
+export class LogCapture extends Writable {
+  readonly lines: LogLine[] = []
+  readonly raw: string[] = []
+
+  override _write (chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    for (const line of chunk.toString('utf8').split('\n')) {
+      if (line.trim() === '') continue
+      this.raw.push(line)
+      try { this.lines.push(JSON.parse(line) as LogLine) } catch { this.lines.push({ level: 0, msg: line }) }
+    }
+    done()
+  }
+
+  /** Lines whose message is exactly `msg`. */
+  withMsg (msg: string): LogLine[] {
+    return this.lines.filter((l) => l.msg === msg)
+  }
+
+  count (msg: string): number {
+    return this.withMsg(msg).length
+  }
+
+  get text (): string {
+    return this.raw.join('\n')
+  }
+}
+
+export interface TestApp {
+  app: FastifyInstance
+  logs: LogCapture
+  config: Config
+}
+
+interface Teardownable { teardown (fn: () => unknown): void }
+
+/** Test defaults: quiet request logs, a fixed JWT secret, an in-memory database. */
+export const TEST_ENV: Record<string, string> = {
+  LOG_LEVEL: 'info',
+  NODE_ENV: 'test',
+}
+
+export async function build (t: Teardownable, env: Record<string, string | undefined> = {}): Promise<TestApp> {
+  const config = loadConfig({ ...TEST_ENV, ...env })
+  const logs = new LogCapture()
+  const app = await buildApp(config, { logStream: logs })
+  await app.ready()
+  t.teardown(() => app.close())
+  return { app, logs, config }
+}
+
+export function sleep (ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** Polls `check` every `everyMs` until it returns true or `timeoutMs` passes; resolves to the elapsed ms or throws. */
+export async function waitFor (check: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 20): Promise<number> {
+  const started = Date.now()
+  for (;;) {
+    if (await check()) return Date.now() - started
+    if (Date.now() - started > timeoutMs) throw new Error(`condition not met within ${timeoutMs} ms`)
+    await sleep(everyMs)
+  }
+}
