@@ -53,6 +53,7 @@ interface Teardownable { teardown (fn: () => unknown): void }
 export const TEST_ENV: Record<string, string> = {
   LOG_LEVEL: 'info',
   NODE_ENV: 'test',
+  DATABASE_PATH: ':memory:',
 }
 
 export async function build (t: Teardownable, env: Record<string, string | undefined> = {}): Promise<TestApp> {
@@ -77,3 +78,6 @@ export async function waitFor (check: () => boolean | Promise<boolean>, timeoutM
     await sleep(everyMs)
   }
 }
+
+/** The type of `t` inside `t.test(…, async (t) => …)`. */
+export type TapTest = import('@tapjs/test').Test<import('@tapjs/test').BuiltPlugins> & import('@tapjs/test').BuiltPlugins

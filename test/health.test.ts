@@ -1,0 +1,250 @@
+/**
+ * The health endpoints and the Redis state machine seen through them, against private
+ * redis-server processes that the tests kill, freeze and restart.
+ */
+import t from 'tap'
+import { build, waitFor, sleep, type TapTest } from './helper.js'
+import { getFreePort, skipUnlessRedis, startRedis } from './helpers/redis-server.js'
+import { startProxy } from './helpers/tcp-proxy.js'
+import { LOG_CONNECTED, LOG_CONNECTION_FAILED, LOG_OPERATION_FAILED } from '../src/redis/state.js'
+import type { FastifyInstance } from 'fastify'
+
+interface Health {
+  status: string
+  timestamp: string
+  uptime: number
+  version: string
+  redis: { status: string, responseTime: number | null, mode: string }
+}
+
+async function health (app: FastifyInstance): Promise<{ code: number, body: Health, ms: number }> {
+  const started = performance.now()
+  const res = await app.inject({ method: 'GET', url: '/api/health' })
+  return { code: res.statusCode, body: res.json<Health>(), ms: performance.now() - started }
+}
+
+t.test('without REDIS_URL the service serves with redis "disabled"', async (t) => {
+  const { app, logs } = await build(t)
+  const { code, body } = await health(app)
+  t.equal(code, 200)
+  t.equal(body.status, 'OK')
+  t.same(body.redis, { status: 'disabled', responseTime: null, mode: 'fallback' })
+  t.match(body.version, /^\d+\.\d+\.\d+/)
+  t.ok(Number.isFinite(Date.parse(body.timestamp)), 'timestamp is a date')
+  t.type(body.uptime, 'number')
+  t.equal(logs.count(LOG_CONNECTION_FAILED), 0, 'no failure is reported when Redis is simply not configured')
+
+  const live = await app.inject('/api/health/live')
+  t.equal(live.statusCode, 200)
+  const ready = await app.inject('/api/health/ready')
+  t.equal(ready.statusCode, 200)
+
+  app.lifecycle.shuttingDown = true
+  const draining = await app.inject('/api/health/ready')
+  t.equal(draining.statusCode, 503, 'readiness turns 503 during shutdown')
+  t.equal((await app.inject('/api/health/live')).statusCode, 200, 'liveness stays 200 during shutdown')
+})
+
+t.test('unknown routes and errors have the error shape', async (t) => {
+  const { app } = await build(t)
+  const res = await app.inject('/api/nope')
+  t.equal(res.statusCode, 404)
+  t.same(res.json(), { statusCode: 404, error: 'Not Found', message: 'Route GET /api/nope not found' })
+})
+
+t.test('connected: status, a numeric responseTime, mode redis, ✅ logged once', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { app, logs } = await build(t, { REDIS_URL: redis.url })
+  const { code, body } = await health(app)
+  t.equal(code, 200)
+  t.equal(body.status, 'OK')
+  t.equal(body.redis.status, 'connected')
+  t.equal(body.redis.mode, 'redis')
+  t.type(body.redis.responseTime, 'number')
+  t.ok(body.redis.responseTime !== null && body.redis.responseTime >= 0 && body.redis.responseTime < 250)
+  t.equal(logs.count(LOG_CONNECTED), 1)
+  // More health calls inside the cache window reuse the PING result.
+  const before = Number((await redis.command('INFO', 'commandstats')).match(/cmdstat_ping:calls=(\d+)/)?.[1] ?? 0)
+  for (let i = 0; i < 50; i++) await health(app)
+  const after = Number((await redis.command('INFO', 'commandstats')).match(/cmdstat_ping:calls=(\d+)/)?.[1] ?? 0)
+  t.ok(after - before <= 2, `50 health calls sent ${after - before} PINGs (cached for about a second)`)
+  t.equal(logs.count(LOG_CONNECTED), 1, 'still logged once')
+})
+
+t.test('Redis killed: DEGRADED within 1 s, no request waits, back within 2 s of the restart', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { app, logs, config } = await build(t, { REDIS_URL: redis.url })
+  t.equal((await health(app)).body.redis.status, 'connected')
+
+  await redis.kill('SIGKILL')
+  const killedAt = Date.now()
+  const elapsed = await waitFor(async () => {
+    const { body } = await health(app)
+    return body.status === 'DEGRADED' && body.redis.status === 'disconnected' && body.redis.mode === 'fallback'
+  }, 1000)
+  t.ok(elapsed <= 1000, `DEGRADED after ${Date.now() - killedAt} ms`)
+
+  // While Redis is down no call waits longer than the command timeout (+50 ms).
+  const limit = config.REDIS_COMMAND_TIMEOUT_MS + 50
+  for (let i = 0; i < 20; i++) {
+    const started = performance.now()
+    await app.store.set(`k${i}`, 'v', 10_000)
+    t.equal(await app.store.get(`k${i}`), 'v', 'the fallback store answers')
+    const { ms } = await health(app)
+    const took = performance.now() - started
+    t.ok(took < limit && ms < limit, `request ${i} took ${took.toFixed(1)} ms`)
+  }
+
+  t.equal(logs.count(LOG_CONNECTION_FAILED), 1, '❌ logged once for the outage')
+  const failure = logs.withMsg(LOG_CONNECTION_FAILED)[0]
+  t.match(String(failure?.reason), /ECONNREFUSED|Connection closed|ECONNRESET/, 'the reason is given')
+
+  await redis.restart()
+  const restartedAt = Date.now()
+  await waitFor(async () => (await health(app)).body.redis.status === 'connected', 2000)
+  t.ok(Date.now() - restartedAt <= 2000, `connected ${Date.now() - restartedAt} ms after the restart`)
+  t.equal((await health(app)).body.status, 'OK')
+  t.equal(logs.count(LOG_CONNECTED), 2, '✅ logged once per transition')
+  t.equal(app.redisState.activations, 1)
+})
+
+/**
+ * Writes distinct values, then reads them back concurrently: any reply delivered to the
+ * wrong command shows up as a mismatched value.
+ */
+async function assertRepliesMatch (t: TapTest, app: FastifyInstance, round: string): Promise<void> {
+  const client = app.redis!
+  const n = 200
+  await Promise.all(Array.from({ length: n }, (_v, i) => client.set(`${round}:${i}`, `${round}-value-${i}`, 'PX', 60_000)))
+  const values = await Promise.all(Array.from({ length: n }, (_v, i) => client.get(`${round}:${i}`)))
+  const wrong = values.filter((v, i) => v !== `${round}-value-${i}`)
+  t.equal(wrong.length, 0, `${n} replies each reached their own request (${round})`)
+}
+
+t.test('Redis frozen (SIGSTOP): health answers within 1 s; after SIGCONT no reply goes astray', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { app, logs, config } = await build(t, { REDIS_URL: redis.url })
+  await assertRepliesMatch(t, app, 'before')
+
+  redis.pause()
+  // Commands already on the wire when the server froze: they time out, and their late
+  // replies must be consumed by them, not by later commands.
+  const inFlight = Array.from({ length: 20 }, (_v, i) => app.redis!.get(`before:${i}`).catch((err: Error) => err.message))
+  const started = performance.now()
+  const op = await app.store.get('before:1')
+  t.ok(performance.now() - started < config.REDIS_COMMAND_TIMEOUT_MS + 50, 'the first command gives up at the command timeout')
+  t.equal(op, null, 'answered from the fallback')
+  const timedOut = await Promise.all(inFlight)
+  t.ok(timedOut.every((m) => m === 'Command timed out'), 'the commands sent during the freeze time out')
+
+  const { body, ms } = await health(app)
+  t.ok(ms < 1000, `health answered in ${ms.toFixed(0)} ms while Redis is frozen`)
+  t.equal(body.status, 'DEGRADED')
+  t.equal(body.redis.mode, 'fallback')
+  t.equal(logs.count(LOG_OPERATION_FAILED), 1, '⚠️ logged once for the transition')
+
+  redis.resume()
+  await waitFor(async () => (await health(app)).body.redis.mode === 'redis', 3000)
+  await assertRepliesMatch(t, app, 'after')
+  t.equal(logs.count(LOG_OPERATION_FAILED), 1)
+})
+
+t.test('black-holed through a proxy: health answers within 1 s; after the flush replies stay matched', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const proxy = await startProxy({ port: redis.port })
+  t.teardown(() => proxy.close())
+  const { app } = await build(t, { REDIS_URL: proxy.url })
+  await assertRepliesMatch(t, app, 'pre')
+
+  proxy.blackhole()
+  const held = Array.from({ length: 50 }, (_v, i) => app.redis!.get(`pre:${i}`).catch((err: Error) => err.message))
+  await app.store.get('pre:0')
+  const { body, ms } = await health(app)
+  t.ok(ms < 1000, `health answered in ${ms.toFixed(0)} ms during the black hole`)
+  t.equal(body.status, 'DEGRADED')
+  t.ok((await Promise.all(held)).every((m) => m === 'Command timed out'))
+
+  proxy.flush()
+  await waitFor(async () => (await health(app)).body.redis.mode === 'redis', 3000)
+  await assertRepliesMatch(t, app, 'post')
+})
+
+t.test('latency over the command timeout flips to fallback; normal latency does not', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const proxy = await startProxy({ port: redis.port })
+  t.teardown(() => proxy.close())
+  const { app } = await build(t, { REDIS_URL: proxy.url, REDIS_COMMAND_TIMEOUT_MS: '300' })
+  proxy.setLatency(20)
+  await app.store.set('a', '1', 10_000)
+  t.equal(await app.store.get('a'), '1')
+  t.equal(app.redisState.mode, 'redis', '40 ms round trips are fine')
+  proxy.setLatency(400)
+  const started = performance.now()
+  t.equal(await app.store.get('a'), null, 'a slow Redis is given up on and the fallback answers')
+  t.ok(performance.now() - started < 350)
+  t.equal(app.redisState.mode, 'fallback')
+  proxy.setLatency(0)
+  await waitFor(() => app.redisState.mode === 'redis', 3000)
+  t.equal(await app.store.get('a'), '1', 'Redis is used again and still has the data')
+})
+
+t.test('boot with Redis absent, started 5 s later: connected within 2 s', skipUnlessRedis(), async (t) => {
+  const port = await getFreePort()
+  const started = Date.now()
+  const { app, logs } = await build(t, { REDIS_URL: `redis://127.0.0.1:${port}` })
+  t.ok(Date.now() - started < 2000, `boot took ${Date.now() - started} ms (never waits past the connect timeout)`)
+  const { body } = await health(app)
+  t.equal(body.status, 'DEGRADED')
+  t.equal(body.redis.mode, 'fallback')
+  t.ok(['connecting', 'disconnected'].includes(body.redis.status))
+  t.equal(logs.count(LOG_CONNECTION_FAILED), 1, 'the failed first connection is logged once')
+
+  await sleep(5000)
+  t.equal(logs.count(LOG_CONNECTION_FAILED), 1, 'reconnect attempts do not log again')
+  const redis = await startRedis({ port })
+  t.teardown(() => redis.stop())
+  const upAt = Date.now()
+  await waitFor(async () => (await health(app)).body.redis.status === 'connected', 2000)
+  t.ok(Date.now() - upAt <= 2000, `connected ${Date.now() - upAt} ms after Redis started`)
+  t.equal(logs.count(LOG_CONNECTED), 1)
+})
+
+t.test('wrong password and NOAUTH: a clear log line, not connected, the password nowhere', skipUnlessRedis(), async (t) => {
+  const secret = 'server-s3cret-pass'
+  const redis = await startRedis({ password: secret })
+  t.teardown(() => redis.stop())
+
+  const wrong = 'wr0ng-Pa55word-xyz'
+  const a = await build(t, { REDIS_URL: `redis://:${wrong}@127.0.0.1:${redis.port}` })
+  const b = await build(t, { REDIS_URL: `redis://127.0.0.1:${redis.port}` })
+  await sleep(300)
+  for (const [name, { app, logs }, pattern] of [
+    ['wrong password', a, /WRONGPASS|invalid username-password/],
+    ['no password', b, /NOAUTH/],
+  ] as const) {
+    const { body } = await health(app)
+    t.not(body.redis.status, 'connected', `${name}: not connected`)
+    t.equal(body.redis.mode, 'fallback', `${name}: fallback`)
+    t.equal(logs.count(LOG_CONNECTION_FAILED), 1, `${name}: one failure line`)
+    t.match(String(logs.withMsg(LOG_CONNECTION_FAILED)[0]?.reason), pattern, `${name}: the reason says why`)
+    const snapshot = JSON.stringify(app.redisState.snapshot())
+    for (const text of [logs.text, JSON.stringify(body), snapshot]) {
+      t.notOk(text.includes(wrong), `${name}: the configured password does not appear`)
+      t.notOk(text.includes(secret), `${name}: the server password does not appear`)
+    }
+  }
+  t.match(a.app.redisState.url, /^redis:\/\/:\*\*\*@127\.0\.0\.1:/, 'the URL is shown redacted')
+})
+
+t.test('the right password connects', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis({ password: 'p@ss/word:1' })
+  t.teardown(() => redis.stop())
+  const { app, logs } = await build(t, { REDIS_URL: `redis://:${encodeURIComponent('p@ss/word:1')}@127.0.0.1:${redis.port}` })
+  t.equal((await health(app)).body.redis.status, 'connected')
+  t.notOk(logs.text.includes('p@ss/word:1'))
+})
