@@ -77,7 +77,8 @@ export class MemoryStore implements KvStore {
       this.#cache.set(key, '1', { ttl: positive(windowMs) })
       return { count: 1, ttlMs: windowMs }
     }
-    const ttlMs = Math.max(1, Math.round(this.#cache.getRemainingTTL(key)))
+    // The LRU's clock can read a millisecond ahead of the window: clamp to it.
+    const ttlMs = Math.min(windowMs, Math.max(1, Math.round(this.#cache.getRemainingTTL(key))))
     const count = Number(current) + 1
     this.#cache.set(key, String(count), { ttl: ttlMs, noUpdateTTL: true })
     return { count, ttlMs }

@@ -1,0 +1,109 @@
+/**
+ * The configuration schema: defaults, conversions, a boot that fails naming the variable,
+ * `.env` loading, and `.env.example` listing exactly the schema's variables.
+ */
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { ConfigError, configKeys, loadConfig, loadDotEnv, redactUrl } from '../src/config.js'
+
+t.test('defaults: no variable set gives a runnable config', async (t) => {
+  const config = loadConfig({})
+  t.equal(config.PORT, 3000)
+  t.equal(config.HOST, '0.0.0.0')
+  t.equal(config.REDIS_URL, undefined)
+  t.equal(config.REDIS_KEY_PREFIX, '')
+  t.equal(config.REDIS_CONNECT_TIMEOUT_MS, 2000)
+  t.equal(config.REDIS_COMMAND_TIMEOUT_MS, 500)
+  t.equal(config.REDIS_MAX_RETRIES_PER_REQUEST, 1)
+  t.equal(config.REDIS_FAMILY, 4)
+  t.equal(config.REDIS_TLS_REJECT_UNAUTHORIZED, true)
+})
+
+t.test('strings are converted and empty values count as unset', async (t) => {
+  const config = loadConfig({ PORT: '8080', REDIS_FAMILY: '6', REDIS_TLS_REJECT_UNAUTHORIZED: 'false', REDIS_URL: '  ', LOG_LEVEL: 'warn' })
+  t.equal(config.PORT, 8080)
+  t.equal(config.REDIS_FAMILY, 6)
+  t.equal(config.REDIS_TLS_REJECT_UNAUTHORIZED, false)
+  t.equal(config.REDIS_URL, undefined)
+  t.equal(config.LOG_LEVEL, 'warn')
+  t.notOk('PATH' in config, 'only schema variables are read')
+})
+
+const BAD: Array<[string, string]> = [
+  ['PORT', 'abc'],
+  ['PORT', '70000'],
+  ['LOG_LEVEL', 'loud'],
+  ['NODE_ENV', 'staging'],
+  ['REDIS_URL', 'http://localhost:6379'],
+  ['REDIS_URL', 'redis://'],
+  ['REDIS_URL', 'redis://host:6379/abc'],
+  ['REDIS_KEY_PREFIX', 'has space'],
+  ['REDIS_CONNECT_TIMEOUT_MS', '-5'],
+  ['REDIS_COMMAND_TIMEOUT_MS', '1.5'],
+  ['REDIS_MAX_RETRIES_PER_REQUEST', 'many'],
+  ['REDIS_KEEPALIVE_MS', 'x'],
+  ['REDIS_FAMILY', '5'],
+  ['REDIS_TLS_CA', '/nonexistent/ca.pem'],
+  ['REDIS_TLS_REJECT_UNAUTHORIZED', 'maybe'],
+  ['BODY_LIMIT_BYTES', '1'],
+  ['SHUTDOWN_TIMEOUT_MS', 'soon'],
+  ['FALLBACK_MAX_ENTRIES', '0'],
+  ['FALLBACK_MAX_BYTES', 'lots'],
+]
+
+t.test('each bad value fails the boot naming its variable', async (t) => {
+  for (const [name, value] of BAD) {
+    const err = t.throws(() => loadConfig({ [name]: value }), ConfigError, `${name}=${value} is refused`) as unknown as ConfigError
+    t.match(err.message, new RegExp(`\\b${name}\\b`), `the message names ${name}`)
+    t.equal(err.problems.length, 1, `only ${name} is reported`)
+  }
+})
+
+t.test('a bad value never echoes a secret', async (t) => {
+  const err = t.throws(() => loadConfig({ REDIS_URL: 'redis://:topsecret@host:6379/abc' })) as unknown as ConfigError
+  t.notMatch(err.message, /topsecret/)
+  t.equal(redactUrl('redis://user:pw@a:1,redis://:pw2@b:2'), 'redis://user:***@a:1,redis://:***@b:2')
+})
+
+t.test('the server refuses to start on a bad value, naming the variable, exit code 1', async (t) => {
+  const res = spawnSync(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    env: { ...process.env, PORT: 'not-a-port', REDIS_URL: '' },
+    encoding: 'utf8',
+    timeout: 20_000,
+  })
+  t.equal(res.status, 1)
+  t.match(res.stderr, /Invalid configuration/)
+  t.match(res.stderr, /PORT/)
+  t.notMatch(res.stderr, /\n\s+at /, 'no stack trace')
+})
+
+t.test('a .env file is read when present, and the real environment wins', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aic-env-'))
+  const file = join(dir, '.env')
+  writeFileSync(file, 'PORT=4567\nSHUTDOWN_TIMEOUT_MS=1234\n')
+  const saved = { PORT: process.env.PORT, SHUTDOWN_TIMEOUT_MS: process.env.SHUTDOWN_TIMEOUT_MS }
+  t.teardown(() => {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k]
+      else process.env[k] = v
+    }
+  })
+  delete process.env.SHUTDOWN_TIMEOUT_MS
+  process.env.PORT = '4000'
+  loadDotEnv(file)
+  const config = loadConfig()
+  t.equal(config.SHUTDOWN_TIMEOUT_MS, 1234, 'a variable from .env is used')
+  t.equal(config.PORT, 4000, 'the real environment wins over .env')
+  loadDotEnv(join(dir, 'missing.env'))
+  t.pass('a missing .env file is fine')
+})
+
+t.test('.env.example lists exactly the schema variables', async (t) => {
+  const text = readFileSync(new URL('../.env.example', import.meta.url), 'utf8')
+  const listed = new Set([...text.matchAll(/^#?\s*([A-Z][A-Z0-9_]+)=/gm)].map((m) => m[1]))
+  for (const key of configKeys) t.ok(listed.has(key), `${key} is in .env.example`)
+  for (const key of listed) t.ok((configKeys as string[]).includes(key!), `${key} from .env.example is in the schema`)
+})
