@@ -10,7 +10,9 @@ import { isServiceError } from './errors.js'
 import { loggerOptions } from './logger.js'
 import configPlugin from '../plugins/config.js'
 import redisPlugin from '../plugins/redis.js'
+import cachePlugin from '../plugins/cache.js'
 import healthRoutes from '../routes/health.js'
+import stocksRoutes from '../routes/stocks.js'
 
 export interface BuildOptions {
   /** Where logs go (tests capture them); stdout by default. */
@@ -44,8 +46,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   await app.register(configPlugin, { config })
   await app.register(redisPlugin)
+  await app.register(cachePlugin)
 
   await app.register(healthRoutes)
+  await app.register(stocksRoutes)
   return app
 }
 

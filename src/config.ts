@@ -36,6 +36,24 @@ export const ConfigSchema = Type.Object({
   REDIS_TLS_REJECT_UNAUTHORIZED: Bool(true),
   FALLBACK_MAX_ENTRIES: Int(50_000, 100, 10_000_000),
   FALLBACK_MAX_BYTES: Int(64 * 1_048_576, 65_536, 4096 * 1_048_576),
+
+  // --- cache and quotes --------------------------------------------------------------
+  QUOTE_PROVIDER: OneOf(['simulated', 'finnhub'] as const, 'simulated'),
+  FINNHUB_API_KEY: Opt(Type.String({ minLength: 1 })),
+  FINNHUB_BASE_URL: Type.String({ default: 'https://finnhub.io/api/v1', pattern: '^https?://[^\\s]+$' }),
+  FINNHUB_TIMEOUT_MS: Int(3000, 50, 60_000),
+  FINNHUB_RETRIES: Int(1, 0, 5),
+  FINNHUB_BREAKER_THRESHOLD: Int(5, 1, 1000),
+  FINNHUB_BREAKER_COOLDOWN_MS: Int(10_000, 100, 600_000),
+  QUOTE_TTL_SECONDS: Int(20, 1, 86_400),
+  QUOTE_GRACE_SECONDS: Int(300, 0, 86_400),
+  QUOTE_SOFT_TIMEOUT_MS: Int(1000, 0, 60_000),
+  QUOTE_BATCH_CONCURRENCY: Int(8, 1, 50),
+  CACHE_L1_ENABLED: Bool(true),
+  CACHE_L1_MAX_ENTRIES: Int(10_000, 1, 10_000_000),
+  CACHE_L1_MAX_BYTES: Int(32 * 1_048_576, 65_536, 4096 * 1_048_576),
+  CACHE_LOCK_TTL_MS: Int(3000, 100, 60_000),
+  CACHE_LOADER_TIMEOUT_MS: Int(10_000, 100, 120_000),
 })
 
 export type Config = Static<typeof ConfigSchema>

@@ -1,0 +1,390 @@
+/**
+ * The two-tier cache engine (src/cache) against real redis-server processes: single-flight
+ * in one process and across instances, grace, early refresh, L1 bounds and coherence,
+ * invalidation races, and Redis going away and coming back.
+ */
+import t from 'tap'
+import { createRedisState, type RedisState } from '../src/redis/state.js'
+import { MemoryStore } from '../src/store/memory-store.js'
+import { ResilientStore } from '../src/store/resilient-store.js'
+import { createTwoTierCache, type TwoTierCache, type TwoTierCacheOptions } from '../src/cache/two-tier-cache.js'
+import { shouldRefreshEarly } from '../src/cache/xfetch.js'
+import { sleep, waitFor, type TapTest } from './helper.js'
+import { skipUnlessRedis, startRedis, type RedisProcess } from './helpers/redis-server.js'
+
+const redisOpts = skipUnlessRedis()
+
+const quiet = { info () {}, warn () {}, error () {}, debug () {} }
+
+interface Engine { cache: TwoTierCache, state: RedisState, warnings: string[] }
+
+async function engine (t: TapTest, redis: RedisProcess | null, options: Partial<TwoTierCacheOptions> = {}): Promise<Engine> {
+  const warnings: string[] = []
+  const log = { ...quiet, warn: (_o: object, msg: string) => { warnings.push(msg) } }
+  const state = createRedisState({ url: redis?.url, log, ...(options.keyPrefix ? { keyPrefix: options.keyPrefix } : {}) })
+  await state.start()
+  const store = new ResilientStore(state, new MemoryStore())
+  const cache = createTwoTierCache({
+    store,
+    state,
+    log,
+    createSubscriber: () => state.client?.duplicate({ autoResubscribe: false }) ?? null,
+    names: [['stock:', 'quotes'], ['portfolio:', 'portfolios']],
+    ...options,
+  })
+  t.teardown(async () => {
+    await cache.close()
+    await state.close()
+  })
+  if (redis !== null && options.createSubscriber === undefined) await waitFor(() => cache.stats().invalidation.subscribed, 3000)
+  return { cache, state, warnings }
+}
+
+async function privateRedis (t: TapTest): Promise<RedisProcess> {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  return redis
+}
+
+/** A loader that counts its calls, answers `value()` after `delayMs`. */
+function counting<T> (value: () => T, delayMs = 0) {
+  const loader = Object.assign(async (): Promise<T> => {
+    loader.calls++
+    if (delayMs > 0) await sleep(delayMs)
+    return value()
+  }, { calls: 0 })
+  return loader
+}
+
+t.test('concurrent misses in one process share one loader call', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache } = await engine(t, redis)
+  const loader = counting(() => ({ price: 1 }), 100)
+  const results = await Promise.all(Array.from({ length: 100 }, () => cache.wrapEntry('stock:A', { ttl: 20 }, loader)))
+  t.equal(loader.calls, 1)
+  t.ok(results.every((r) => r.cache === 'MISS' && (r.value as { price: number }).price === 1))
+  t.match(cache.stats().caches.quotes, { misses: 100, loads: 1, hitsL1: 0 })
+  t.equal((await cache.wrapEntry('stock:A', { ttl: 20 }, loader)).layer, 'l1')
+  t.equal(cache.stats().caches.quotes?.hitsL1, 1)
+})
+
+t.test('N instances × M concurrent misses = 1 loader call (Redis lock, waiters poll L2)', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const engines = await Promise.all([engine(t, redis), engine(t, redis), engine(t, redis)])
+  const loader = counting(() => ({ price: 7 }), 150)
+  const results = await Promise.all(engines.flatMap(({ cache }) =>
+    Array.from({ length: 30 }, () => cache.wrapEntry('stock:B', { ttl: 20 }, loader))))
+  t.equal(loader.calls, 1, 'one call for 3 × 30 concurrent misses')
+  t.ok(results.every((r) => (r.value as { price: number }).price === 7))
+  t.same([...new Set(results.map((r) => r.layer))].sort(), ['l2-wait', 'loader'], 'the others waited for L2')
+  t.equal(await redis.command('EXISTS', 'lock:fill:stock:B'), '0', 'the lock was released')
+})
+
+t.test('a lock left by a crashed instance delays a load at most until it expires', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache } = await engine(t, redis)
+  await redis.command('SET', 'lock:fill:stock:C', 'someone-dead', 'PX', '300')
+  const loader = counting(() => 1)
+  const started = performance.now()
+  const result = await cache.wrapEntry('stock:C', { ttl: 20 }, loader)
+  const ms = performance.now() - started
+  t.equal(result.value, 1)
+  t.equal(loader.calls, 1)
+  t.ok(ms >= 250 && ms < 1000, `waited for the dead lock to expire, no longer (${ms.toFixed(0)} ms)`)
+})
+
+t.test('errors are never cached', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache } = await engine(t, redis)
+  let fail = true
+  const loader = counting(() => {
+    if (fail) throw new Error('upstream down')
+    return 'ok'
+  })
+  await t.rejects(cache.wrap('stock:D', { ttl: 20, grace: 60 }, loader), /upstream down/)
+  t.equal(await redis.command('EXISTS', 'stock:D'), '0')
+  t.equal(await redis.command('EXISTS', 'stale:stock:D'), '0')
+  await t.rejects(cache.wrap('stock:D', { ttl: 20 }, loader), /upstream down/)
+  t.equal(loader.calls, 2, 'the second call asked the loader again')
+  fail = false
+  t.equal(await cache.wrap('stock:D', { ttl: 20 }, loader), 'ok')
+  t.match(cache.stats().caches.quotes, { loads: 3, loadErrors: 2 })
+
+  await t.rejects(cache.wrap('stock:E', { ttl: 20 }, async () => undefined), /returned undefined/)
+  t.equal(await redis.command('EXISTS', 'stock:E'), '0')
+})
+
+t.test('grace: a failed load after expiry serves the stale value, marked STALE, until the grace ends', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache } = await engine(t, redis)
+  let version = 1
+  let fail = false
+  const loader = async (): Promise<number> => {
+    if (fail) throw new Error('down')
+    return version++
+  }
+  const options = { ttl: 0.3, grace: 0.6 }
+  t.equal((await cache.wrapEntry('stock:F', options, loader)).value, 1)
+  await sleep(350)
+  fail = true
+  const stale = await cache.wrapEntry('stock:F', options, loader)
+  t.equal(stale.cache, 'STALE')
+  t.equal(stale.value, 1)
+  t.equal(cache.stats().caches.quotes?.staleServes, 1)
+  await sleep(650)
+  await t.rejects(cache.wrap('stock:F', options, loader), /down/, 'after the grace the error shows')
+  fail = false
+  t.equal(await cache.wrap('stock:F', options, loader), 2)
+})
+
+t.test('XFetch: a hot key is refreshed before it expires, so no reader sees it expire', redisOpts, async (t) => {
+  t.ok(shouldRefreshEarly(1000, 1010, 50, 20_000, () => 0.5), '-50·ln(0.5) ≈ 35 ms ≥ the 10 ms left')
+  t.notOk(shouldRefreshEarly(1000, 2000, 50, 20_000, () => 0.5), 'not 1 s before expiry')
+  t.notOk(shouldRefreshEarly(1000, 1001, 0, 20_000, () => 1), 'random() = 1 never refreshes early')
+  t.ok(shouldRefreshEarly(1000, 1100, 0, 20_000, () => 0.5), 'a fast loader still gets 1 % of the TTL (200 ms) as delta: -200·ln(0.5) ≈ 139 ms ≥ 100 ms')
+
+  const redis = await privateRedis(t)
+  // random() = 0.01 → refresh when less than 4.6 × the load time (40 ms) is left: ~185 ms.
+  const { cache } = await engine(t, redis, { random: () => 0.01 })
+  let version = 0
+  const loader = counting(() => ++version, 40)
+  const statuses = new Set<string>()
+  t.equal((await cache.wrapEntry('stock:HOT', { ttl: 0.6 }, loader)).cache, 'MISS')
+  const until = Date.now() + 2000
+  while (Date.now() < until) {
+    statuses.add((await cache.wrapEntry('stock:HOT', { ttl: 0.6 }, loader)).cache)
+    await sleep(10)
+  }
+  t.same([...statuses], ['HIT'], 'every read for 2 s (3+ TTLs) was a HIT')
+  t.ok(loader.calls >= 4, `the key was refreshed in the background (${loader.calls} loads)`)
+  t.ok((cache.stats().caches.quotes?.earlyRefreshes ?? 0) >= 3)
+
+  // The same traffic without early refresh sees the key expire.
+  const { cache: plain } = await engine(t, redis, { random: () => 1 })
+  const slow = counting(() => 1, 40)
+  const seen = new Set<string>()
+  await plain.wrapEntry('stock:COLD', { ttl: 0.3 }, slow)
+  const end = Date.now() + 700
+  while (Date.now() < end) {
+    seen.add((await plain.wrapEntry('stock:COLD', { ttl: 0.3 }, slow)).cache)
+    await sleep(10)
+  }
+  t.ok(seen.has('MISS'), 'without it a reader waits for the reload')
+})
+
+t.test('L1 is bounded by entries and by bytes', async (t) => {
+  const { cache } = await engine(t, null, { l1: { maxEntries: 10 } })
+  for (let i = 0; i < 50; i++) await cache.wrap(`stock:K${i}`, { ttl: 60 }, async () => i)
+  t.equal(cache.stats().l1.entries, 10)
+
+  const { cache: small } = await engine(t, null, { l1: { maxBytes: 8192 } })
+  const big = 'x'.repeat(1000)
+  for (let i = 0; i < 50; i++) await small.wrap(`stock:B${i}`, { ttl: 60 }, async () => big)
+  const { l1 } = small.stats()
+  t.ok(l1.bytes <= 8192, `bytes ${l1.bytes} ≤ 8192`)
+  t.ok(l1.entries >= 1 && l1.entries < 50, `only the most recent fit (${l1.entries})`)
+  t.equal(await small.wrap('stock:B49', { ttl: 60 }, async () => 'reloaded'), big, 'the most recent one is still there')
+
+  const { cache: none } = await engine(t, null, { l1: { enabled: false } })
+  await none.wrap('stock:X', { ttl: 60 }, async () => 1)
+  t.same(none.stats().l1, { enabled: false, entries: 0, bytes: 0, maxEntries: 10_000, maxBytes: 32 * 1024 * 1024 })
+})
+
+t.test('an L1 copy never outlives its L2 TTL', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const a = await engine(t, redis)
+  const b = await engine(t, redis)
+  const loader = counting(() => 'v', 0)
+  await a.cache.wrap('stock:L', { ttl: 1 }, loader)
+  await sleep(600)
+  t.equal((await b.cache.wrapEntry('stock:L', { ttl: 1 }, loader)).layer, 'l2', 'B copies it 600 ms into its life')
+  t.equal((await b.cache.wrapEntry('stock:L', { ttl: 1 }, loader)).layer, 'l1')
+  await sleep(450)
+  const after = await b.cache.wrapEntry('stock:L', { ttl: 1 }, loader)
+  t.equal(after.layer, 'loader', 'B\'s copy expired with the L2 key (1 s after the load), not 1 s after B read it')
+  t.equal(loader.calls, 2)
+})
+
+t.test('invalidate and invalidatePrefix reach L2 and every instance\'s L1 within 100 ms', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const a = await engine(t, redis)
+  const b = await engine(t, redis)
+  for (const key of ['portfolio:1', 'portfolio:2', 'stock:KEEP']) {
+    await a.cache.wrap(key, { ttl: 60, grace: 60 }, async () => key)
+    await b.cache.wrap(key, { ttl: 60, grace: 60 }, async () => 'unused')
+  }
+  t.equal(b.cache.stats().l1.entries, 3)
+
+  await a.cache.invalidate('portfolio:1')
+  const ms = await waitFor(() => b.cache.stats().l1.entries === 2, 100, 2)
+  t.ok(ms <= 100, `B dropped portfolio:1 in ${ms} ms`)
+  t.equal(await redis.command('EXISTS', 'portfolio:1', 'stale:portfolio:1'), '0')
+
+  await a.cache.invalidatePrefix('portfolio:')
+  await waitFor(() => b.cache.stats().l1.entries === 1, 100, 2)
+  t.equal(await redis.command('EXISTS', 'portfolio:2', 'stale:portfolio:2'), '0', 'found by SCAN and deleted, grace copy too')
+  t.equal(await redis.command('EXISTS', 'stock:KEEP'), '1', 'other prefixes untouched')
+  t.equal(await b.cache.wrap('stock:KEEP', { ttl: 60 }, async () => 'reloaded'), 'stock:KEEP')
+  t.equal(await b.cache.wrap('portfolio:2', { ttl: 60 }, async () => 'reloaded'), 'reloaded')
+  t.ok(b.cache.stats().invalidation.received >= 2)
+})
+
+t.test('a load that began before an invalidation cannot store its older result after it', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const a = await engine(t, redis)
+  const b = await engine(t, redis)
+  let truth = 'old'
+  const slowRead = async (): Promise<string> => {
+    const seen = truth
+    await sleep(300)
+    return seen
+  }
+  const inFlight = a.cache.wrap('portfolio:7', { ttl: 300 }, slowRead)
+  await sleep(100)
+  truth = 'new'
+  await b.cache.invalidate('portfolio:7')
+  t.equal(await inFlight, 'old', 'the caller that started before still gets its answer')
+  t.equal(await redis.command('EXISTS', 'portfolio:7'), '0', 'but it was not written to L2')
+  t.equal(await a.cache.wrap('portfolio:7', { ttl: 300 }, slowRead), 'new', 'nor kept in A\'s L1')
+
+  // The same race when the message has not reached A (here: A does not subscribe at all):
+  // the key's generation in Redis, read before the load and checked by the write, stops it.
+  const deafRedis = await engine(t, redis, { createSubscriber: () => null })
+  truth = 'old'
+  const late = deafRedis.cache.wrap('portfolio:17', { ttl: 300 }, slowRead)
+  await sleep(100)
+  truth = 'new'
+  await b.cache.invalidate('portfolio:17')
+  t.equal(await late, 'old')
+  t.equal(await redis.command('EXISTS', 'portfolio:17'), '0', 'the older result was refused by Redis')
+  t.equal(await b.cache.wrap('portfolio:17', { ttl: 300 }, slowRead), 'new')
+
+  // In one process: a caller arriving after the invalidation does not join the older load.
+  truth = 'v1'
+  await a.cache.invalidate('portfolio:8')
+  const first = a.cache.wrap('portfolio:8', { ttl: 300 }, slowRead)
+  await sleep(50)
+  truth = 'v2'
+  await a.cache.invalidate('portfolio:8')
+  const second = a.cache.wrap('portfolio:8', { ttl: 300 }, slowRead)
+  t.same(await Promise.all([first, second]), ['v1', 'v2'])
+  t.equal(await a.cache.wrap('portfolio:8', { ttl: 300 }, slowRead), 'v2')
+})
+
+t.test('set stores the new truth and drops the other instances\' copies', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const a = await engine(t, redis)
+  const b = await engine(t, redis)
+  await b.cache.wrap('portfolio:3', { ttl: 300 }, async () => 'old')
+  await a.cache.set('portfolio:3', 'new', { ttl: 300 })
+  await waitFor(() => b.cache.stats().l1.entries === 0, 100, 2)
+  t.equal(await b.cache.get('portfolio:3'), 'new')
+  t.equal(await a.cache.get('portfolio:3'), 'new')
+  t.equal(await a.cache.get('portfolio:none'), undefined)
+  const pttl = Number(await redis.command('PTTL', 'portfolio:3'))
+  t.ok(pttl > 299_000 && pttl <= 300_000, 'with its TTL')
+})
+
+t.test('values are shared and frozen: a caller cannot change the cached copy', async (t) => {
+  const { cache } = await engine(t, null)
+  const value = await cache.wrap('portfolio:9', { ttl: 60 }, async () => ({ positions: [{ ticker: 'AAPL', shares: 1 }] }))
+  t.throws(() => { (value.positions[0] as { shares: number }).shares = 99 }, TypeError)
+  t.same(await cache.wrap('portfolio:9', { ttl: 60 }, async () => null), { positions: [{ ticker: 'AAPL', shares: 1 }] })
+})
+
+t.test('a loader that never answers is abandoned at the loader timeout (504), lock released', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache } = await engine(t, redis, { loaderTimeoutMs: 200 })
+  const started = performance.now()
+  const err = await cache.wrap('stock:HANG', { ttl: 20 }, () => new Promise<never>(() => {})).catch((e: unknown) => e)
+  t.match(err, { statusCode: 504, code: 'AIC_GATEWAY_TIMEOUT' })
+  t.ok(performance.now() - started < 600)
+  t.equal(await redis.command('EXISTS', 'lock:fill:stock:HANG'), '0')
+})
+
+t.test('Redis frozen: at most one command timeout, then L1 + loader only; invalidations are replayed when it returns', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const a = await engine(t, redis)
+  await a.cache.wrap('portfolio:20', { ttl: 300 }, async () => 'cached')
+  t.equal(await redis.command('EXISTS', 'portfolio:20'), '1')
+
+  redis.pause()
+  t.teardown(() => redis.resume())
+  const loader = counting(() => 'from loader')
+  let started = performance.now()
+  t.equal(await a.cache.wrap('stock:P1', { ttl: 60 }, loader), 'from loader')
+  const first = performance.now() - started
+  t.ok(first < 1200, `the first miss waited for one command timeout at most (${first.toFixed(0)} ms)`)
+  t.equal(a.state.mode, 'fallback')
+  started = performance.now()
+  t.equal(await a.cache.wrap('stock:P2', { ttl: 60 }, loader), 'from loader')
+  t.equal(await a.cache.wrap('portfolio:20', { ttl: 300 }, loader), 'cached', 'L1 still serves')
+  t.ok(performance.now() - started < 50, 'later calls never touch Redis')
+
+  await a.cache.invalidate('portfolio:20')
+  t.equal(a.cache.stats().invalidation.pending, 1, 'remembered while Redis is away')
+
+  redis.resume()
+  await waitFor(() => a.state.available, 5000)
+  await waitFor(async () => (await redis.command('EXISTS', 'portfolio:20')) === '0', 3000)
+  t.pass('replayed on L2 when Redis returned')
+  t.equal(a.cache.stats().invalidation.pending, 0)
+})
+
+t.test('after a lost subscription L1 copies are re-checked, and kept only as stale fallbacks', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache, state } = await engine(t, redis)
+  await cache.wrap('stock:R', { ttl: 60, grace: 60 }, async () => 'before')
+  await cache.wrap('portfolio:R', { ttl: 60 }, async () => 'before')
+  await redis.restart()
+  await waitFor(() => state.available && cache.stats().invalidation.subscribed, 5000)
+
+  const stale = await cache.wrapEntry('stock:R', { ttl: 60, grace: 60 }, async () => { throw new Error('down') })
+  t.equal(stale.cache, 'STALE', 'not trusted as fresh, but still a fallback')
+  t.equal(stale.value, 'before')
+  const reloaded = await cache.wrapEntry('portfolio:R', { ttl: 60 }, async () => 'after')
+  t.same([reloaded.cache, reloaded.value], ['MISS', 'after'], 'a copy without grace was dropped')
+  t.equal(await redis.command('EXISTS', 'portfolio:R'), '1')
+  await cache.invalidate('portfolio:R')
+  t.equal(await redis.command('EXISTS', 'portfolio:R'), '0', 'the scripts work on the restarted server (not loaded there yet)')
+})
+
+t.test('with REDIS_KEY_PREFIX: keys, SCAN and the channel are prefixed', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const a = await engine(t, redis, { keyPrefix: 'app1:' })
+  const b = await engine(t, redis, { keyPrefix: 'app1:' })
+  const other = await engine(t, redis, { keyPrefix: 'app2:' })
+  for (const e of [a, b, other]) await e.cache.wrap('portfolio:1', { ttl: 60, grace: 10 }, async () => 'x')
+  t.equal(await redis.command('EXISTS', 'app1:portfolio:1', 'app1:stale:portfolio:1', 'app2:portfolio:1'), '3')
+  await a.cache.invalidatePrefix('portfolio:')
+  await waitFor(() => b.cache.stats().l1.entries === 0, 100, 2)
+  t.equal(await redis.command('EXISTS', 'app1:portfolio:1', 'app1:stale:portfolio:1'), '0')
+  t.equal(await redis.command('EXISTS', 'app2:portfolio:1'), '1', 'another deployment\'s keys are untouched')
+  await sleep(50)
+  t.equal(other.cache.stats().l1.entries, 1, 'and so is its L1')
+})
+
+t.test('counters per named cache', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const a = await engine(t, redis)
+  const b = await engine(t, redis)
+  await a.cache.wrap('stock:S', { ttl: 60 }, async () => 1)
+  await a.cache.wrap('stock:S', { ttl: 60 }, async () => 1)
+  await b.cache.wrap('stock:S', { ttl: 60 }, async () => 1)
+  await a.cache.wrap('portfolio:S', { ttl: 60 }, async () => 1)
+  await a.cache.wrap('custom:S', { ttl: 60, name: 'mine' }, async () => 1)
+  t.match(a.cache.stats().caches, {
+    quotes: { hitsL1: 1, hitsL2: 0, misses: 1, loads: 1, loadErrors: 0, staleServes: 0 },
+    portfolios: { misses: 1, loads: 1 },
+    mine: { misses: 1, loads: 1 },
+  })
+  t.match(b.cache.stats().caches.quotes, { hitsL2: 1, loads: 0 })
+  t.same(Object.keys(b.cache.stats().caches).sort(), ['portfolios', 'quotes'], 'both names are listed from the start')
+})
+
+t.test('bad options are refused', async (t) => {
+  const { cache } = await engine(t, null)
+  await t.rejects(cache.wrap('stock:Z', { ttl: 0 }, async () => 1), TypeError)
+  await t.rejects(cache.wrap('stock:Z', { ttl: 1, grace: -1 }, async () => 1), TypeError)
+  await t.rejects(cache.invalidatePrefix(''), TypeError)
+})

@@ -1,0 +1,398 @@
+/**
+ * GET /api/stocks/:ticker and GET /api/stocks?tickers=… end to end: real redis-server
+ * processes (killed and restarted here) and a local HTTP server playing Finnhub that counts
+ * its calls.
+ */
+import { spawn } from 'node:child_process'
+import t from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { build, sleep, waitFor, type TapTest } from './helper.js'
+import { skipUnlessRedis, startRedis, type RedisProcess } from './helpers/redis-server.js'
+import { startFakeFinnhub, type FakeFinnhub } from './quotes-fake-finnhub.js'
+
+const redisOpts = skipUnlessRedis()
+
+interface QuoteBody {
+  ticker: string
+  price: number
+  change: number
+  changePercent: number
+  open: number
+  high: number
+  low: number
+  previousClose: number
+  timestamp: string
+  source: string
+}
+
+function env (fake: FakeFinnhub, redis: RedisProcess | null, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    QUOTE_PROVIDER: 'finnhub',
+    FINNHUB_API_KEY: 'test-key',
+    FINNHUB_BASE_URL: fake.url,
+    FINNHUB_RETRIES: '0',
+    DATABASE_PATH: ':memory:',
+    RATE_LIMIT_MAX: '1000000',
+    LOG_LEVEL: 'warn',
+    ...(redis ? { REDIS_URL: redis.url } : {}),
+    ...extra,
+  }
+}
+
+async function fakeFinnhub (t: TapTest, delayMs = 0): Promise<FakeFinnhub> {
+  const fake = await startFakeFinnhub({ delayMs })
+  t.teardown(() => fake.close())
+  return fake
+}
+
+async function privateRedis (t: TapTest): Promise<RedisProcess> {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  return redis
+}
+
+async function quote (app: FastifyInstance, ticker: string) {
+  const res = await app.inject({ method: 'GET', url: `/api/stocks/${ticker}` })
+  return { status: res.statusCode, cache: res.headers['x-cache'], age: res.headers.age, body: res.json<QuoteBody & { message?: string }>() }
+}
+
+/** Every key in the private Redis (SCAN, never KEYS). */
+async function allKeys (redis: RedisProcess): Promise<string[]> {
+  const out = await redis.command('--scan')
+  return out.split('\n').filter((k) => k.trim() !== '')
+}
+
+t.test('a quote: shape, headers, and the guide\'s key stock:<TICKER> with its 20 s TTL', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const { app } = await build(t, env(fake, redis))
+
+  const first = await quote(app, 'aapl')
+  t.equal(first.status, 200)
+  t.equal(first.cache, 'MISS')
+  t.equal(first.age, '0')
+  t.same(first.body, {
+    ticker: 'AAPL', price: 101, change: 2, changePercent: (2 / 99) * 100, open: 99.5, high: 102, low: 98,
+    previousClose: 99, timestamp: new Date(1_700_000_001_000).toISOString(), source: 'finnhub',
+  }, 'the ticker is normalised to upper case and the answer is Finnhub\'s')
+
+  const pttl = Number(await redis.command('PTTL', 'stock:AAPL'))
+  t.ok(pttl > 0 && pttl <= 20_000, `PTTL of stock:AAPL is in (0, 20000] (got ${pttl})`)
+  const stored = JSON.parse(await redis.command('GET', 'stock:AAPL')) as { v: QuoteBody, t: number, ttl: number }
+  t.same(stored.v, first.body, 'redis-cli GET stock:AAPL shows the quote')
+  t.equal(stored.ttl, 20_000)
+
+  const second = await quote(app, 'AAPL')
+  t.equal(second.status, 200)
+  t.equal(second.cache, 'HIT')
+  t.same(second.body, first.body)
+  t.equal(fake.calls, 1, 'the HIT did not call the provider')
+  t.equal(fake.seen[0]?.token, 'test-key', 'the API key goes in the X-Finnhub-Token header')
+  t.notMatch(fake.seen[0]?.url ?? '', /test-key/, 'and never in the URL')
+})
+
+t.test('after expiry the next request refreshes the quote', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const { app } = await build(t, env(fake, redis, { QUOTE_TTL_SECONDS: '1' }))
+
+  t.equal((await quote(app, 'MSFT')).cache, 'MISS')
+  const hit = await quote(app, 'MSFT')
+  t.equal(hit.cache, 'HIT')
+  t.equal(hit.body.price, 101)
+  await sleep(1100)
+  t.equal(await redis.command('EXISTS', 'stock:MSFT'), '0', 'L2 expired the key')
+  const fresh = await quote(app, 'MSFT')
+  t.equal(fresh.cache, 'MISS', 'the L1 copy expired with the L2 one')
+  t.equal(fresh.body.price, 102, 'a new quote from the provider')
+  t.equal(fake.callsFor('MSFT'), 2)
+})
+
+t.test('100 concurrent requests for a cold ticker make exactly one upstream call', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t, 200)
+  const { app } = await build(t, env(fake, redis))
+
+  const answers = await Promise.all(Array.from({ length: 100 }, () => quote(app, 'NVDA')))
+  t.equal(fake.calls, 1, 'one call to the provider')
+  t.ok(answers.every((a) => a.status === 200 && a.body.price === 101), 'everyone got the same quote')
+  t.ok(answers.every((a) => a.cache === 'MISS'), 'all of them waited for that one load')
+})
+
+t.test('two instances on one Redis × 50 concurrent requests each: still one upstream call', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t, 200)
+  const a = await build(t, env(fake, redis))
+  const b = await build(t, env(fake, redis))
+
+  const answers = await Promise.all([
+    ...Array.from({ length: 50 }, () => quote(a.app, 'TSLA')),
+    ...Array.from({ length: 50 }, () => quote(b.app, 'TSLA')),
+  ])
+  t.equal(fake.calls, 1, 'one call to the provider across both instances')
+  t.ok(answers.every((x) => x.status === 200 && x.body.price === 101), 'all 100 got the quote')
+  t.equal(await redis.command('EXISTS', 'lock:fill:stock:TSLA'), '0', 'the fill lock was released')
+})
+
+t.test('upstream failing after expiry: the stale quote, marked STALE', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const { app } = await build(t, env(fake, redis, { QUOTE_TTL_SECONDS: '1', QUOTE_GRACE_SECONDS: '60' }))
+
+  const fresh = await quote(app, 'AMD')
+  t.equal(fresh.cache, 'MISS')
+  await sleep(1100)
+  fake.mode = 'fail'
+  const stale = await quote(app, 'AMD')
+  t.equal(stale.status, 200)
+  t.equal(stale.cache, 'STALE')
+  t.same(stale.body, fresh.body, 'the last good quote, not an invented one')
+  t.ok(Number(stale.age) >= 1, `Age says how old it is (${String(stale.age)} s)`)
+
+  // A second instance has nothing in L1: it finds the grace copy in L2.
+  const other = await build(t, env(fake, redis, { QUOTE_TTL_SECONDS: '1', QUOTE_GRACE_SECONDS: '60' }))
+  const fromL2 = await quote(other.app, 'AMD')
+  t.equal(fromL2.cache, 'STALE')
+  t.same(fromL2.body, fresh.body)
+  const graceTtl = Number(await redis.command('PTTL', 'stale:stock:AMD'))
+  t.ok(graceTtl > 0 && graceTtl <= 61_000, `the grace copy lives ttl + grace (PTTL ${graceTtl})`)
+
+  fake.mode = 'ok'
+  const recovered = await quote(app, 'AMD')
+  t.equal(recovered.cache, 'MISS')
+  t.ok(recovered.body.price > fresh.body.price, 'once the provider answers, fresh quotes again')
+})
+
+t.test('a slow provider after expiry: the stale quote after the soft timeout', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const { app } = await build(t, env(fake, redis, { QUOTE_TTL_SECONDS: '1', QUOTE_SOFT_TIMEOUT_MS: '150', FINNHUB_TIMEOUT_MS: '5000' }))
+
+  const fresh = await quote(app, 'INTC')
+  await sleep(1100)
+  fake.delayMs = 1000
+  const started = performance.now()
+  const stale = await quote(app, 'INTC')
+  const ms = performance.now() - started
+  t.equal(stale.cache, 'STALE')
+  t.same(stale.body, fresh.body)
+  t.ok(ms < 900, `answered before the provider did (${ms.toFixed(0)} ms)`)
+  // The load went on and refreshed the cache.
+  await waitFor(async () => (await quote(app, 'INTC')).cache === 'HIT', 3000)
+  t.equal((await quote(app, 'INTC')).body.price, 102)
+})
+
+t.test('upstream failing with nothing cached: 503 (or 504 on a timeout), never 500, never a price', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const { app } = await build(t, env(fake, redis, { FINNHUB_TIMEOUT_MS: '200', FINNHUB_BREAKER_THRESHOLD: '100' }))
+
+  fake.mode = 'fail'
+  const failed = await app.inject('/api/stocks/ORCL')
+  t.equal(failed.statusCode, 503)
+  t.same(failed.json(), { statusCode: 503, error: 'Service Unavailable', message: 'The quote provider failed (HTTP 500)' })
+  t.notOk('price' in failed.json(), 'no price in the answer')
+
+  fake.mode = 'hang'
+  const timedOut = await app.inject('/api/stocks/IBM')
+  t.equal(timedOut.statusCode, 504)
+  t.match(timedOut.json<{ message: string }>().message, /did not answer within 200 ms/)
+
+  fake.mode = 'garbage'
+  const garbage = await app.inject('/api/stocks/SAP')
+  t.equal(garbage.statusCode, 502)
+
+  t.same(await allKeys(redis).then((keys) => keys.filter((k) => /stock:/.test(k))), [], 'errors are never cached')
+
+  fake.mode = 'ok'
+  const ok = await quote(app, 'ORCL')
+  t.equal(ok.status, 200, 'the next request asks the provider again')
+  t.equal(ok.cache, 'MISS')
+})
+
+t.test('an unknown symbol (Finnhub\'s all zeros) is a 404, and is not cached', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const { app } = await build(t, env(fake, redis))
+  fake.mode = 'zero'
+  const res = await app.inject('/api/stocks/NOPE')
+  t.equal(res.statusCode, 404)
+  t.same(res.json(), { statusCode: 404, error: 'Not Found', message: 'Unknown ticker: NOPE' })
+  t.equal((await app.inject('/api/stocks/NOPE')).statusCode, 404)
+  t.equal(fake.calls, 2, 'each request asked again: a 404 is not cached')
+  t.equal(await redis.command('EXISTS', 'stock:NOPE'), '0')
+})
+
+t.test('Redis killed: quotes come from L1 and the provider without waiting; after the restart L2 is used again', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const { app } = await build(t, env(fake, redis))
+
+  t.equal((await quote(app, 'AAPL')).cache, 'MISS')
+  t.equal(await redis.command('EXISTS', 'stock:AAPL'), '1')
+  await redis.kill('SIGKILL')
+
+  const timings: number[] = []
+  const statuses: string[] = []
+  for (const ticker of ['AAPL', 'MSFT', 'AAPL', 'GOOG', 'MSFT', 'AAPL']) {
+    const started = performance.now()
+    const r = await quote(app, ticker)
+    timings.push(performance.now() - started)
+    statuses.push(`${ticker}:${r.status}:${String(r.cache)}`)
+  }
+  t.same(statuses, ['AAPL:200:HIT', 'MSFT:200:MISS', 'AAPL:200:HIT', 'GOOG:200:MISS', 'MSFT:200:HIT', 'AAPL:200:HIT'],
+    'hits from L1, misses from the provider')
+  t.ok(Math.max(...timings) < 250, `no request waited on Redis (slowest ${Math.max(...timings).toFixed(1)} ms; command timeout 500 ms)`)
+  const health = await app.inject('/api/health')
+  t.equal(health.json<{ redis: { mode: string } }>().redis.mode, 'fallback')
+
+  await redis.restart()
+  await waitFor(async () => app.redisState.available && app.cache.stats().invalidation.subscribed, 5000)
+  const afterNew = await quote(app, 'AMZN')
+  t.equal(afterNew.cache, 'MISS')
+  t.equal(await redis.command('EXISTS', 'stock:AMZN'), '1', 'new quotes are written to L2 again')
+  const afterOld = await quote(app, 'AAPL')
+  t.equal(afterOld.status, 200)
+  t.equal(await redis.command('EXISTS', 'stock:AAPL'), '1', 'an L1 copy from before the outage was checked against L2 and rewritten')
+  t.equal((await quote(app, 'AAPL')).cache, 'HIT')
+})
+
+t.test('an invalidation on instance A removes the L1 copy on instance B', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const a = await build(t, env(fake, redis))
+  const b = await build(t, env(fake, redis))
+  await waitFor(() => a.app.cache.stats().invalidation.subscribed && b.app.cache.stats().invalidation.subscribed, 3000)
+
+  await quote(a.app, 'META')
+  t.equal((await quote(b.app, 'META')).cache, 'HIT', 'B copied the quote from L2 into its L1')
+  t.equal((await quote(b.app, 'META')).cache, 'HIT')
+  t.equal(b.app.cache.stats().l1.entries, 1)
+
+  await a.app.cache.invalidate('stock:META')
+  const elapsed = await waitFor(() => b.app.cache.stats().l1.entries === 0, 100, 2)
+  t.ok(elapsed <= 100, `B dropped its copy within 100 ms (${elapsed} ms)`)
+  t.equal(await redis.command('EXISTS', 'stock:META'), '0', 'and L2 has no copy either')
+  const next = await quote(b.app, 'META')
+  t.equal(next.cache, 'MISS')
+  t.equal(next.body.price, 102, 'B asked the provider again')
+})
+
+const MALFORMED = ['AAPL*', 'A:B', '%7Ba%7D', 'AAPL%0D%0ASET', 'ABCDEFGHIJK', '%C3%84PPL', 'AAPL%20', '..%2F..%2Fetc', '%00', '']
+
+t.test('malformed tickers are a 400 before any Redis or provider call', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const { app } = await build(t, env(fake, redis))
+  await redis.command('CONFIG', 'RESETSTAT')
+  const before = await allKeys(redis)
+
+  for (const ticker of MALFORMED) {
+    const res = await app.inject({ method: 'GET', url: `/api/stocks/${ticker}` })
+    t.equal(res.statusCode, 400, `/api/stocks/${ticker} → 400`)
+    t.equal(res.json<{ error: string }>().error, 'Bad Request')
+  }
+  for (const list of ['AAPL,AAPL*', 'A:B', 'AAPL,,MSFT', 'AAPL%0D%0A', `${Array.from({ length: 51 }, (_v, i) => `T${i}`).join(',')}`, '']) {
+    const res = await app.inject({ method: 'GET', url: `/api/stocks?tickers=${list}` })
+    t.equal(res.statusCode, 400, `/api/stocks?tickers=${list.slice(0, 40)} → 400`)
+  }
+  t.equal((await app.inject('/api/stocks')).statusCode, 400, 'tickers is required')
+
+  t.equal(fake.calls, 0, 'the provider was never called')
+  const after = await allKeys(redis)
+  t.same(after.filter((k) => !k.startsWith('rate_limit:')), before.filter((k) => !k.startsWith('rate_limit:')),
+    'no key was created (SCAN; the rate limiter\'s counters aside)')
+  const stats = await redis.command('INFO', 'commandstats')
+  t.notMatch(stats, /cmdstat_(get|mget|set|publish):/, 'not one GET, MGET, SET or PUBLISH reached Redis')
+})
+
+/** The commands Redis receives while `during` runs, from MONITOR. */
+async function monitor (redis: RedisProcess, during: () => Promise<void>): Promise<string[]> {
+  const child = spawn('redis-cli', ['-p', String(redis.port), 'MONITOR'], { stdio: ['ignore', 'pipe', 'ignore'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString('utf8') })
+  await waitFor(() => out.includes('OK'), 3000)
+  try {
+    await during()
+    await sleep(100)
+  } finally {
+    child.kill('SIGKILL')
+  }
+  return out.split('\n').filter((l) => /^\d+\.\d+ \[/.test(l))
+}
+
+t.test('a batch of cached and uncached tickers: one Redis round trip for the cached part', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const a = await build(t, env(fake, redis))
+  const b = await build(t, env(fake, redis))
+  await quote(a.app, 'AAPL')
+  await quote(a.app, 'MSFT')
+  t.equal(fake.calls, 2)
+
+  let res: Awaited<ReturnType<FastifyInstance['inject']>> | undefined
+  const commands = await monitor(redis, async () => {
+    res = await b.app.inject('/api/stocks?tickers=AAPL,msft,GOOG,NVDA,AAPL')
+  })
+  t.equal(res?.statusCode, 200)
+  const body = res?.json<{ quotes: Array<QuoteBody & { cache: string }>, errors: unknown[] }>()
+  t.same(body?.quotes.map((q) => `${q.ticker}:${q.cache}`), ['AAPL:HIT', 'MSFT:HIT', 'GOOG:MISS', 'NVDA:MISS'], 'in order, duplicates answered once')
+  t.same(body?.errors, [])
+  t.equal(res?.headers['x-cache'], 'MISS')
+  t.equal(fake.calls, 4, 'the provider only for the two misses')
+
+  const mgets = commands.filter((l) => /"mget"/i.test(l))
+  t.equal(mgets.length, 1, 'one MGET')
+  t.match(mgets[0] ?? '', /"mget" "stock:AAPL" "stock:MSFT" "stock:GOOG" "stock:NVDA"/i, 'for all four tickers')
+  const cachedTouched = commands.filter((l) => !/"mget"/i.test(l) && /stock:(AAPL|MSFT)"/.test(l))
+  t.same(cachedTouched, [], 'no other command touched the cached tickers')
+
+  // All cached: MGET and nothing else for the quotes.
+  const c = await build(t, env(fake, redis))
+  const only = await monitor(redis, async () => {
+    const all = await c.app.inject('/api/stocks?tickers=AAPL,MSFT,GOOG,NVDA')
+    t.equal(all.headers['x-cache'], 'HIT')
+  })
+  const quoteCommands = only.filter((l) => /stock:/.test(l))
+  t.equal(quoteCommands.length, 1, 'a fully cached batch is one command')
+  t.match(quoteCommands[0] ?? '', /"mget"/i)
+  t.equal(fake.calls, 4)
+})
+
+t.test('a batch answers what it can: per-ticker errors beside the quotes', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const { app } = await build(t, env(fake, redis))
+  fake.modes.set('ZZZZ', 'zero')
+  fake.modes.set('BAD', 'fail')
+  const res = await app.inject('/api/stocks?tickers=AAPL,ZZZZ,BAD')
+  t.equal(res.statusCode, 200)
+  const body = res.json<{ quotes: QuoteBody[], errors: Array<{ ticker: string, statusCode: number, message: string }> }>()
+  t.same(body.quotes.map((q) => q.ticker), ['AAPL'])
+  t.same(body.errors, [
+    { ticker: 'ZZZZ', statusCode: 404, message: 'Unknown ticker: ZZZZ' },
+    { ticker: 'BAD', statusCode: 503, message: 'The quote provider failed (HTTP 500)' },
+  ])
+})
+
+t.test('without Redis configured the quotes work from L1 and the provider', async (t) => {
+  const fake = await fakeFinnhub(t)
+  const { app } = await build(t, env(fake, null))
+  t.equal((await quote(app, 'AAPL')).cache, 'MISS')
+  t.equal((await quote(app, 'AAPL')).cache, 'HIT')
+  const batch = await app.inject('/api/stocks?tickers=AAPL,MSFT')
+  t.same(batch.json<{ quotes: Array<{ cache: string }> }>().quotes.map((q) => q.cache), ['HIT', 'MISS'])
+  t.equal(fake.calls, 2)
+})
+
+t.test('the default simulated provider labels its quotes', async (t) => {
+  const { app } = await build(t, { DATABASE_PATH: ':memory:', LOG_LEVEL: 'warn' })
+  const res = await quote(app, 'brk.b')
+  t.equal(res.status, 200)
+  t.equal(res.body.ticker, 'BRK.B')
+  t.equal(res.body.source, 'simulated')
+})
+
+t.test('QUOTE_PROVIDER=finnhub without an API key fails the boot with a clear message', async (t) => {
+  await t.rejects(build(t, { QUOTE_PROVIDER: 'finnhub', DATABASE_PATH: ':memory:', LOG_LEVEL: 'silent' }), /QUOTE_PROVIDER=finnhub needs FINNHUB_API_KEY/)
+})
