@@ -11,6 +11,8 @@ import { loggerOptions } from './logger.js'
 import configPlugin from '../plugins/config.js'
 import redisPlugin from '../plugins/redis.js'
 import cachePlugin from '../plugins/cache.js'
+import rateLimitPlugin from '../plugins/rate-limit.js'
+import { trustProxyOption } from './rate-limit/trust-proxy.js'
 import healthRoutes from '../routes/health.js'
 import stocksRoutes from '../routes/stocks.js'
 
@@ -23,7 +25,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const app = Fastify({
     logger: loggerOptions(config, options.logStream),
     bodyLimit: config.BODY_LIMIT_BYTES,
-    trustProxy: false,
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: true, coerceTypes: 'array', useDefaults: true, allErrors: false } },
@@ -47,6 +49,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(configPlugin, { config })
   await app.register(redisPlugin)
   await app.register(cachePlugin)
+  await app.register(rateLimitPlugin)
 
   await app.register(healthRoutes)
   await app.register(stocksRoutes)

@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs'
 import { Type, type Static, type TSchema } from 'typebox'
 import { Value } from 'typebox/value'
+import { trustProxyProblem } from './rate-limit/trust-proxy.js'
 
 const Int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER, description?: string) =>
   Type.Integer({ default: def, minimum: min, maximum: max, ...(description ? { description } : {}) })
@@ -54,6 +55,16 @@ export const ConfigSchema = Type.Object({
   CACHE_L1_MAX_BYTES: Int(32 * 1_048_576, 65_536, 4096 * 1_048_576),
   CACHE_LOCK_TTL_MS: Int(3000, 100, 60_000),
   CACHE_LOADER_TIMEOUT_MS: Int(10_000, 100, 120_000),
+
+  // --- rate limiting -----------------------------------------------------------------
+  RATE_LIMIT_MAX: Int(300, 1, 1_000_000_000),
+  RATE_LIMIT_WINDOW_MS: Int(60_000, 100, 86_400_000),
+  LOGIN_RATE_LIMIT_MAX: Int(5, 1, 1_000_000),
+  LOGIN_RATE_LIMIT_WINDOW_MS: Int(900_000, 100, 86_400_000),
+  LOGIN_EMAIL_RATE_LIMIT_MAX: Int(20, 1, 1_000_000),
+  LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS: Int(3_600_000, 100, 86_400_000),
+  ADMIN_RATE_LIMIT_MAX: Int(60, 1, 1_000_000_000),
+  TRUST_PROXY: Opt(Type.Refine(Type.String(), (v) => trustProxyProblem(v) === null, (v) => trustProxyProblem(v) ?? 'is invalid')),
 })
 
 export type Config = Static<typeof ConfigSchema>

@@ -1,0 +1,227 @@
+/**
+ * The rate limiter's plain parts: client keys (IPv6 by /64, verified bearer tokens), the
+ * TRUST_PROXY parser and its config check, the bounded in-process windows, and the Redis
+ * counter's batching (exact counts, one script call per turn, TTL in the same script)
+ * against a private redis-server.
+ */
+import t from 'tap'
+import { Redis } from 'ioredis'
+import { clientKey, emailKey, ipClient, userFromAuthorization, type TokenVerifier } from '../src/rate-limit/client-key.js'
+import { retryText, isAdminUrl } from '../src/rate-limit/limits.js'
+import { trustProxyOption, trustProxyProblem } from '../src/rate-limit/trust-proxy.js'
+import { HITS_SCRIPT, MAX_BATCH, MemoryWindows, WindowCounter, type CounterState, type Hit } from '../src/rate-limit/window-counter.js'
+import { ConfigError, loadConfig } from '../src/config.js'
+import { skipUnlessRedis, startRedis } from './helpers/redis-server.js'
+import { waitFor } from './helper.js'
+
+t.test('ipClient: IPv4 as is, IPv4-mapped IPv6 as IPv4, IPv6 grouped by /64', async (t) => {
+  t.equal(ipClient('203.0.113.7'), 'ip:203.0.113.7')
+  t.equal(ipClient('::ffff:203.0.113.7'), 'ip:203.0.113.7')
+  t.equal(ipClient('::FFFF:cb00:7107'), 'ip:203.0.113.7', 'hex-form mapped address is parsed')
+  const a = ipClient('2001:db8:1:2::1')
+  t.equal(a, 'ip:2001:db8:1:2::/64')
+  t.equal(ipClient('2001:0db8:0001:0002:ffff:ffff:ffff:ffff'), a, 'same /64, other host bits, long form')
+  t.equal(ipClient('2001:DB8:1:2:abcd::9'), a, 'upper case')
+  t.not(ipClient('2001:db8:1:3::1'), a, 'next /64 is another bucket')
+  t.equal(ipClient('fe80::1%eth0'), 'ip:fe80::/64', 'zone id ignored')
+  t.equal(ipClient('::1'), 'ip:::/64')
+  t.match(ipClient('not:an:address:zz'), /^ip:invalid-[A-Za-z0-9_-]{22}$/, 'garbage still gives a bounded key')
+  t.match(ipClient('x'.repeat(5000)), /^ip:invalid-[A-Za-z0-9_-]{22}$/, 'also without a colon (a forwarded value from a trusted proxy)')
+})
+
+t.test('userFromAuthorization / clientKey: only a verified token with a plain sub is a user', async (t) => {
+  const verifier: TokenVerifier = {
+    verify (token: string) {
+      if (token === 'good') return { sub: 'u-1', role: 'user', sid: 's' }
+      if (token === 'numeric') return { sub: 42 }
+      if (token === 'weird') return { sub: 'a b:c*' }
+      if (token === 'nosub') return { role: 'user' }
+      throw new Error('bad signature')
+    },
+  }
+  t.equal(userFromAuthorization('Bearer good', verifier), 'u-1')
+  t.equal(userFromAuthorization('bearer good', verifier), 'u-1', 'scheme is case-insensitive')
+  t.equal(userFromAuthorization('Bearer numeric', verifier), '42')
+  t.equal(userFromAuthorization('Bearer weird', verifier), null, 'a sub with odd characters is not put in a key')
+  t.equal(userFromAuthorization('Bearer nosub', verifier), null)
+  t.equal(userFromAuthorization('Bearer forged', verifier), null, 'bad signature')
+  t.equal(userFromAuthorization('Basic Zm9vOmJhcg==', verifier), null)
+  t.equal(userFromAuthorization(undefined, verifier), null)
+  t.equal(userFromAuthorization('Bearer good', undefined), null, 'no jwt decorator: no user')
+
+  t.equal(clientKey({ ip: '198.51.100.1', headers: { authorization: 'Bearer good' } }, verifier), 'user:u-1')
+  t.equal(clientKey({ ip: '198.51.100.1', headers: { authorization: 'Bearer forged' } }, verifier), 'ip:198.51.100.1')
+  t.equal(clientKey({ ip: '198.51.100.1', headers: {} }, undefined), 'ip:198.51.100.1')
+})
+
+t.test('emailKey: normalised, hashed, bounded', async (t) => {
+  const k = emailKey('  Alice@Example.COM ')
+  t.equal(k, emailKey('alice@example.com'))
+  t.match(k, /^[A-Za-z0-9_-]{22}$/)
+  t.not(k, emailKey('bob@example.com'))
+  t.equal(emailKey(''), null)
+  t.equal(emailKey(42), null)
+  t.equal(emailKey(undefined), null)
+  t.match(emailKey('x'.repeat(10_000)), /^[A-Za-z0-9_-]{22}$/)
+})
+
+t.test('TRUST_PROXY: addresses, CIDRs and proxy-addr names; never "trust everyone"', async (t) => {
+  t.equal(trustProxyOption(undefined), false)
+  t.equal(trustProxyOption('  '), false)
+  t.same(trustProxyOption('127.0.0.1'), ['127.0.0.1'])
+  t.same(trustProxyOption(' 10.0.0.0/8, 172.16.0.0/12 ,fd00::/8,::1,loopback,uniquelocal '), ['10.0.0.0/8', '172.16.0.0/12', 'fd00::/8', '::1', 'loopback', 'uniquelocal'])
+  for (const bad of ['true', '*', '1', '0.0.0.0/0', '::/0', '10.0.0.0/33', 'fd00::/129', '10.1', '0x7f.0.0.1', 'example.com', '10.0.0.0/8/1', ',']) {
+    t.type(trustProxyProblem(bad), 'string', `${JSON.stringify(bad)} refused`)
+    t.throws(() => trustProxyOption(bad), { message: /^TRUST_PROXY: / })
+  }
+  t.equal(trustProxyProblem('10.0.0.0/8,192.168.1.10'), null)
+
+  const config = loadConfig({ TRUST_PROXY: '10.0.0.0/8, 127.0.0.1' })
+  t.equal(config.TRUST_PROXY, '10.0.0.0/8, 127.0.0.1')
+  t.throws(() => loadConfig({ TRUST_PROXY: 'true' }), ConfigError, 'config load fails with a clear message')
+  try {
+    loadConfig({ TRUST_PROXY: '10.0.0.0/8,true' })
+  } catch (err) {
+    t.match((err as Error).message, /TRUST_PROXY: "true" is not allowed: name the proxies' addresses/)
+  }
+})
+
+t.test('rate-limit config defaults', async (t) => {
+  const c = loadConfig({})
+  t.equal(c.RATE_LIMIT_MAX, 300)
+  t.equal(c.RATE_LIMIT_WINDOW_MS, 60_000)
+  t.equal(c.LOGIN_RATE_LIMIT_MAX, 5)
+  t.equal(c.LOGIN_RATE_LIMIT_WINDOW_MS, 15 * 60_000)
+  t.equal(c.LOGIN_EMAIL_RATE_LIMIT_MAX, 20)
+  t.equal(c.LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS, 3_600_000)
+  t.equal(c.ADMIN_RATE_LIMIT_MAX, 60)
+  t.equal(c.TRUST_PROXY, undefined)
+  t.throws(() => loadConfig({ RATE_LIMIT_MAX: '0' }), ConfigError)
+  t.throws(() => loadConfig({ RATE_LIMIT_WINDOW_MS: '1m' }), ConfigError, 'the window is milliseconds, not a duration string')
+})
+
+t.test('retryText and isAdminUrl', async (t) => {
+  t.equal(retryText(0.2), '1 second')
+  t.equal(retryText(45), '45 seconds')
+  t.equal(retryText(60), '1 minute')
+  t.equal(retryText(899), '15 minutes')
+  t.equal(retryText(3599), '60 minutes')
+  t.equal(retryText(5400), '90 minutes')
+  t.equal(retryText(5401), '2 hours')
+  t.ok(isAdminUrl('/api/debug/redis'))
+  t.ok(isAdminUrl('/api/debug'))
+  t.notOk(isAdminUrl('/api/debugger'))
+})
+
+t.test('MemoryWindows: fixed windows, shrinking settings, Redis mirror, hard bound', async (t) => {
+  const m = new MemoryWindows(100)
+  t.same(m.hit('a', 1000, 0), { current: 1, ttl: 1000 })
+  t.same(m.hit('a', 1000, 400), { current: 2, ttl: 600 })
+  t.same(m.hit('a', 1000, 1000), { current: 1, ttl: 1000 }, 'a new window after the old one ended')
+  t.same(m.hit('a', 100, 1100), { current: 2, ttl: 100 }, 'a window longer than the setting is cut to it')
+
+  m.observe('b', 7, 500, 0)
+  t.same(m.hit('b', 1000, 100), { current: 8, ttl: 400 }, 'carries on from the count Redis reported')
+  t.equal(m.peek('b', 100), 8)
+  t.equal(m.peek('b', 600), 0)
+
+  const small = new MemoryWindows(10)
+  for (let i = 0; i < 1000; i++) small.hit(`k${i}`, 60_000, 0)
+  t.ok(small.size <= 10, `never more than 10 windows (has ${small.size})`)
+  t.ok(small.evictions > 0)
+  t.equal(small.peek('k999', 1), 1, 'the newest window survives')
+  t.equal(small.peek('k0', 1), 0, 'the oldest went first')
+
+  const expiring = new MemoryWindows(10)
+  for (let i = 0; i < 10; i++) expiring.hit(`old${i}`, 10, 0)
+  expiring.hit('new', 60_000, 100)
+  t.equal(expiring.evictions, 0, 'expired windows are swept before any live one is evicted')
+  t.equal(expiring.size, 1)
+})
+
+/** A CounterState over a plain client, with the failures it was told about. */
+function stateFor (client: Redis | null) {
+  const failures: unknown[] = []
+  const state: CounterState & { failures: unknown[], up: boolean } = {
+    client,
+    up: true,
+    failures,
+    get available () { return this.up },
+    reportFailure (err: unknown) { failures.push(err); this.up = false },
+  }
+  return state
+}
+
+t.test('WindowCounter without Redis counts in process, synchronously', async (t) => {
+  const counter = new WindowCounter({ state: stateFor(null), maxEntries: 100 })
+  const seen: Hit[] = []
+  for (let i = 0; i < 3; i++) counter.hit('ip:1.2.3.4', 1000, (_e, hit) => seen.push(hit))
+  t.same(seen.map((h) => h.current), [1, 2, 3], 'answered before hit() returned')
+  t.equal(counter.stats().memoryHits, 3)
+  t.equal(counter.stats().batches, 0)
+})
+
+t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const client = new Redis(redis.url, { keyPrefix: 'pfx:', enableOfflineQueue: true, lazyConnect: false })
+  t.teardown(() => client.disconnect())
+  await waitFor(() => client.status === 'ready', 5000)
+
+  t.test('hits in one turn go out as one script call, with exact counts', async (t) => {
+    const state = stateFor(client)
+    const counter = new WindowCounter({ state, maxEntries: 1000 })
+    const hits = await Promise.all(Array.from({ length: 600 }, (_v, i) => counter.hitAsync(i % 2 === 0 ? 'ip:10.0.0.1' : 'ip:10.0.0.2', 60_000)))
+    const a = hits.filter((_h, i) => i % 2 === 0).map((h) => h.current).sort((x, y) => x - y)
+    t.same(a, Array.from({ length: 300 }, (_v, i) => i + 1), 'every count 1..300 handed out exactly once')
+    const stats = counter.stats()
+    t.equal(stats.redisHits, 600)
+    t.equal(stats.batches, Math.ceil(600 / MAX_BATCH), `${600} hits in one turn → ${Math.ceil(600 / MAX_BATCH)} calls of ≤ ${MAX_BATCH} keys`)
+    t.equal(stats.largestBatch, MAX_BATCH)
+    t.equal(await redis.command('GET', 'pfx:rate_limit:ip:10.0.0.1'), '300', 'REDIS_KEY_PREFIX applies to the script keys')
+    const pttl = Number(await redis.command('PTTL', 'pfx:rate_limit:ip:10.0.0.1'))
+    t.ok(pttl > 0 && pttl <= 60_000, `TTL ${pttl} set with the count`)
+    t.equal(counter.memory.peek('rate_limit:ip:10.0.0.1'), 300, 'the in-process windows mirror the shared count')
+    t.same(state.failures, [])
+  })
+
+  t.test('the script repairs a counter without TTL, cuts a too-long TTL, and replaces a non-number', async (t) => {
+    await redis.command('SET', 'pfx:rate_limit:ip:leftover', '4')
+    await redis.command('SET', 'pfx:rate_limit:ip:long', '2', 'PX', '9999999')
+    await redis.command('SET', 'pfx:rate_limit:ip:junk', 'not-a-number', 'PX', '9999999')
+    const counter = new WindowCounter({ state: stateFor(client), maxEntries: 100 })
+    const [leftover, long, junk] = await Promise.all([
+      counter.hitAsync('ip:leftover', 5000), counter.hitAsync('ip:long', 5000), counter.hitAsync('ip:junk', 5000),
+    ])
+    t.equal(leftover?.current, 5)
+    t.equal(long?.current, 3)
+    t.equal(junk?.current, 1, 'a value INCR cannot handle is reset, not an error for the whole batch')
+    for (const key of ['leftover', 'long', 'junk']) {
+      const pttl = Number(await redis.command('PTTL', `pfx:rate_limit:ip:${key}`))
+      t.ok(pttl > 0 && pttl <= 5000, `${key}: TTL ${pttl} within the 5 s window`)
+    }
+  })
+
+  t.test('Lua alone: count and expiry are one atomic command', async (t) => {
+    const reply = await client.eval(HITS_SCRIPT, 2, 'rate_limit:x', 'rate_limit:y', '1000', '2000') as number[]
+    t.same(reply, [1, 1000, 1, 2000])
+  })
+
+  t.test('a failing call flips the state and the hits are answered from memory', async (t) => {
+    // Never connected and no offline queue: every command is refused at once.
+    const broken = new Redis(redis.url, { lazyConnect: true, enableOfflineQueue: false, retryStrategy: () => null })
+    broken.on('error', () => {})
+    t.teardown(() => broken.disconnect())
+    const state = stateFor(broken)
+    const counter = new WindowCounter({ state, maxEntries: 100 })
+    const hits = await Promise.all([counter.hitAsync('ip:9.9.9.9', 1000), counter.hitAsync('ip:9.9.9.9', 1000)])
+    t.same(hits.map((h) => h.current).sort(), [1, 2])
+    t.equal(state.failures.length, 1, 'one report per failed batch')
+    t.equal(state.available, false)
+    t.equal(counter.stats().failedBatches, 1)
+    t.equal(counter.stats().memoryHits, 2)
+    const next = await counter.hitAsync('ip:9.9.9.9', 1000)
+    t.equal(next.current, 3, 'in fallback the next hit goes straight to memory')
+    t.equal(state.failures.length, 1, 'without touching Redis again')
+  })
+})
