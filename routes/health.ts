@@ -2,7 +2,7 @@
  * Health for people and for orchestrators. `/api/health` reports Redis as the guide
  * describes; its PING is cached for about a second by the Redis state, so a flood of
  * health checks never becomes a flood of PINGs. `/live` says the process runs; `/ready`
- * says it should receive traffic (not while shutting down).
+ * says it should receive traffic (not while shutting down, nor while the primary store is unusable).
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
@@ -23,7 +23,7 @@ export const HealthSchema = Type.Object({
 const ProbeSchema = Type.Object({ status: Type.String() })
 
 const health: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { redisState, lifecycle } = fastify
+  const { redisState, lifecycle, db } = fastify
 
   fastify.get('/api/health', {
     schema: { tags: ['health'], summary: 'Service and Redis health', response: { 200: HealthSchema } },
@@ -50,6 +50,7 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { rateLimit: false },
   }, async (_request, reply) => {
     if (lifecycle.shuttingDown) return reply.code(503).send({ status: 'SHUTTING_DOWN' })
+    if (!db.healthy()) return reply.code(503).send({ status: 'DATABASE_UNAVAILABLE' })
     return { status: 'READY' }
   })
 }

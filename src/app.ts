@@ -11,10 +11,15 @@ import { loggerOptions } from './logger.js'
 import configPlugin from '../plugins/config.js'
 import redisPlugin from '../plugins/redis.js'
 import cachePlugin from '../plugins/cache.js'
+import dbPlugin from '../plugins/db.js'
+import authPlugin from '../plugins/auth.js'
+import sessionsPlugin from '../plugins/sessions.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
 import { trustProxyOption } from './rate-limit/trust-proxy.js'
 import healthRoutes from '../routes/health.js'
 import stocksRoutes from '../routes/stocks.js'
+import authRoutes from '../routes/auth.js'
+import debugRoutes from '../routes/debug.js'
 
 export interface BuildOptions {
   /** Where logs go (tests capture them); stdout by default. */
@@ -48,11 +53,16 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   await app.register(configPlugin, { config })
   await app.register(redisPlugin)
+  await app.register(dbPlugin)
   await app.register(cachePlugin)
+  await app.register(authPlugin)
+  await app.register(sessionsPlugin)
   await app.register(rateLimitPlugin)
 
   await app.register(healthRoutes)
   await app.register(stocksRoutes)
+  await app.register(authRoutes)
+  await app.register(debugRoutes)
   return app
 }
 

@@ -38,6 +38,17 @@ export const ConfigSchema = Type.Object({
   FALLBACK_MAX_ENTRIES: Int(50_000, 100, 10_000_000),
   FALLBACK_MAX_BYTES: Int(64 * 1_048_576, 65_536, 4096 * 1_048_576),
 
+  // --- identity and sessions ---------------------------------------------------------
+  DATABASE_PATH: Type.String({ default: './data/ai-capital.db', minLength: 1 }),
+  JWT_SECRET: Opt(Type.String({ minLength: 32 })),
+  JWT_ISSUER: Type.String({ default: 'ai-capital-api', minLength: 1 }),
+  JWT_AUDIENCE: Type.String({ default: 'ai-capital', minLength: 1 }),
+  JWT_EXPIRES_IN: Type.String({ default: '15m', pattern: '^[0-9]{1,6}(s|m|h|d)?$' }),
+  SESSION_TTL_SECONDS: Int(3600, 60, 30 * 86_400),
+  SESSION_FALLBACK: OneOf(['allow', 'deny'] as const, 'allow'),
+  ADMIN_EMAIL: Opt(Type.String({ minLength: 3, maxLength: 254 })),
+  ADMIN_PASSWORD: Opt(Type.String({ minLength: 8, maxLength: 128 })),
+
   // --- cache and quotes --------------------------------------------------------------
   QUOTE_PROVIDER: OneOf(['simulated', 'finnhub'] as const, 'simulated'),
   FINNHUB_API_KEY: Opt(Type.String({ minLength: 1 })),

@@ -1,0 +1,202 @@
+/**
+ * Adds JWT authentication: `@fastify/jwt` with HS256 pinned (sign and verify), `exp`,
+ * issuer and audience required; `identity` (accounts and token issuing); and two guards:
+ * `authenticate` (a valid token whose session still exists → `request.user`) and
+ * `requireAdmin` (the one admin rule: `role === 'admin'`). Creates or promotes the admin
+ * named by ADMIN_EMAIL / ADMIN_PASSWORD at boot.
+ */
+import { randomBytes } from 'node:crypto'
+import fastifyJwt from '@fastify/jwt'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { LRUCache } from 'lru-cache'
+import type { Config } from '../src/config.js'
+import { UnauthorizedError, ForbiddenError } from '../src/errors.js'
+import { Accounts, type AccountStats } from '../src/auth/accounts.js'
+import { durationToSeconds } from '../src/auth/duration.js'
+import { SESSION_ID_RE } from '../src/auth/sessions.js'
+import { isAdmin, isRole, type AuthUser, type TokenClaims, type TokenPayload } from '../src/auth/types.js'
+import type { UsersRepo } from '../src/db/users-repo.js'
+
+declare module '@fastify/jwt' {
+  interface FastifyJWT {
+    payload: TokenPayload
+    user: AuthUser
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    identity: ReturnType<typeof createIdentity>
+    authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+    requireAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+    /** Counters for the metrics plugin. */
+    authStats: () => AuthStats & { accounts: AccountStats }
+  }
+}
+
+export const ALGORITHM = 'HS256'
+const MIN_SECRET_LENGTH = 32
+
+export interface AuthStats {
+  authenticated: number
+  rejected: { missing: number, malformed: number, invalid: number, expired: number, session: number }
+  forbidden: number
+}
+
+/**
+ * The signing secret: JWT_SECRET, or (outside production only) a random one that lives as
+ * long as the process. Throws with a message naming JWT_SECRET when production has none.
+ */
+export function resolveSecret (config: Pick<Config, 'JWT_SECRET' | 'NODE_ENV'>): { secret: string, generated: boolean } {
+  const secret = config.JWT_SECRET
+  if (secret !== undefined && secret.length >= MIN_SECRET_LENGTH) return { secret, generated: false }
+  if (secret !== undefined) throw new Error(`JWT_SECRET must be at least ${MIN_SECRET_LENGTH} characters long`)
+  if (config.NODE_ENV === 'production') {
+    throw new Error(`JWT_SECRET is required when NODE_ENV=production (at least ${MIN_SECRET_LENGTH} random characters, e.g. \`openssl rand -base64 48\`)`)
+  }
+  return { secret: randomBytes(48).toString('base64url'), generated: true }
+}
+
+export interface TokenCodec {
+  sign (payload: TokenPayload): string
+  /** Throws unless signature, algorithm, exp/nbf, iss and aud are right. */
+  verify (token: string): TokenClaims
+  /** Token lifetime in seconds. */
+  expiresIn: number
+}
+
+/** Accounts plus token issuing and (cached) verification; the decorator's type. */
+export function createIdentity (users: UsersRepo, tokens: TokenCodec) {
+  const accounts = new Accounts(users)
+  // Tokens that verified, by their exact text, until their own expiry (never longer): a
+  // client sends the same token many times, and a string lookup is far cheaper than an
+  // HMAC (or fast-jwt's cache, which hashes every token with SHA-256 first). Only a
+  // byte-identical token can hit, and only after it passed every check.
+  const verified = new LRUCache<string, TokenClaims>({ max: 10_000 })
+  return {
+    accounts,
+    /** Token lifetime in seconds (JWT_EXPIRES_IN). */
+    expiresIn: tokens.expiresIn,
+    issueToken (payload: TokenPayload): { token: string, expiresIn: number } {
+      return { token: tokens.sign(payload), expiresIn: tokens.expiresIn }
+    },
+    /**
+     * The claims of a validly signed, unexpired token for this issuer and audience; throws
+     * otherwise. It does not look at the session: `authenticate` does that next.
+     */
+    verifyToken (token: string): TokenClaims {
+      const hit = verified.get(token)
+      if (hit !== undefined) return hit
+      const claims = tokens.verify(token)
+      const ttl = claims.exp * 1000 - Date.now()
+      if (ttl > 0) verified.set(token, claims, { ttl })
+      return claims
+    },
+  }
+}
+
+export default fp(async function authPlugin (fastify) {
+  const config = fastify.config
+  const log = fastify.log.child({ component: 'auth' })
+
+  const { secret, generated } = resolveSecret(config)
+  if (generated) {
+    log.warn('⚠️ JWT_SECRET is not set: using a random secret for this process only. Tokens die with the process and other instances reject them. Set JWT_SECRET (at least 32 characters) outside development.')
+  }
+  const expiresIn = durationToSeconds(config.JWT_EXPIRES_IN)
+  if (expiresIn < 10 || expiresIn > 86_400) throw new Error(`JWT_EXPIRES_IN must be between 10s and 24h (got ${config.JWT_EXPIRES_IN})`)
+
+  await fastify.register(fastifyJwt, {
+    secret,
+    sign: { algorithm: ALGORITHM, iss: config.JWT_ISSUER, aud: config.JWT_AUDIENCE, expiresIn },
+    verify: {
+      algorithms: [ALGORITHM],
+      allowedIss: config.JWT_ISSUER,
+      allowedAud: config.JWT_AUDIENCE,
+      requiredClaims: ['exp', 'iat', 'iss', 'aud', 'sub', 'role', 'sid'],
+      // For other callers of fastify.jwt.verify (the rate limiter keys clients by user):
+      // successful verifications are cached until the token's own expiry, never longer.
+      cache: 2000,
+    },
+  })
+
+  const identity = createIdentity(fastify.db.users, {
+    sign: (payload) => fastify.jwt.sign({ sub: payload.sub, role: payload.role, sid: payload.sid }),
+    verify: (token) => fastify.jwt.verify<TokenClaims>(token),
+    expiresIn,
+  })
+  fastify.decorate('identity', identity)
+
+  const stats: AuthStats = { authenticated: 0, rejected: { missing: 0, malformed: 0, invalid: 0, expired: 0, session: 0 }, forbidden: 0 }
+
+  async function authenticate (request: FastifyRequest): Promise<void> {
+    const header = request.headers.authorization
+    if (header === undefined || header === '') {
+      stats.rejected.missing++
+      throw new UnauthorizedError('Missing bearer token (Authorization: Bearer <token>)')
+    }
+    const match = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/i.exec(header.trim())
+    if (match === null || match[1] === undefined) {
+      stats.rejected.malformed++
+      throw new UnauthorizedError('The Authorization header must be "Bearer <token>"')
+    }
+    let claims: TokenClaims
+    try {
+      claims = identity.verifyToken(match[1])
+    } catch (err) {
+      const expired = (err as { code?: string }).code === 'FAST_JWT_EXPIRED'
+      if (expired) stats.rejected.expired++
+      else stats.rejected.invalid++
+      request.log.debug({ code: (err as { code?: string }).code }, 'token rejected')
+      throw new UnauthorizedError(expired ? 'Token expired' : 'Invalid token')
+    }
+    if (typeof claims.sub !== 'string' || claims.sub === '' || !isRole(claims.role) || typeof claims.sid !== 'string' || !SESSION_ID_RE.test(claims.sid) ||
+        typeof claims.iat !== 'number' || typeof claims.exp !== 'number') {
+      stats.rejected.invalid++
+      throw new UnauthorizedError('Invalid token')
+    }
+    const session = await fastify.sessions.check(claims)
+    if (session === null) {
+      stats.rejected.session++
+      throw new UnauthorizedError('Session expired or revoked')
+    }
+    stats.authenticated++
+    request.user = { sub: claims.sub, role: claims.role, sid: claims.sid, session }
+  }
+
+  fastify.decorate('authenticate', async function (request: FastifyRequest, _reply: FastifyReply) {
+    await authenticate(request)
+  })
+
+  fastify.decorate('requireAdmin', async function (request: FastifyRequest, _reply: FastifyReply) {
+    // Authenticates by itself when it runs first, so a route guarded by it alone is never open.
+    if ((request.user as AuthUser | null) === null) await authenticate(request)
+    if (!isAdmin(request.user)) {
+      stats.forbidden++
+      throw new ForbiddenError('This endpoint requires the admin role')
+    }
+  })
+
+  fastify.decorate('authStats', () => ({ ...stats, rejected: { ...stats.rejected }, accounts: identity.accounts.stats() }))
+
+  fastify.addHook('onReady', async () => {
+    if (!fastify.hasDecorator('sessions')) {
+      throw new Error("plugin 'sessions' must be registered after 'auth': authenticate checks every token's session")
+    }
+  })
+
+  // Admin bootstrap: both variables or neither.
+  const { ADMIN_EMAIL, ADMIN_PASSWORD } = config
+  if ((ADMIN_EMAIL === undefined) !== (ADMIN_PASSWORD === undefined)) {
+    throw new Error('ADMIN_EMAIL and ADMIN_PASSWORD must be set together (or use `npm run cli -- create-admin <email>`)')
+  }
+  if (ADMIN_EMAIL !== undefined && ADMIN_PASSWORD !== undefined) {
+    try {
+      const { user, action } = await identity.accounts.ensureAdmin(ADMIN_EMAIL, ADMIN_PASSWORD)
+      log.info({ userId: user.id, email: user.email, action }, 'admin account from ADMIN_EMAIL')
+    } catch (err) {
+      throw new Error(`ADMIN_EMAIL/ADMIN_PASSWORD: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    }
+  }
+}, { name: 'auth', fastify: '5.x', dependencies: ['config', 'db'] })

@@ -1,0 +1,35 @@
+/**
+ * Adds `sessions`: server-side sessions in Redis (`session:<sid>`, sliding TTL, a per-user
+ * index for logout-everywhere) through the resilient store, with the in-process store while
+ * Redis is away and SESSION_FALLBACK deciding about tokens whose session cannot be checked.
+ * When Redis comes back, logouts made during the outage are replayed into it.
+ */
+import fp from 'fastify-plugin'
+import { durationToSeconds } from '../src/auth/duration.js'
+import { createSessionStore, type SessionFallbackPolicy } from '../src/auth/sessions.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    sessions: ReturnType<typeof createSessionStore>
+  }
+}
+
+export default fp(async function sessionsPlugin (fastify) {
+  const { config, redisState, store } = fastify
+  const log = fastify.log.child({ component: 'sessions' })
+  const sessions = createSessionStore({
+    store,
+    state: redisState,
+    ttlSeconds: config.SESSION_TTL_SECONDS,
+    fallback: config.SESSION_FALLBACK as SessionFallbackPolicy,
+    tokenTtlSeconds: durationToSeconds(config.JWT_EXPIRES_IN),
+    log,
+  })
+  fastify.decorate('sessions', sessions)
+
+  const onUp = (): void => {
+    sessions.reconcile().catch((err: unknown) => log.warn({ reason: redisState.describe(err) }, 'replaying outage logouts into Redis failed'))
+  }
+  redisState.on('up', onUp)
+  fastify.addHook('onClose', async () => { redisState.off('up', onUp) })
+}, { name: 'sessions', fastify: '5.x', dependencies: ['config', 'redis', 'auth'] })

@@ -1,0 +1,119 @@
+/**
+ * Accounts and sessions over HTTP: register, login (a short-lived JWT bound to a server-side
+ * session), logout (that session, at once), logout everywhere, and who am I.
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { DuplicateEmailError, PASSWORD_MAX, PASSWORD_MIN, toPublicUser } from '../src/auth/accounts.js'
+import { EMAIL_PATTERN } from '../src/auth/email.js'
+import { ConflictError, UnauthorizedError } from '../src/errors.js'
+import { ErrorSchema } from '../src/schemas.js'
+
+export const CredentialsSchema = Type.Object({
+  email: Type.String({ pattern: EMAIL_PATTERN, maxLength: 254, description: 'Compared case-insensitively.' }),
+  password: Type.String({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX }),
+})
+
+export const UserSchema = Type.Object({
+  id: Type.String(),
+  email: Type.String(),
+  role: Type.Union([Type.Literal('user'), Type.Literal('admin')]),
+})
+
+export const LoginSchema = Type.Object({
+  token: Type.String(),
+  tokenType: Type.Literal('Bearer'),
+  expiresIn: Type.Integer({ description: 'Seconds until the token expires.' }),
+  user: UserSchema,
+})
+
+export const MeSchema = Type.Object({
+  ...UserSchema.properties,
+  session: Type.Object({
+    id: Type.String(),
+    expiresAt: Type.String({ format: 'date-time', description: 'When the session ends unless used again (sliding).' }),
+  }),
+})
+
+const INVALID_CREDENTIALS = 'Invalid email or password'
+
+const auth: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { identity, sessions, authenticate } = fastify
+  const { accounts } = identity
+
+  fastify.post('/api/auth/register', {
+    schema: {
+      tags: ['auth'],
+      summary: 'Create an account (role "user")',
+      body: CredentialsSchema,
+      response: { 201: UserSchema, 400: ErrorSchema, 409: ErrorSchema, 413: ErrorSchema },
+    },
+  }, async (request, reply) => {
+    try {
+      const user = await accounts.register(request.body.email, request.body.password)
+      return reply.code(201).send(user)
+    } catch (err) {
+      if (err instanceof DuplicateEmailError) throw new ConflictError('An account with this email already exists')
+      throw err
+    }
+  })
+
+  fastify.post('/api/auth/login', {
+    schema: {
+      tags: ['auth'],
+      summary: 'Exchange email and password for a bearer token',
+      body: CredentialsSchema,
+      response: { 200: LoginSchema, 400: ErrorSchema, 401: ErrorSchema, 413: ErrorSchema },
+    },
+  }, async (request) => {
+    const user = await accounts.verifyCredentials(request.body.email, request.body.password)
+    if (user === null) throw new UnauthorizedError(INVALID_CREDENTIALS)
+    const session = await sessions.create({ userId: user.id, email: user.email, role: user.role, ip: request.ip, userAgent: request.headers['user-agent'] })
+    const { token, expiresIn } = identity.issueToken({ sub: user.id, role: user.role, sid: session.id })
+    return { token, tokenType: 'Bearer' as const, expiresIn, user: toPublicUser(user) }
+  })
+
+  fastify.post('/api/auth/logout', {
+    onRequest: [authenticate],
+    schema: {
+      tags: ['auth'],
+      summary: 'End this session; its token is refused from now on',
+      security: [{ bearerAuth: [] }],
+      response: { 204: Type.Null(), 401: ErrorSchema },
+    },
+  }, async (request, reply) => {
+    await sessions.revoke(request.user.sid, request.user.sub)
+    return reply.code(204).send(null)
+  })
+
+  fastify.delete('/api/auth/sessions', {
+    onRequest: [authenticate],
+    schema: {
+      tags: ['auth'],
+      summary: 'Log out everywhere: end every session of this user',
+      security: [{ bearerAuth: [] }],
+      response: { 200: Type.Object({ revoked: Type.Integer() }), 401: ErrorSchema },
+    },
+  }, async (request) => {
+    return { revoked: await sessions.revokeAll(request.user.sub) }
+  })
+
+  fastify.get('/api/auth/me', {
+    onRequest: [authenticate],
+    schema: {
+      tags: ['auth'],
+      summary: 'The signed-in user and session',
+      security: [{ bearerAuth: [] }],
+      response: { 200: MeSchema, 401: ErrorSchema },
+    },
+  }, async (request) => {
+    const { sub, role, session } = request.user
+    // The session recorded the email at login; only a session that could not be read
+    // (Redis down, SESSION_FALLBACK=allow) needs the database.
+    const email = session.email ?? (await accounts.findById(sub))?.email
+    if (email === undefined) throw new UnauthorizedError('Session expired or revoked')
+    return { id: sub, email, role, session: { id: session.id, expiresAt: session.expiresAt.toISOString() } }
+  })
+}
+
+export default auth

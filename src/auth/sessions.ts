@@ -1,0 +1,376 @@
+/**
+ * Server-side sessions: `session:<sid>` (JSON, TTL sliding at most once a minute) and a
+ * per-user index `user_sessions:<userId>` (a set with its own TTL) for logout-everywhere.
+ * Every call goes through the resilient store, so a dead Redis is never awaited.
+ *
+ * Outages. Sessions created while Redis is away live in the in-process store, and are looked
+ * up there whenever Redis misses (also after it returns). A logout during an outage leaves a
+ * tombstone in memory (`session_revoked:<sid>`, `user_sessions_revoked:<userId>`) that every
+ * check consults and that is replayed into Redis when it comes back. A token whose session
+ * cannot be checked because Redis is unreachable is accepted (policy `allow`: signature and
+ * expiry are still verified) or refused (`deny`). With Redis not configured at all, memory is
+ * the session store and a miss is a miss.
+ */
+import { randomBytes } from 'node:crypto'
+import type { ChainableCommander, Redis } from 'ioredis'
+import type { RedisStatus } from '../redis/state.js'
+import type { MemoryStore } from '../store/memory-store.js'
+import type { ResilientStore } from '../store/resilient-store.js'
+import { isRole, type Role, type SessionRecord, type SessionSource, type SessionView, type TokenClaims } from './types.js'
+
+export const sessionKey = (sid: string): string => `session:${sid}`
+export const userSessionsKey = (userId: string): string => `user_sessions:${userId}`
+const REVOKED_SESSION = 'session_revoked:'
+const REVOKED_USER = 'user_sessions_revoked:'
+
+/** 128 random bits, base64url. */
+export const SESSION_ID_RE = /^[A-Za-z0-9_-]{22}$/
+
+export type SessionFallbackPolicy = 'allow' | 'deny'
+
+export interface SessionLogger {
+  warn (obj: object, msg: string): void
+  info (obj: object, msg: string): void
+}
+
+export interface SessionStoreOptions {
+  store: ResilientStore
+  /** The shared Redis state: its client gets the session script; `disabled` makes memory authoritative. */
+  state: { readonly status: RedisStatus, readonly client: Redis | null }
+  ttlSeconds: number
+  fallback: SessionFallbackPolicy
+  /** The longest a token lives: tombstones must outlive any token they stop. */
+  tokenTtlSeconds: number
+  slideEveryMs?: number
+  log: SessionLogger
+}
+
+export interface NewSession {
+  userId: string
+  email?: string
+  role: Role
+  ip: string
+  userAgent?: string | undefined
+}
+
+export interface SessionStats {
+  created: number
+  checks: number
+  accepted: Record<SessionSource, number>
+  rejected: { missing: number, revoked: number, mismatch: number, denied: number }
+  revoked: number
+  revokedAll: number
+  reconciled: number
+}
+
+// GET, and a sliding PEXPIRE when the last one is at least ARGV[2] ms old, in one round trip.
+const TOUCH_LUA = `
+local v = redis.call('GET', KEYS[1])
+if not v then return nil end
+local ttl = redis.call('PTTL', KEYS[1])
+local extended = 0
+if ttl < 0 or tonumber(ARGV[1]) - ttl >= tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+  extended = 1
+end
+return {v, ttl, extended}`
+
+type TouchReply = [string, number, number] | null
+type TouchClient = Redis & { aicSessionTouch (key: string, ttlMs: number, slideMs: number): Promise<TouchReply> }
+
+interface Found { record: SessionRecord | null, pttl: number, source: 'redis' | 'memory' }
+const UNVERIFIED = Symbol('unverified')
+
+export class SessionStore {
+  readonly ttlMs: number
+  readonly policy: SessionFallbackPolicy
+  readonly #store: ResilientStore
+  readonly #state: SessionStoreOptions['state']
+  readonly #slideMs: number
+  readonly #tombstoneMs: number
+  readonly #log: SessionLogger
+  #fallbackLogged = false
+  readonly #stats: SessionStats = {
+    created: 0,
+    checks: 0,
+    accepted: { redis: 0, memory: 0, fallback: 0 },
+    rejected: { missing: 0, revoked: 0, mismatch: 0, denied: 0 },
+    revoked: 0,
+    revokedAll: 0,
+    reconciled: 0,
+  }
+
+  constructor (options: SessionStoreOptions) {
+    this.#store = options.store
+    this.#state = options.state
+    this.ttlMs = options.ttlSeconds * 1000
+    this.policy = options.fallback
+    this.#slideMs = Math.min(options.slideEveryMs ?? 60_000, this.ttlMs / 2)
+    this.#tombstoneMs = Math.max(this.ttlMs, options.tokenTtlSeconds * 1000) + 60_000
+    this.#log = options.log
+    if (options.state.client !== null) defineSessionScripts(options.state.client)
+  }
+
+  stats (): SessionStats {
+    return structuredClone(this.#stats)
+  }
+
+  async create (input: NewSession): Promise<SessionView> {
+    const id = randomBytes(16).toString('base64url')
+    const record: SessionRecord = {
+      userId: input.userId,
+      ...(input.email !== undefined ? { email: input.email } : {}),
+      role: input.role,
+      createdAt: new Date().toISOString(),
+      ip: input.ip,
+      userAgent: input.userAgent?.slice(0, 256) ?? null,
+    }
+    const json = JSON.stringify(record)
+    const key = sessionKey(id)
+    const index = userSessionsKey(input.userId)
+    const source = await this.#store.use<'redis' | 'memory'>('session.create', async (client) => {
+      const results = await client.multi().set(key, json, 'PX', this.ttlMs).sadd(index, id).pexpire(index, this.ttlMs).scard(index).exec()
+      const size = checkResults(results, 4)[3]?.[1]
+      if (Number(size) > 8) await this.#pruneIndex(client, input.userId)
+      return 'redis'
+    }, (memory) => {
+      void memory.set(key, json, this.ttlMs)
+      this.#memoryIndexAdd(memory, input.userId, id)
+      return 'memory'
+    })
+    this.#stats.created++
+    return { id, expiresAt: new Date(Date.now() + this.ttlMs), source, email: input.email }
+  }
+
+  /**
+   * The session behind a verified token, extended when due; null when it does not exist,
+   * was revoked, belongs to someone else, or cannot be checked and the policy says deny.
+   */
+  async check (claims: Pick<TokenClaims, 'sid' | 'sub' | 'role' | 'iat' | 'exp'>): Promise<SessionView | null> {
+    this.#stats.checks++
+    const { sid } = claims
+    const found = await this.#store.use<Found | null | typeof UNVERIFIED>('session.check', async (client) => {
+      const reply = await (client as TouchClient).aicSessionTouch(sessionKey(sid), this.ttlMs, this.#slideMs)
+      if (reply === null) return this.#fromMemory(this.#store.memory, sid)
+      const record = parseRecord(reply[0])
+      if (Number(reply[2]) === 1 && record !== null) await client.pexpire(userSessionsKey(record.userId), this.ttlMs)
+      return { record, pttl: Number(reply[1]), source: 'redis' }
+    }, async (memory) => {
+      const local = await this.#fromMemory(memory, sid)
+      if (local !== null || this.#state.status === 'disabled') return local
+      return UNVERIFIED
+    })
+
+    if (found === null) {
+      this.#stats.rejected.missing++
+      return null
+    }
+    if (found === UNVERIFIED) return this.#unverified(claims)
+    const { record, pttl, source } = found
+    if (record === null || record.userId !== claims.sub || record.role !== claims.role) {
+      this.#stats.rejected.mismatch++
+      return null
+    }
+    if (this.#isRevoked(sid, record.userId, Date.parse(record.createdAt))) {
+      this.#stats.rejected.revoked++
+      return null
+    }
+    this.#stats.accepted[source]++
+    return { id: sid, expiresAt: new Date(Date.now() + Math.max(0, pttl)), source, email: record.email }
+  }
+
+  /** Ends one session at once. */
+  async revoke (sid: string, userId: string): Promise<void> {
+    await this.#store.use('session.revoke', async (client) => {
+      checkResults(await client.multi().del(sessionKey(sid)).srem(userSessionsKey(userId), sid).exec(), 2)
+      this.#memoryDelete(this.#store.memory, userId, [sid])
+    }, (memory) => {
+      this.#memoryDelete(memory, userId, [sid])
+      if (this.#state.status !== 'disabled') void memory.set(REVOKED_SESSION + sid, userId, this.#tombstoneMs)
+    })
+    this.#stats.revoked++
+  }
+
+  /** Ends every session of the user; resolves to how many were found. */
+  async revokeAll (userId: string): Promise<number> {
+    const count = await this.#store.use('session.revokeAll', async (client) => {
+      const index = userSessionsKey(userId)
+      const ids = await client.smembers(index)
+      let removed = 0
+      if (ids.length > 0) {
+        removed = Number(checkResults(await client.multi().del(...ids.map(sessionKey)).srem(index, ...ids).exec(), 2)[0]?.[1])
+      }
+      return removed + this.#memoryDeleteAll(this.#store.memory, userId)
+    }, (memory) => {
+      const removed = this.#memoryDeleteAll(memory, userId)
+      if (this.#state.status !== 'disabled') void memory.set(REVOKED_USER + userId, String(Date.now()), this.#tombstoneMs)
+      return removed
+    })
+    this.#stats.revokedAll++
+    return count
+  }
+
+  /**
+   * Redis is back: apply the logouts made while it was away, so that every instance (not
+   * only this one, which keeps its tombstones) refuses those sessions.
+   */
+  async reconcile (): Promise<number> {
+    this.#fallbackLogged = false
+    const memory = this.#store.memory
+    const sessions = [...memory.keysWithPrefix(REVOKED_SESSION)]
+    const users = [...memory.keysWithPrefix(REVOKED_USER)]
+    if (sessions.length === 0 && users.length === 0) return 0
+    return this.#store.use('session.reconcile', async (client) => {
+      let deleted = 0
+      if (sessions.length > 0) {
+        const pipe = client.pipeline()
+        for (const tombstone of sessions) {
+          const sid = tombstone.slice(REVOKED_SESSION.length)
+          const userId = memory.getSync(tombstone)
+          pipe.del(sessionKey(sid))
+          if (userId !== null) pipe.srem(userSessionsKey(userId), sid)
+        }
+        for (const [err, result] of await pipe.exec() ?? []) {
+          if (err) throw err
+          if (typeof result === 'number' && result > 0) deleted++
+        }
+      }
+      for (const tombstone of users) {
+        const userId = tombstone.slice(REVOKED_USER.length)
+        const before = Number(memory.getSync(tombstone))
+        const index = userSessionsKey(userId)
+        const ids = await client.smembers(index)
+        if (ids.length === 0) continue
+        const values = await client.mget(...ids.map(sessionKey))
+        const stale = ids.filter((_id, i) => {
+          const record = parseRecord(values[i] ?? null)
+          return record === null || Date.parse(record.createdAt) <= before
+        })
+        if (stale.length === 0) continue
+        deleted += Number(checkResults(await client.multi().del(...stale.map(sessionKey)).srem(index, ...stale).exec(), 2)[0]?.[1])
+      }
+      this.#stats.reconciled += deleted
+      if (deleted > 0) this.#log.info({ deleted }, 'sessions revoked during the Redis outage removed from Redis')
+      return deleted
+    }, () => 0)
+  }
+
+  #unverified (claims: Pick<TokenClaims, 'sid' | 'sub' | 'exp' | 'iat'>): SessionView | null {
+    if (!this.#fallbackLogged) {
+      this.#fallbackLogged = true
+      this.#log.warn({ policy: this.policy }, this.policy === 'allow'
+        ? 'sessions: Redis unreachable, accepting signed unexpired tokens without a session check (SESSION_FALLBACK=allow)'
+        : 'sessions: Redis unreachable, refusing tokens whose session cannot be checked (SESSION_FALLBACK=deny)')
+    }
+    if (this.policy === 'deny') {
+      this.#stats.rejected.denied++
+      return null
+    }
+    if (this.#isRevoked(claims.sid, claims.sub, claims.iat * 1000)) {
+      this.#stats.rejected.revoked++
+      return null
+    }
+    this.#stats.accepted.fallback++
+    return { id: claims.sid, expiresAt: new Date(claims.exp * 1000), source: 'fallback' }
+  }
+
+  #isRevoked (sid: string, userId: string, createdAtMs: number): boolean {
+    const memory = this.#store.memory
+    if (memory.getSync(REVOKED_SESSION + sid) !== null) return true
+    const before = memory.getSync(REVOKED_USER + userId)
+    return before !== null && !(createdAtMs > Number(before))
+  }
+
+  async #fromMemory (memory: MemoryStore, sid: string): Promise<Found | null> {
+    const key = sessionKey(sid)
+    const raw = memory.getSync(key)
+    if (raw === null) return null
+    const record = parseRecord(raw)
+    let pttl = await memory.pttl(key) ?? 0
+    if (this.ttlMs - pttl >= this.#slideMs) {
+      await memory.expire(key, this.ttlMs)
+      if (record !== null) await memory.expire(userSessionsKey(record.userId), this.ttlMs)
+      pttl = this.ttlMs
+    }
+    return { record, pttl, source: 'memory' }
+  }
+
+  // The in-memory index is a JSON array; each helper reads and writes it without an await
+  // in between, so concurrent requests cannot lose an entry.
+  #memoryIds (memory: MemoryStore, userId: string): string[] {
+    try {
+      const ids: unknown = JSON.parse(memory.getSync(userSessionsKey(userId)) ?? '[]')
+      return Array.isArray(ids) ? ids.filter((id): id is string => typeof id === 'string') : []
+    } catch {
+      return []
+    }
+  }
+
+  #memoryIndexAdd (memory: MemoryStore, userId: string, sid: string): void {
+    const live = this.#memoryIds(memory, userId).filter((id) => memory.getSync(sessionKey(id)) !== null)
+    live.push(sid)
+    void memory.set(userSessionsKey(userId), JSON.stringify(live), this.ttlMs)
+  }
+
+  #memoryDelete (memory: MemoryStore, userId: string, sids: string[]): number {
+    let removed = 0
+    for (const sid of sids) if (memory.getSync(sessionKey(sid)) !== null) { void memory.del(sessionKey(sid)); removed++ }
+    const rest = this.#memoryIds(memory, userId).filter((id) => !sids.includes(id))
+    if (rest.length > 0) void memory.set(userSessionsKey(userId), JSON.stringify(rest), this.ttlMs)
+    else void memory.del(userSessionsKey(userId))
+    return removed
+  }
+
+  #memoryDeleteAll (memory: MemoryStore, userId: string): number {
+    return this.#memoryDelete(memory, userId, this.#memoryIds(memory, userId))
+  }
+
+  /** Drops ids of expired sessions from the user's index (run at login, when it has grown). */
+  async #pruneIndex (client: Redis, userId: string): Promise<void> {
+    const index = userSessionsKey(userId)
+    const ids = await client.smembers(index)
+    const pipe = client.pipeline()
+    for (const id of ids) pipe.exists(sessionKey(id))
+    const results = checkResults(await pipe.exec(), ids.length)
+    const dead = ids.filter((_id, i) => Number(results[i]?.[1]) === 0)
+    if (dead.length > 0) await client.srem(index, ...dead)
+  }
+}
+
+/** Registers the session script on a client (idempotent). */
+export function defineSessionScripts (client: Redis): void {
+  if (!('aicSessionTouch' in client)) client.defineCommand('aicSessionTouch', { numberOfKeys: 1, lua: TOUCH_LUA })
+}
+
+export function createSessionStore (options: SessionStoreOptions): SessionStore {
+  return new SessionStore(options)
+}
+
+function parseRecord (raw: string | null): SessionRecord | null {
+  if (raw === null) return null
+  try {
+    const value = JSON.parse(raw) as Partial<SessionRecord>
+    if (typeof value.userId !== 'string' || !isRole(value.role) || typeof value.createdAt !== 'string') return null
+    return {
+      userId: value.userId,
+      ...(typeof value.email === 'string' ? { email: value.email } : {}),
+      role: value.role,
+      createdAt: value.createdAt,
+      ip: typeof value.ip === 'string' ? value.ip : '',
+      userAgent: typeof value.userAgent === 'string' ? value.userAgent : null,
+    }
+  } catch {
+    return null
+  }
+}
+
+type ExecResults = Awaited<ReturnType<ChainableCommander['exec']>>
+
+/** MULTI/pipeline results with every per-command error thrown; asserts the count. */
+function checkResults (results: ExecResults, expected: number): Array<[null, unknown]> {
+  if (results === null) throw new Error('transaction aborted')
+  if (results.length !== expected) throw new Error(`expected ${expected} replies, got ${results.length}`)
+  for (const [err] of results) if (err) throw err
+  return results as Array<[null, unknown]>
+}

@@ -1,0 +1,59 @@
+/** The shapes shared by the auth and session code: roles, token claims, sessions. */
+import type { Role } from '../db/users-repo.js'
+
+export type { Role }
+
+export const ROLES: readonly Role[] = ['user', 'admin']
+
+/** What the service signs into a token (plus iss, aud, iat and exp added by the signer). */
+export interface TokenPayload {
+  /** The user's id. */
+  sub: string
+  role: Role
+  /** The session id: `session:<sid>` in Redis. */
+  sid: string
+}
+
+/** A verified token's claims. */
+export interface TokenClaims extends TokenPayload {
+  iat: number
+  exp: number
+  iss: string
+  aud: string | string[]
+}
+
+/** Where a request's session was confirmed. `fallback`: Redis unreachable, accepted by policy. */
+export type SessionSource = 'redis' | 'memory' | 'fallback'
+
+export interface SessionRecord {
+  userId: string
+  /** The account's email at login, so that answering "who am I" needs no database read. */
+  email?: string
+  role: Role
+  /** ISO time of the login. */
+  createdAt: string
+  ip: string
+  userAgent: string | null
+}
+
+export interface SessionView {
+  id: string
+  expiresAt: Date
+  source: SessionSource
+  /** From the session record; absent when the session could not be read (Redis down, policy allow). */
+  email?: string | undefined
+}
+
+/** `request.user` after `authenticate`. */
+export interface AuthUser extends TokenPayload {
+  session: SessionView
+}
+
+export function isRole (value: unknown): value is Role {
+  return value === 'user' || value === 'admin'
+}
+
+/** One rule for admin, used everywhere. */
+export function isAdmin (user: { role: unknown } | null | undefined): boolean {
+  return user?.role === 'admin'
+}

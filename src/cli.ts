@@ -1,0 +1,175 @@
+/**
+ * Operator commands, configured from the environment (and `.env`) exactly like the server:
+ *
+ *   npm run -s cli -- create-admin <email>    password from stdin (prompted without echo on a TTY)
+ *   npm run -s cli -- token <email>           prints a bearer token backed by a real session
+ *
+ * `token` needs the server's JWT_SECRET and its Redis (REDIS_URL): the session must live
+ * where the server looks for it. Results go to stdout, everything else to stderr, so
+ * `TOKEN=$(npm run -s cli -- token admin@example.com)` works.
+ */
+import { realpathSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import Fastify from 'fastify'
+import { ConfigError, loadConfig, loadDotEnv, type Config } from './config.js'
+import { loggerOptions } from './logger.js'
+import { Accounts, InvalidAccountInputError } from './auth/accounts.js'
+import { openDatabase } from './db/index.js'
+import configPlugin from '../plugins/config.js'
+import redisPlugin from '../plugins/redis.js'
+import dbPlugin from '../plugins/db.js'
+import authPlugin from '../plugins/auth.js'
+import sessionsPlugin from '../plugins/sessions.js'
+
+const USAGE = `usage:
+  npm run -s cli -- create-admin <email>   create the admin, or promote the user and set its password (read from stdin)
+  npm run -s cli -- token <email>          print a bearer token with a fresh session (needs JWT_SECRET and REDIS_URL)`
+
+class CliError extends Error {}
+
+/** Where the CLI reads and writes; the process's own streams and env by default (tests pass their own). */
+export interface CliIo {
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean, setRawMode?: (mode: boolean) => unknown }
+  stdout: NodeJS.WritableStream
+  stderr: NodeJS.WritableStream
+  env: Record<string, string | undefined>
+  /** Read `.env` into the env first (the real process only). */
+  dotEnv: boolean
+}
+
+/** First line of stdin; on a terminal, prompted with echo off. */
+async function readPassword (io: CliIo): Promise<string> {
+  const stdin = io.stdin
+  if (stdin.isTTY === true && stdin.setRawMode !== undefined) {
+    const setRawMode = stdin.setRawMode.bind(stdin)
+    io.stderr.write('Password: ')
+    setRawMode(true)
+    stdin.resume()
+    stdin.setEncoding('utf8')
+    return new Promise((resolve, reject) => {
+      let value = ''
+      const onData = (chunk: string): void => {
+        for (const ch of chunk) {
+          if (ch === '\r' || ch === '\n') {
+            done()
+            io.stderr.write('\n')
+            resolve(value)
+            return
+          }
+          if (ch === '\u0003') {
+            done()
+            reject(new CliError('cancelled'))
+            return
+          }
+          if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1)
+          else value += ch
+        }
+      }
+      const done = (): void => {
+        stdin.off('data', onData)
+        setRawMode(false)
+        stdin.pause()
+      }
+      stdin.on('data', onData)
+    })
+  }
+  const chunks: Buffer[] = []
+  for await (const chunk of stdin) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? ''
+}
+
+async function createAdmin (io: CliIo, config: Config, email: string): Promise<void> {
+  const password = await readPassword(io)
+  if (password === '') throw new CliError('no password given on stdin')
+  const db = openDatabase({ path: config.DATABASE_PATH })
+  try {
+    const { user, action } = await new Accounts(db.users).ensureAdmin(email, password)
+    io.stdout.write(`admin ${user.email} ${action} (id ${user.id})\n`)
+  } finally {
+    db.close()
+  }
+}
+
+async function printToken (io: CliIo, config: Config, email: string): Promise<void> {
+  if (config.JWT_SECRET === undefined) {
+    throw new CliError('JWT_SECRET is not set: the server would refuse a token signed with a throwaway secret. Run with the server\'s environment.')
+  }
+  if (config.REDIS_URL === undefined) {
+    throw new CliError('REDIS_URL is not set: without Redis the server keeps sessions in its own memory, where this command cannot add one. Log in with POST /api/auth/login instead.')
+  }
+  // Only the parts a token needs: no routes, no scheduler.
+  const level = (config.LOG_LEVEL as string) === 'info' ? 'warn' : config.LOG_LEVEL
+  const app = Fastify({ logger: loggerOptions({ LOG_LEVEL: level as Config['LOG_LEVEL'] }, io.stderr) })
+  try {
+    await app.register(configPlugin, { config })
+    await app.register(redisPlugin)
+    await app.register(dbPlugin)
+    await app.register(authPlugin)
+    await app.register(sessionsPlugin)
+    await app.ready()
+    if (!app.redisState.available) {
+      throw new CliError(`Redis at ${app.redisState.url ?? '?'} is unreachable (${app.redisState.lastError ?? 'no answer'}): a session made now would exist only in this process`)
+    }
+    const user = await app.identity.accounts.findByEmail(email)
+    if (user === null) throw new CliError(`no user with the email ${email}`)
+    const session = await app.sessions.create({ userId: user.id, email: user.email, role: user.role, ip: 'cli', userAgent: 'ai-capital-cli' })
+    if (session.source !== 'redis') throw new CliError('Redis failed while storing the session; try again')
+    const { token, expiresIn } = app.identity.issueToken({ sub: user.id, role: user.role, sid: session.id })
+    io.stdout.write(`${token}\n`)
+    io.stderr.write(`token for ${user.email} (role ${user.role}), valid ${expiresIn} s, session ${session.id}\n`)
+    if (user.role !== 'admin') io.stderr.write('note: this user is not an admin; the debug endpoints will answer 403\n')
+  } finally {
+    await app.close()
+  }
+}
+
+export async function main (argv: string[], io: CliIo = processIo()): Promise<number> {
+  const say = (line: string): void => { io.stderr.write(`${line}\n`) }
+  const [command, email, ...rest] = argv
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    say(USAGE)
+    return command === undefined ? 2 : 0
+  }
+  if ((command !== 'create-admin' && command !== 'token') || email === undefined || rest.length > 0) {
+    say(USAGE)
+    return 2
+  }
+  let config: Config
+  try {
+    if (io.dotEnv) loadDotEnv()
+    config = loadConfig(io.env)
+  } catch (err) {
+    say(err instanceof ConfigError ? err.message : String(err))
+    return 1
+  }
+  try {
+    if (command === 'create-admin') await createAdmin(io, config, email)
+    else await printToken(io, config, email)
+    return 0
+  } catch (err) {
+    if (err instanceof CliError || err instanceof InvalidAccountInputError) say(`error: ${err.message}`)
+    else say(`error: ${err instanceof Error ? err.message : String(err)}`)
+    return 1
+  }
+}
+
+function processIo (): CliIo {
+  return { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env, dotEnv: true }
+}
+
+function isEntryPoint (): boolean {
+  const entry = process.argv[1]
+  if (entry === undefined) return false
+  try {
+    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url))
+  } catch {
+    return false
+  }
+}
+
+if (isEntryPoint()) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (err: unknown) => {
+    process.stderr.write(`error: ${String(err)}\n`)
+    process.exitCode = 1
+  })
+}

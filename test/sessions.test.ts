@@ -1,0 +1,207 @@
+/**
+ * Sessions in a real redis-server: key, TTL and sliding; and what happens while Redis is
+ * killed or frozen (SESSION_FALLBACK allow/deny, sessions created in the outage, logouts
+ * during the outage replayed when Redis returns), and with no Redis configured.
+ */
+import { randomBytes } from 'node:crypto'
+import t from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { build, waitFor, type TapTest } from './helper.js'
+import { skipUnlessRedis, startRedis, type RedisProcess } from './helpers/redis-server.js'
+import { AUTH_ENV, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, bearer, hs256, login, me, register, registerAndLogin } from './auth-helpers.js'
+
+const redisOpts = skipUnlessRedis()
+
+async function setup (t: TapTest, env: Record<string, string> = {}): Promise<{ app: FastifyInstance, redis: RedisProcess, logs: Awaited<ReturnType<typeof build>>['logs'] }> {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { app, logs } = await build(t, { ...AUTH_ENV, REDIS_URL: redis.url, ...env })
+  return { app, redis, logs }
+}
+
+async function timedMe (app: FastifyInstance, token: string): Promise<{ statusCode: number, ms: number }> {
+  const started = performance.now()
+  const { statusCode } = await me(app, token)
+  return { statusCode, ms: performance.now() - started }
+}
+
+t.test('login creates session:<sid> with the record and a TTL of SESSION_TTL_SECONDS', redisOpts, async (t) => {
+  const { app, redis } = await setup(t)
+  await register(app, 'kate@example.com')
+  const s = await login(app, 'kate@example.com', undefined, { 'user-agent': 'tap-test/1.0' })
+  const raw = await redis.command('GET', `session:${s.sid}`)
+  const record = JSON.parse(raw) as Record<string, unknown>
+  t.match(record, { userId: s.userId, email: 'kate@example.com', role: 'user', ip: '127.0.0.1', userAgent: 'tap-test/1.0' })
+  t.ok(Math.abs(Date.parse(String(record.createdAt)) - Date.now()) < 5000, 'createdAt is now')
+  const ttl = Number(await redis.command('PTTL', `session:${s.sid}`))
+  t.ok(ttl > 3590_000 && ttl <= 3600_000, `PTTL ${ttl} ≤ 3600 s`)
+  t.equal(await redis.command('SISMEMBER', `user_sessions:${s.userId}`, s.sid), '1')
+  t.ok(Number(await redis.command('PTTL', `user_sessions:${s.userId}`)) > 3590_000, 'the index has a TTL too')
+})
+
+t.test('SESSION_TTL_SECONDS is honoured', redisOpts, async (t) => {
+  const { app, redis } = await setup(t, { SESSION_TTL_SECONDS: '120' })
+  const s = await registerAndLogin(app, 'short@example.com')
+  const ttl = Number(await redis.command('PTTL', `session:${s.sid}`))
+  t.ok(ttl > 110_000 && ttl <= 120_000, `PTTL ${ttl}`)
+})
+
+t.test('the TTL slides on use, at most once a minute', redisOpts, async (t) => {
+  const { app, redis } = await setup(t)
+  const s = await registerAndLogin(app, 'slide@example.com')
+  const key = `session:${s.sid}`
+  const index = `user_sessions:${s.userId}`
+
+  // As if the session had last been extended ten minutes ago.
+  await redis.command('PEXPIRE', key, '3000000')
+  await redis.command('PEXPIRE', index, '3000000')
+  t.equal((await me(app, s.token)).statusCode, 200)
+  const extended = Number(await redis.command('PTTL', key))
+  t.ok(extended > 3590_000, `extended back to ~3600 s (PTTL ${extended})`)
+  t.ok(Number(await redis.command('PTTL', index)) > 3590_000, 'and the per-user index with it')
+
+  // Thirty seconds after the last extension: no write.
+  await redis.command('PEXPIRE', key, '3570000')
+  t.equal((await me(app, s.token)).statusCode, 200)
+  const kept = Number(await redis.command('PTTL', key))
+  t.ok(kept <= 3570_000, `not extended within the minute (PTTL ${kept})`)
+  const me2 = await me(app, s.token)
+  const expiresAt = Date.parse(String((me2.body.session as { expiresAt: string }).expiresAt))
+  t.ok(Math.abs(expiresAt - (Date.now() + kept)) < 5000, '/me reports the real expiry')
+})
+
+t.test('an expired session (key gone) is refused although the token is still valid', redisOpts, async (t) => {
+  const { app, redis } = await setup(t)
+  const s = await registerAndLogin(app, 'exp@example.com')
+  await redis.command('DEL', `session:${s.sid}`)
+  t.equal((await me(app, s.token)).statusCode, 401)
+})
+
+t.test('Redis killed, SESSION_FALLBACK=allow: existing tokens work, new sessions live in memory and survive Redis\'s return', redisOpts, async (t) => {
+  const { app, redis, logs } = await setup(t, { SESSION_FALLBACK: 'allow' })
+  await register(app, 'ola@example.com')
+  const before = await login(app, 'ola@example.com')
+  t.equal((await me(app, before.token)).statusCode, 200)
+
+  await redis.kill()
+  const during = await timedMe(app, before.token)
+  t.equal(during.statusCode, 200, 'a validly signed, unexpired token is accepted')
+  t.ok(during.ms < 1000, `answered in ${during.ms.toFixed(0)} ms: a dead Redis is not awaited`)
+  t.equal((await timedMe(app, before.token)).statusCode, 200)
+  t.equal(logs.lines.filter((l) => String(l.msg).includes('SESSION_FALLBACK=allow')).length, 1, 'the policy is logged once per outage, not per request')
+
+  // allow trusts the signature, so the signature is still checked.
+  const now = Math.floor(Date.now() / 1000)
+  const forged = hs256({ alg: 'HS256', typ: 'JWT' }, { sub: before.userId, role: 'user', sid: before.sid, iss: JWT_ISSUER, aud: JWT_AUDIENCE, iat: now, exp: now + 60 }, 'wrong-secret-wrong-secret-wrong-secret!!')
+  t.equal((await me(app, forged)).statusCode, 401, 'a bad signature is refused during the outage too')
+
+  const outage = await login(app, 'ola@example.com')
+  t.equal((await me(app, outage.token)).statusCode, 200, 'login works during the outage')
+  t.equal(app.store.memory.getSync(`session:${outage.sid}`) !== null, true, 'the new session lives in memory')
+
+  await redis.restart()
+  await waitFor(() => app.redisState.available, 5000)
+  t.equal((await me(app, outage.token)).statusCode, 200, 'a session made during the outage is found in memory after Redis returns')
+  t.equal((await me(app, before.token)).statusCode, 401, 'Redis came back empty: its sessions are gone, and Redis is authoritative again')
+})
+
+t.test('Redis killed, SESSION_FALLBACK=deny: tokens without a checkable session get 401, not 500', redisOpts, async (t) => {
+  const { app, redis } = await setup(t, { SESSION_FALLBACK: 'deny' })
+  const s = await registerAndLogin(app, 'den@example.com')
+  await redis.kill()
+  const res = await app.inject({ method: 'GET', url: '/api/auth/me', headers: bearer(s.token) })
+  t.equal(res.statusCode, 401)
+  t.same(res.json(), { statusCode: 401, error: 'Unauthorized', message: 'Session expired or revoked' })
+  const outage = await login(app, 'den@example.com')
+  t.equal((await me(app, outage.token)).statusCode, 200, 'a session this instance made in memory can be checked, so it is accepted')
+})
+
+t.test('logout during an outage: refused at once, and replayed into Redis when it returns', redisOpts, async (t) => {
+  const { app, redis } = await setup(t, { SESSION_FALLBACK: 'allow' })
+  const s = await registerAndLogin(app, 'pat@example.com')
+  const keep = await login(app, 'pat@example.com')
+
+  redis.pause() // frozen: the socket stays open, commands time out
+  t.teardown(() => redis.resume())
+  t.equal((await me(app, s.token)).statusCode, 200, 'accepted under allow')
+  t.equal(app.redisState.available, false)
+  t.equal((await app.inject({ method: 'POST', url: '/api/auth/logout', headers: bearer(s.token) })).statusCode, 204)
+  t.equal((await me(app, s.token)).statusCode, 401, 'refused during the outage (tombstone)')
+  t.equal((await me(app, keep.token)).statusCode, 200, 'the other session is unaffected')
+
+  redis.resume()
+  await waitFor(() => app.redisState.available, 5000)
+  await waitFor(async () => (await redis.command('EXISTS', `session:${s.sid}`)) === '0', 3000)
+  t.pass('the revoked session was deleted from Redis when it came back')
+  t.equal(await redis.command('SISMEMBER', `user_sessions:${s.userId}`, s.sid), '0')
+  t.equal((await me(app, s.token)).statusCode, 401, 'and stays refused')
+  t.equal((await me(app, keep.token)).statusCode, 200)
+})
+
+t.test('logout everywhere during an outage covers the sessions Redis holds', redisOpts, async (t) => {
+  const { app, redis } = await setup(t, { SESSION_FALLBACK: 'allow' })
+  await register(app, 'quin@example.com')
+  const a = await login(app, 'quin@example.com')
+  const b = await login(app, 'quin@example.com')
+  const other = await registerAndLogin(app, 'rae@example.com')
+
+  redis.pause()
+  t.teardown(() => redis.resume())
+  t.equal((await me(app, a.token)).statusCode, 200)
+  const res = await app.inject({ method: 'DELETE', url: '/api/auth/sessions', headers: bearer(a.token) })
+  t.equal(res.statusCode, 200)
+  t.equal((await me(app, a.token)).statusCode, 401)
+  t.equal((await me(app, b.token)).statusCode, 401, 'a session only Redis knows is refused too')
+  t.equal((await me(app, other.token)).statusCode, 200, 'another user is unaffected')
+  const fresh = await login(app, 'quin@example.com')
+  t.equal((await me(app, fresh.token)).statusCode, 200, 'a login after logging out everywhere works')
+
+  redis.resume()
+  await waitFor(() => app.redisState.available, 5000)
+  await waitFor(async () => (await redis.command('EXISTS', `session:${a.sid}`, `session:${b.sid}`)) === '0', 3000)
+  t.pass('both Redis sessions deleted on return')
+  t.equal(await redis.command('EXISTS', `session:${other.sid}`), '1')
+  t.equal((await me(app, fresh.token)).statusCode, 200, 'the session made after the logout survives')
+})
+
+t.test('without REDIS_URL, memory is the session store: a miss is a miss, logout works', async (t) => {
+  const { app } = await build(t, { ...AUTH_ENV, SESSION_FALLBACK: 'allow' })
+  await register(app, 'solo@example.com')
+  const a = await login(app, 'solo@example.com')
+  const b = await login(app, 'solo@example.com')
+  t.equal((await me(app, a.token)).statusCode, 200)
+  const now = Math.floor(Date.now() / 1000)
+  const unknownSession = hs256({ alg: 'HS256', typ: 'JWT' }, { sub: a.userId, role: 'user', sid: randomBytes(16).toString('base64url'), iss: JWT_ISSUER, aud: JWT_AUDIENCE, iat: now, exp: now + 60 }, JWT_SECRET)
+  t.equal((await me(app, unknownSession)).statusCode, 401, 'allow does not apply when Redis is simply not configured')
+  t.equal((await app.inject({ method: 'POST', url: '/api/auth/logout', headers: bearer(a.token) })).statusCode, 204)
+  t.equal((await me(app, a.token)).statusCode, 401)
+  t.equal((await me(app, b.token)).statusCode, 200)
+  t.same((await app.inject({ method: 'DELETE', url: '/api/auth/sessions', headers: bearer(b.token) })).json(), { revoked: 1 })
+  t.equal((await me(app, b.token)).statusCode, 401)
+})
+
+t.test('the per-user index drops expired sessions as it grows', redisOpts, async (t) => {
+  const { app, redis } = await setup(t)
+  await register(app, 'many@example.com')
+  const first = await login(app, 'many@example.com')
+  const stale: string[] = []
+  for (let i = 0; i < 9; i++) stale.push((await login(app, 'many@example.com')).sid)
+  for (const sid of stale) await redis.command('DEL', `session:${sid}`)
+  await login(app, 'many@example.com')
+  const members = (await redis.command('SMEMBERS', `user_sessions:${first.userId}`)).split('\n').filter(Boolean)
+  t.equal(members.length, 2, 'only the live sessions remain indexed')
+  t.ok(members.includes(first.sid))
+})
+
+t.test('session counters', redisOpts, async (t) => {
+  const { app } = await setup(t)
+  const s = await registerAndLogin(app, 'count@example.com')
+  await me(app, s.token)
+  await app.inject({ method: 'POST', url: '/api/auth/logout', headers: bearer(s.token) })
+  await me(app, s.token)
+  const stats = app.sessions.stats()
+  t.equal(stats.created, 1)
+  t.equal(stats.accepted.redis, 2)
+  t.equal(stats.rejected.missing, 1)
+  t.equal(stats.revoked, 1)
+})
