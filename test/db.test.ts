@@ -13,6 +13,9 @@ import { AUTH_ENV } from './auth-helpers.js'
 import { openDatabase, DuplicateEmailError, migrations } from '../src/db/index.js'
 import { checkMigrations, type Migration } from '../src/db/migrations.js'
 
+/** Versions above every real migration, whatever gets appended later. */
+const LAST = migrations.at(-1)?.version ?? 0
+
 function tmpDir (t: { teardown (fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'aic-db-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -39,11 +42,11 @@ t.test('reopening applies nothing; appending a migration applies only that one',
   t.same(again.migrations.applied, [], 'idempotent')
   again.close()
 
-  const extended: Migration[] = [...migrations, { version: 1000, name: 'add-notes', up: 'CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT) STRICT' }]
+  const extended: Migration[] = [...migrations, { version: LAST + 1, name: 'add-notes', up: 'CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT) STRICT' }]
   const third = openDatabase({ path, migrations: extended })
   t.teardown(() => third.close())
-  t.same(third.migrations.applied, [1000])
-  t.equal(third.migrations.current, 1000)
+  t.same(third.migrations.applied, [LAST + 1])
+  t.equal(third.migrations.current, LAST + 1)
   third.sqlite.prepare('INSERT INTO notes (body) VALUES (?)').run('x')
   t.equal((third.sqlite.prepare('SELECT count(*) AS n FROM notes').get() as { n: number }).n, 1)
 })
@@ -52,10 +55,10 @@ t.test('a failing migration rolls back the whole run and fails the open with its
   const path = join(tmpDir(t), 'app.db')
   const broken: Migration[] = [
     ...migrations,
-    { version: 50, name: 'good-one', up: 'CREATE TABLE good (id INTEGER PRIMARY KEY)' },
-    { version: 51, name: 'bad-one', up: 'CREATE TABLE half (id INTEGER PRIMARY KEY); THIS IS NOT SQL' },
+    { version: LAST + 1, name: 'good-one', up: 'CREATE TABLE good (id INTEGER PRIMARY KEY)' },
+    { version: LAST + 2, name: 'bad-one', up: 'CREATE TABLE half (id INTEGER PRIMARY KEY); THIS IS NOT SQL' },
   ]
-  t.throws(() => openDatabase({ path, migrations: broken }), /migration 51 \(bad-one\) failed/)
+  t.throws(() => openDatabase({ path, migrations: broken }), new RegExp(`migration ${LAST + 2} \\(bad-one\\) failed`))
   const raw = new BetterSqlite3(path)
   t.teardown(() => raw.close())
   const tables = (raw.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as Array<{ name: string }>).map((r) => r.name)
@@ -66,11 +69,11 @@ t.test('a failing migration rolls back the whole run and fails the open with its
 
 t.test('versions in the database that this build does not know are reported', async (t) => {
   const path = join(tmpDir(t), 'app.db')
-  const newer: Migration[] = [...migrations, { version: 77, name: 'from-the-future', up: 'CREATE TABLE future (id INTEGER)' }]
+  const newer: Migration[] = [...migrations, { version: LAST + 1, name: 'from-the-future', up: 'CREATE TABLE future (id INTEGER)' }]
   openDatabase({ path, migrations: newer }).close()
   const older = openDatabase({ path })
   t.teardown(() => older.close())
-  t.same(older.migrations.unknown, [77])
+  t.same(older.migrations.unknown, [LAST + 1])
 })
 
 t.test('the migration list must be strictly increasing and named', async (t) => {
