@@ -68,12 +68,12 @@ export function createRateLimiter (fastify: FastifyInstance) {
     async loginHook (request: FastifyRequest, reply: FastifyReply): Promise<void> {
       const email = emailKey((request.body as { email?: unknown } | null | undefined)?.email)
       if (email === null) return
-      const pair = await counter.hitAsync(`login:${ipClient(request.ip)}:${email}`, config.LOGIN_RATE_LIMIT_WINDOW_MS)
+      const pair = await counter.hitAsync(`login:${ipClient(request.ip)}:${email}`, config.LOGIN_RATE_LIMIT_WINDOW_MS, config.LOGIN_RATE_LIMIT_MAX)
       if (pair.current > config.LOGIN_RATE_LIMIT_MAX) {
         limited.login++
         refuse(reply, config.LOGIN_RATE_LIMIT_MAX, pair, 'Too many login attempts')
       }
-      const perEmail = await counter.hitAsync(`login-email:${email}`, config.LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS)
+      const perEmail = await counter.hitAsync(`login-email:${email}`, config.LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS, config.LOGIN_EMAIL_RATE_LIMIT_MAX)
       if (perEmail.current > config.LOGIN_EMAIL_RATE_LIMIT_MAX) {
         limited.loginEmail++
         refuse(reply, config.LOGIN_EMAIL_RATE_LIMIT_MAX, perEmail, 'Too many login attempts for this account')
@@ -91,8 +91,8 @@ export function createRateLimiter (fastify: FastifyInstance) {
 /** A store class for `@fastify/rate-limit` over our counter; keys are namespaced by the key generators. */
 function storeClass (counter: WindowCounter) {
   return class RateLimitStore implements FastifyRateLimitStore {
-    incr (key: string, callback: (error: Error | null, result?: Hit) => void, timeWindow: number): void {
-      counter.hit(key, timeWindow, callback)
+    incr (key: string, callback: (error: Error | null, result?: Hit) => void, timeWindow: number, max: number): void {
+      counter.hit(key, timeWindow, max, callback)
     }
 
     child (): FastifyRateLimitStore {

@@ -9,7 +9,7 @@ import { Redis } from 'ioredis'
 import { clientKey, emailKey, ipClient, userFromAuthorization, type TokenVerifier } from '../src/rate-limit/client-key.js'
 import { retryText, isAdminUrl } from '../src/rate-limit/limits.js'
 import { trustProxyOption, trustProxyProblem } from '../src/rate-limit/trust-proxy.js'
-import { HITS_SCRIPT, MAX_BATCH, MemoryWindows, WindowCounter, type CounterState, type Hit } from '../src/rate-limit/window-counter.js'
+import { HITS_SCRIPT, MAX_BATCH, MAX_EARLY, MemoryWindows, WindowCounter, earlyAllowance, type CounterState, type Hit } from '../src/rate-limit/window-counter.js'
 import { ConfigError, loadConfig } from '../src/config.js'
 import { skipUnlessRedis, startRedis } from './helpers/redis-server.js'
 import { waitFor } from './helper.js'
@@ -120,7 +120,9 @@ t.test('MemoryWindows: fixed windows, shrinking settings, Redis mirror, hard bou
   t.same(m.hit('a', 1000, 1000), { current: 1, ttl: 1000 }, 'a new window after the old one ended')
   t.same(m.hit('a', 100, 1100), { current: 2, ttl: 100 }, 'a window longer than the setting is cut to it')
 
-  m.observe('b', 7, 500, 0)
+  const b = m.track('b', 1000, 0)
+  b.count = 7 // as a Redis answer sets it
+  b.resetAt = 500
   t.same(m.hit('b', 1000, 100), { current: 8, ttl: 400 }, 'carries on from the count Redis reported')
   t.equal(m.peek('b', 100), 8)
   t.equal(m.peek('b', 600), 0)
@@ -137,6 +139,20 @@ t.test('MemoryWindows: fixed windows, shrinking settings, Redis mirror, hard bou
   expiring.hit('new', 60_000, 100)
   t.equal(expiring.evictions, 0, 'expired windows are swept before any live one is evicted')
   t.equal(expiring.size, 1)
+
+  const busy = new MemoryWindows(10)
+  for (let i = 0; i < 10; i++) busy.track(`b${i}`, 60_000, 0).inFlight = i === 0 ? 1 : 0
+  busy.hit('new', 60_000, 1)
+  t.ok(busy.get('b0') !== undefined, 'a window with hits still waiting for Redis is kept over an idle one')
+  t.equal(busy.get('b1'), undefined)
+})
+
+t.test('earlyAllowance: 1% of the limit, at most 64, none below 100', async (t) => {
+  t.equal(earlyAllowance(5), 0)
+  t.equal(earlyAllowance(99), 0)
+  t.equal(earlyAllowance(100), 1)
+  t.equal(earlyAllowance(300), 3)
+  t.equal(earlyAllowance(1_000_000_000), MAX_EARLY)
 })
 
 /** A CounterState over a plain client, with the failures it was told about. */
@@ -155,7 +171,7 @@ function stateFor (client: Redis | null) {
 t.test('WindowCounter without Redis counts in process, synchronously', async (t) => {
   const counter = new WindowCounter({ state: stateFor(null), maxEntries: 100 })
   const seen: Hit[] = []
-  for (let i = 0; i < 3; i++) counter.hit('ip:1.2.3.4', 1000, (_e, hit) => seen.push(hit))
+  for (let i = 0; i < 3; i++) counter.hit('ip:1.2.3.4', 1000, 10, (_e, hit) => seen.push(hit))
   t.same(seen.map((h) => h.current), [1, 2, 3], 'answered before hit() returned')
   t.equal(counter.stats().memoryHits, 3)
   t.equal(counter.stats().batches, 0)
@@ -171,11 +187,12 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
   t.test('hits in one turn go out as one script call, with exact counts', async (t) => {
     const state = stateFor(client)
     const counter = new WindowCounter({ state, maxEntries: 1000 })
-    const hits = await Promise.all(Array.from({ length: 600 }, (_v, i) => counter.hitAsync(i % 2 === 0 ? 'ip:10.0.0.1' : 'ip:10.0.0.2', 60_000)))
+    const hits = await Promise.all(Array.from({ length: 600 }, (_v, i) => counter.hitAsync(i % 2 === 0 ? 'ip:10.0.0.1' : 'ip:10.0.0.2', 60_000, 1_000_000)))
     const a = hits.filter((_h, i) => i % 2 === 0).map((h) => h.current).sort((x, y) => x - y)
-    t.same(a, Array.from({ length: 300 }, (_v, i) => i + 1), 'every count 1..300 handed out exactly once')
+    t.same(a, Array.from({ length: 300 }, (_v, i) => i + 1), 'every count 1..300 handed out exactly once (early answers included)')
     const stats = counter.stats()
     t.equal(stats.redisHits, 600)
+    t.equal(stats.earlyAdmits, 2 * MAX_EARLY, 'the first 64 per client were answered before Redis')
     t.equal(stats.batches, Math.ceil(600 / MAX_BATCH), `${600} hits in one turn → ${Math.ceil(600 / MAX_BATCH)} calls of ≤ ${MAX_BATCH} keys`)
     t.equal(stats.largestBatch, MAX_BATCH)
     t.equal(await redis.command('GET', 'pfx:rate_limit:ip:10.0.0.1'), '300', 'REDIS_KEY_PREFIX applies to the script keys')
@@ -191,7 +208,7 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     await redis.command('SET', 'pfx:rate_limit:ip:junk', 'not-a-number', 'PX', '9999999')
     const counter = new WindowCounter({ state: stateFor(client), maxEntries: 100 })
     const [leftover, long, junk] = await Promise.all([
-      counter.hitAsync('ip:leftover', 5000), counter.hitAsync('ip:long', 5000), counter.hitAsync('ip:junk', 5000),
+      counter.hitAsync('ip:leftover', 5000, 10), counter.hitAsync('ip:long', 5000, 10), counter.hitAsync('ip:junk', 5000, 10),
     ])
     t.equal(leftover?.current, 5)
     t.equal(long?.current, 3)
@@ -207,6 +224,46 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     t.same(reply, [1, 1000, 1, 2000])
   })
 
+  /** `n` hits on `key` from `counter` in one turn; how many were admitted under `max`. */
+  async function burst (counter: WindowCounter, key: string, n: number, max: number): Promise<number> {
+    const hits = await Promise.all(Array.from({ length: n }, () => counter.hitAsync(key, 60_000, max)))
+    return hits.filter((h) => h.current <= max).length
+  }
+
+  t.test('one instance with early admission is still exact', async (t) => {
+    const counter = new WindowCounter({ state: stateFor(client), maxEntries: 100 })
+    let admitted = 0
+    for (let turn = 0; turn < 13; turn++) admitted += await burst(counter, 'ip:10.1.0.1', 20, 200)
+    t.equal(admitted, 200, '260 hits in bursts of 20 against a limit of 200 (allowance 2): exactly 200 admitted')
+    t.ok(counter.stats().earlyAdmits > 0, 'some were admitted before Redis answered')
+    t.equal(await redis.command('GET', 'pfx:rate_limit:ip:10.1.0.1'), '260', 'every hit counted')
+  })
+
+  t.test('two instances: over-admission is at most the early allowance per instance', async (t) => {
+    const a = new WindowCounter({ state: stateFor(client), maxEntries: 100 })
+    const b = new WindowCounter({ state: stateFor(client), maxEntries: 100 })
+    const max = 1000
+    let admitted = 0
+    for (let turn = 0; turn < 20; turn++) {
+      const [x, y] = await Promise.all([burst(a, 'ip:10.2.0.1', 30, max), burst(b, 'ip:10.2.0.1', 30, max)])
+      admitted += x + y
+    }
+    t.ok(admitted >= max, `${admitted} ≥ ${max}: the limit is never undercut`)
+    t.ok(admitted <= max + 2 * earlyAllowance(max), `${admitted} ≤ ${max} + 2 × ${earlyAllowance(max)}`)
+    t.equal(await redis.command('GET', 'pfx:rate_limit:ip:10.2.0.1'), '1200')
+  })
+
+  t.test('a window known to be over its limit is refused without waiting, and still counted', async (t) => {
+    const counter = new WindowCounter({ state: stateFor(client), maxEntries: 100 })
+    await burst(counter, 'ip:10.3.0.1', 4, 3)
+    let answered: Hit | null = null
+    counter.hit('ip:10.3.0.1', 60_000, 3, (_e, hit) => { answered = hit })
+    t.same(answered, { current: 5, ttl: (answered as Hit | null)?.ttl }, 'answered before hit() returned')
+    t.equal(counter.stats().earlyRefusals, 1)
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.3.0.1')) === '5', 2000)
+    t.pass('the refused hit reached Redis too')
+  })
+
   t.test('a failing call flips the state and the hits are answered from memory', async (t) => {
     // Never connected and no offline queue: every command is refused at once.
     const broken = new Redis(redis.url, { lazyConnect: true, enableOfflineQueue: false, retryStrategy: () => null })
@@ -214,13 +271,13 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     t.teardown(() => broken.disconnect())
     const state = stateFor(broken)
     const counter = new WindowCounter({ state, maxEntries: 100 })
-    const hits = await Promise.all([counter.hitAsync('ip:9.9.9.9', 1000), counter.hitAsync('ip:9.9.9.9', 1000)])
+    const hits = await Promise.all([counter.hitAsync('ip:9.9.9.9', 1000, 10), counter.hitAsync('ip:9.9.9.9', 1000, 10)])
     t.same(hits.map((h) => h.current).sort(), [1, 2])
     t.equal(state.failures.length, 1, 'one report per failed batch')
     t.equal(state.available, false)
     t.equal(counter.stats().failedBatches, 1)
     t.equal(counter.stats().memoryHits, 2)
-    const next = await counter.hitAsync('ip:9.9.9.9', 1000)
+    const next = await counter.hitAsync('ip:9.9.9.9', 1000, 10)
     t.equal(next.current, 3, 'in fallback the next hit goes straight to memory')
     t.equal(state.failures.length, 1, 'without touching Redis again')
   })

@@ -2,17 +2,28 @@
  * Fixed-window hit counting for the rate limiter, in Redis while Redis is in use and in
  * process otherwise.
  *
- * Redis: every hit is counted in Redis before the request is admitted or refused, so the
- * limit is exact across instances. Hits arriving in the same event-loop turn are sent
+ * Redis: every hit is counted in Redis. Hits arriving in the same event-loop turn are sent
  * together as ONE script call (INCR + expiry per key inside the script: a counter never
- * exists without a TTL, and never keeps a TTL longer than its window). That is the same
- * exactness as one call per hit, with one round trip and one command per turn instead of
- * one per request, which is where the stock Redis store loses its throughput.
+ * exists without a TTL, and never keeps a TTL longer than its window), so the limiter costs
+ * one command per turn instead of one per request, which is where the stock Redis store
+ * loses its throughput.
  *
- * In process: a bounded map of windows. It also mirrors every count Redis returns, so when
- * Redis goes away mid-window this instance carries on from the last count it saw instead
- * of handing every client a fresh budget. While Redis is away each instance counts alone:
- * the effective limit is up to N × instances.
+ * Whether a request waits for Redis's answer:
+ *  - the window is already known to be over its limit (Redis said so, counts only grow
+ *    within a window): refused at once, still counted;
+ *  - an "early" allowance of min(64, ⌊max/100⌋) hits per client may be admitted before
+ *    Redis answers, when this instance's view (Redis's last count + its own unanswered
+ *    hits) is within the limit;
+ *  - otherwise the request waits for Redis's count (exact).
+ * The bound that buys: each instance admits at most that allowance beyond the limit per
+ * client and window (an early hit is only over the limit if other instances' hits arrived
+ * in between; once one is answered over the limit, the instance refuses at once). With one
+ * instance, or a limit below 100 (the login limits), admission is exact.
+ *
+ * In process: a bounded map of windows that also mirrors every count Redis returns, so
+ * when Redis goes away mid-window this instance carries on from the last count it saw
+ * instead of handing every client a fresh budget. While Redis is away each instance counts
+ * alone: the effective limit is up to N × instances.
  *
  * A dead Redis is never awaited: in fallback mode hits go straight to memory; a batch that
  * fails or times out (the client's command timeout) flips the shared state and its hits
@@ -41,6 +52,14 @@ export const KEY_PREFIX = 'rate_limit:'
 
 /** Largest number of keys in one script call; a bigger turn is split. */
 export const MAX_BATCH = 256
+
+/** Most early admissions per client an instance may have unanswered by Redis. */
+export const MAX_EARLY = 64
+
+/** The early allowance for a limit: 1% of it, at most MAX_EARLY, 0 below 100. */
+export function earlyAllowance (max: number): number {
+  return Math.min(MAX_EARLY, Math.floor(max / 100))
+}
 
 /**
  * KEYS: the counters; ARGV[i]: the window of KEYS[i] in ms. Returns count and PTTL per key.
@@ -71,14 +90,21 @@ return out`
 const SCRIPT_NAME = 'aicRateLimitHits'
 type ScriptClient = Redis & Record<typeof SCRIPT_NAME, (...args: Array<string | number>) => Promise<unknown>>
 
-interface Window {
+/** One client's window as this instance knows it. */
+export interface Window {
+  /** Hits in the window: Redis's last count, or this instance's own count in fallback. */
   count: number
   resetAt: number
+  /** Hits sent (or queued) to Redis and not answered yet. */
+  inFlight: number
+  /** Of those, admitted before the answer. */
+  early: number
 }
 
 /**
  * The in-process windows: a Map with a hard bound on entries. When full, expired windows
- * go first, then the oldest ones (a tenth at a time, so the sweep is amortised).
+ * go first, then the oldest ones without unanswered hits, then the oldest (a tenth of the
+ * bound at a time, so the sweep is amortised).
  */
 export class MemoryWindows {
   readonly #windows = new Map<string, Window>()
@@ -93,26 +119,26 @@ export class MemoryWindows {
     return this.#windows.size
   }
 
-  hit (key: string, windowMs: number, now = Date.now()): Hit {
-    const w = this.#windows.get(key)
-    if (w === undefined || w.resetAt <= now) {
-      this.#start(key, 1, now + windowMs, now, w !== undefined)
-      return { current: 1, ttl: windowMs }
+  /** The live window for `key`, created (or restarted when over) as needed. */
+  track (key: string, windowMs: number, now = Date.now()): Window {
+    let w = this.#windows.get(key)
+    if (w === undefined) {
+      if (this.#windows.size >= this.#maxEntries) this.#makeRoom(now)
+      w = { count: 0, resetAt: now + windowMs, inFlight: 0, early: 0 }
+      this.#windows.set(key, w)
+    } else if (w.resetAt <= now) {
+      w.count = 0
+      w.resetAt = now + windowMs
+    } else if (w.resetAt - now > windowMs) {
+      // A window longer than the configured one (the setting shrank) is cut to it.
+      w.resetAt = now + windowMs
     }
-    // A window longer than the configured one (the setting shrank) is cut to it.
-    if (w.resetAt - now > windowMs) w.resetAt = now + windowMs
-    w.count++
-    return { current: w.count, ttl: w.resetAt - now }
+    return w
   }
 
-  /** Records what Redis said, so a fallback carries on from the shared count. */
-  observe (key: string, count: number, ttlMs: number, now = Date.now()): void {
-    const w = this.#windows.get(key)
-    if (w === undefined) this.#start(key, count, now + ttlMs, now, false)
-    else {
-      w.count = count
-      w.resetAt = now + ttlMs
-    }
+  /** Counts a hit in process (fallback, or Redis disabled). */
+  hit (key: string, windowMs: number, now = Date.now()): Hit {
+    return countIn(this.track(key, windowMs, now), now)
   }
 
   /** The current count of a window (0 when absent or over). */
@@ -121,32 +147,41 @@ export class MemoryWindows {
     return w === undefined || w.resetAt <= now ? 0 : w.count
   }
 
+  get (key: string): Window | undefined {
+    return this.#windows.get(key)
+  }
+
   clear (): void {
     this.#windows.clear()
   }
 
-  #start (key: string, count: number, resetAt: number, now: number, existed: boolean): void {
-    if (existed) this.#windows.delete(key)
-    else if (this.#windows.size >= this.#maxEntries) this.#makeRoom(now)
-    this.#windows.set(key, { count, resetAt })
-  }
-
   #makeRoom (now: number): void {
-    for (const [key, w] of this.#windows) if (w.resetAt <= now) this.#windows.delete(key)
+    for (const [key, w] of this.#windows) if (w.resetAt <= now && w.inFlight === 0) this.#windows.delete(key)
     let excess = this.#windows.size - this.#maxEntries + Math.max(1, Math.floor(this.#maxEntries / 10))
-    if (excess <= 0) return
-    for (const key of this.#windows.keys()) {
-      this.#windows.delete(key)
-      this.evictions++
-      if (--excess <= 0) break
+    for (const pass of [0, 1]) {
+      if (excess <= 0) return
+      for (const [key, w] of this.#windows) {
+        if (pass === 0 && w.inFlight > 0) continue
+        this.#windows.delete(key)
+        this.evictions++
+        if (--excess <= 0) return
+      }
     }
   }
+}
+
+function countIn (w: Window, now: number): Hit {
+  w.count++
+  return { current: w.count, ttl: w.resetAt - now }
 }
 
 interface Pending {
   key: string
   windowMs: number
-  cb: HitCallback
+  window: Window
+  /** null when the request was already answered (early admission or known refusal). */
+  cb: HitCallback | null
+  early: boolean
 }
 
 export interface WindowCounterStats {
@@ -154,6 +189,9 @@ export interface WindowCounterStats {
   redisHits: number
   /** Hits counted in process (Redis disabled, degraded, or a failed batch). */
   memoryHits: number
+  /** Redis-mode hits answered before Redis did: admitted within the early allowance, or refused because the window was known to be over. */
+  earlyAdmits: number
+  earlyRefusals: number
   /** Script calls sent to Redis, and the most hits one carried. */
   batches: number
   largestBatch: number
@@ -175,7 +213,7 @@ export class WindowCounter {
   readonly #state: CounterState
   #queue: Pending[] = []
   #flushScheduled = false
-  readonly #stats = { redisHits: 0, memoryHits: 0, batches: 0, largestBatch: 0, failedBatches: 0 }
+  readonly #stats = { redisHits: 0, memoryHits: 0, earlyAdmits: 0, earlyRefusals: 0, batches: 0, largestBatch: 0, failedBatches: 0 }
   readonly #flush = (): void => { this.#flushNow() }
 
   constructor (options: WindowCounterOptions) {
@@ -186,30 +224,50 @@ export class WindowCounter {
   }
 
   /**
-   * Counts one hit on `rate_limit:<key>` in a window of `windowMs`. The callback runs
-   * synchronously in fallback mode, and after the turn's batch in Redis mode.
+   * Counts one hit on `rate_limit:<key>` in a window of `windowMs` against a limit of
+   * `max`. The callback runs synchronously in fallback mode and for early answers, and
+   * after the turn's batch otherwise.
    */
-  hit (key: string, windowMs: number, cb: HitCallback): void {
+  hit (key: string, windowMs: number, max: number, cb: HitCallback): void {
     const fullKey = KEY_PREFIX + key
-    if (this.#state.client !== null && this.#state.available) {
-      this.#queue.push({ key: fullKey, windowMs, cb })
-      if (!this.#flushScheduled) {
-        this.#flushScheduled = true
-        setImmediate(this.#flush)
-      }
+    const now = Date.now()
+    const w = this.memory.track(fullKey, windowMs, now)
+    if (this.#state.client === null || !this.#state.available) {
+      this.#stats.memoryHits++
+      cb(null, countIn(w, now))
       return
     }
-    this.#stats.memoryHits++
-    cb(null, this.memory.hit(fullKey, windowMs))
+    w.inFlight++
+    const current = w.count + w.inFlight
+    if (w.count > max) {
+      this.#stats.earlyRefusals++
+      this.#enqueue({ key: fullKey, windowMs, window: w, cb: null, early: false })
+      cb(null, { current, ttl: w.resetAt - now })
+    } else if (current <= max && w.early < earlyAllowance(max)) {
+      w.early++
+      this.#stats.earlyAdmits++
+      this.#enqueue({ key: fullKey, windowMs, window: w, cb: null, early: true })
+      cb(null, { current, ttl: w.resetAt - now })
+    } else {
+      this.#enqueue({ key: fullKey, windowMs, window: w, cb, early: false })
+    }
   }
 
   /** `hit` as a promise. */
-  hitAsync (key: string, windowMs: number): Promise<Hit> {
-    return new Promise((resolve) => { this.hit(key, windowMs, (_err, hit) => resolve(hit)) })
+  hitAsync (key: string, windowMs: number, max: number): Promise<Hit> {
+    return new Promise((resolve) => { this.hit(key, windowMs, max, (_err, hit) => resolve(hit)) })
   }
 
   stats (): WindowCounterStats {
     return { ...this.#stats, memoryWindows: this.memory.size, memoryEvictions: this.memory.evictions }
+  }
+
+  #enqueue (p: Pending): void {
+    this.#queue.push(p)
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true
+      setImmediate(this.#flush)
+    }
   }
 
   #flushNow (): void {
@@ -240,19 +298,21 @@ export class WindowCounter {
     client[SCRIPT_NAME](...args).then((reply) => {
       const values = reply as unknown[]
       const now = Date.now()
-      this.#stats.redisHits += n
       for (let i = 0; i < n; i++) {
         const p = batch[i] as Pending
         const current = Number(values[2 * i])
         const ttl = Number(values[2 * i + 1])
         if (!Number.isFinite(current) || !Number.isFinite(ttl)) {
-          this.#stats.redisHits--
-          this.#stats.memoryHits++
-          p.cb(null, this.memory.hit(p.key, p.windowMs, now))
+          this.#answerFromMemory([p])
           continue
         }
-        this.memory.observe(p.key, current, ttl, now)
-        p.cb(null, { current, ttl })
+        this.#stats.redisHits++
+        const w = p.window
+        settle(p)
+        // Replies come back in the order the hits were sent: the latest is Redis's count.
+        w.count = current
+        w.resetAt = now + ttl
+        if (p.cb !== null) p.cb(null, { current, ttl })
       }
     }, (err: unknown) => {
       this.#stats.failedBatches++
@@ -264,6 +324,15 @@ export class WindowCounter {
   #answerFromMemory (batch: Pending[]): void {
     const now = Date.now()
     this.#stats.memoryHits += batch.length
-    for (const p of batch) p.cb(null, this.memory.hit(p.key, p.windowMs, now))
+    for (const p of batch) {
+      settle(p)
+      const hit = this.memory.hit(p.key, p.windowMs, now)
+      if (p.cb !== null) p.cb(null, hit)
+    }
   }
+}
+
+function settle (p: Pending): void {
+  p.window.inFlight--
+  if (p.early) p.window.early--
 }
