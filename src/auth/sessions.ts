@@ -63,21 +63,37 @@ export interface SessionStats {
   reconciled: number
 }
 
-// GET, and a sliding PEXPIRE when the last one is at least ARGV[2] ms old, in one round trip.
+// For each session key: GET, and a sliding PEXPIRE when the last one is at least ARGV[2] ms
+// old. All the checks of one event-loop turn go in one call (one round trip, one write).
+// A missing key answers false, which reaches the client as nil.
 const TOUCH_LUA = `
-local v = redis.call('GET', KEYS[1])
-if not v then return nil end
-local ttl = redis.call('PTTL', KEYS[1])
-local extended = 0
-if ttl < 0 or tonumber(ARGV[1]) - ttl >= tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-  extended = 1
+local out = {}
+local ttlMs = tonumber(ARGV[1])
+local slideMs = tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if not v then
+    out[i] = false
+  else
+    local ttl = redis.call('PTTL', key)
+    local extended = 0
+    if ttl < 0 or ttlMs - ttl >= slideMs then
+      redis.call('PEXPIRE', key, ttlMs)
+      ttl = ttlMs
+      extended = 1
+    end
+    out[i] = {v, ttl, extended}
+  end
 end
-return {v, ttl, extended}`
+return out`
+
+/** Keys per script call at most; a bigger turn is split. */
+const MAX_BATCH = 256
 
 type TouchReply = [string, number, number] | null
-type TouchClient = Redis & { aicSessionTouch (key: string, ttlMs: number, slideMs: number): Promise<TouchReply> }
+type TouchClient = Redis & { aicSessionTouch (numKeys: number, ...args: Array<string | number>): Promise<TouchReply[]> }
+
+interface PendingTouch { key: string, resolve: (reply: TouchReply) => void, reject: (err: unknown) => void }
 
 interface Found { record: SessionRecord | null, pttl: number, source: 'redis' | 'memory' }
 const UNVERIFIED = Symbol('unverified')
@@ -91,6 +107,8 @@ export class SessionStore {
   readonly #tombstoneMs: number
   readonly #log: SessionLogger
   #fallbackLogged = false
+  #pending: PendingTouch[] = []
+  #flushScheduled = false
   readonly #stats: SessionStats = {
     created: 0,
     checks: 0,
@@ -151,7 +169,7 @@ export class SessionStore {
     this.#stats.checks++
     const { sid } = claims
     const found = await this.#store.use<Found | null | typeof UNVERIFIED>('session.check', async (client) => {
-      const reply = await (client as TouchClient).aicSessionTouch(sessionKey(sid), this.ttlMs, this.#slideMs)
+      const reply = await this.#touch(client as TouchClient, sessionKey(sid))
       if (reply === null) return this.#fromMemory(this.#store.memory, sid)
       const record = parseRecord(reply[0])
       if (Number(reply[2]) === 1 && record !== null) await client.pexpire(userSessionsKey(record.userId), this.ttlMs)
@@ -256,6 +274,35 @@ export class SessionStore {
     }, () => 0)
   }
 
+  /**
+   * Queues one session check for the script call made at the end of this event-loop turn
+   * (setImmediate), so that concurrent requests share one command and one socket write.
+   * A failed call rejects every check of the batch; each then takes the fallback path.
+   */
+  #touch (client: TouchClient, key: string): Promise<TouchReply> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ key, resolve, reject })
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true
+        setImmediate(() => { this.#flush(client) })
+      }
+    })
+  }
+
+  #flush (client: TouchClient): void {
+    this.#flushScheduled = false
+    const pending = this.#pending
+    this.#pending = []
+    for (let i = 0; i < pending.length; i += MAX_BATCH) {
+      const batch = pending.slice(i, i + MAX_BATCH)
+      client.aicSessionTouch(batch.length, ...batch.map((p) => p.key), this.ttlMs, this.#slideMs).then((replies) => {
+        batch.forEach((p, j) => { p.resolve(replies[j] ?? null) })
+      }, (err: unknown) => {
+        for (const p of batch) p.reject(err)
+      })
+    }
+  }
+
   #unverified (claims: Pick<TokenClaims, 'sid' | 'sub' | 'exp' | 'iat'>): SessionView | null {
     if (!this.#fallbackLogged) {
       this.#fallbackLogged = true
@@ -340,7 +387,8 @@ export class SessionStore {
 
 /** Registers the session script on a client (idempotent). */
 export function defineSessionScripts (client: Redis): void {
-  if (!('aicSessionTouch' in client)) client.defineCommand('aicSessionTouch', { numberOfKeys: 1, lua: TOUCH_LUA })
+  // No fixed key count: each call passes its own.
+  if (!('aicSessionTouch' in client)) client.defineCommand('aicSessionTouch', { lua: TOUCH_LUA })
 }
 
 export function createSessionStore (options: SessionStoreOptions): SessionStore {
