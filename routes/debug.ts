@@ -132,8 +132,8 @@ const SCAN_COUNT = 1000
 
 /**
  * SCAN MATCH <escaped prefix>* COUNT 1000 until `limit` keys, the end, or the scan budget;
- * then TYPE and PTTL for the keys found, in one pipeline. ioredis does not apply `keyPrefix` to SCAN patterns or results,
- * so it is added to MATCH and taken off the names here.
+ * then TYPE and PTTL for the keys found, in one pipeline. ioredis does not apply
+ * `keyPrefix` to SCAN patterns or results, so it is added to MATCH and taken off the names.
  */
 async function scanKeys (client: Redis, keyPrefix: string, query: KeysQuery): Promise<KeysResult> {
   const match = `${escapeGlob(keyPrefix + query.prefix)}*`
@@ -158,6 +158,7 @@ async function scanKeys (client: Redis, keyPrefix: string, query: KeysQuery): Pr
   const pipe = client.pipeline()
   for (const name of names) pipe.type(name).pttl(name)
   const replies = names.length > 0 ? await pipe.exec() ?? [] : []
+  // A key can expire between SCAN and TYPE ("none"): it is left out.
   const keys: KeyEntry[] = names.map((key, i) => {
     const type = replies[2 * i]
     const ttl = replies[2 * i + 1]
@@ -167,7 +168,6 @@ async function scanKeys (client: Redis, keyPrefix: string, query: KeysQuery): Pr
       type: type !== undefined && type[0] === null ? String(type[1]) : 'unknown',
       ttlMs: ttlMs === null || ttlMs < 0 ? null : ttlMs,
     }
-  // A key can expire between SCAN and TYPE.
   }).filter((entry) => entry.type !== 'none')
   return { source: 'redis', prefix: query.prefix, count: keys.length, keys, complete }
 }
