@@ -1,0 +1,57 @@
+/**
+ * A lock holder frozen past its lock's TTL (a GC pause or SIGSTOP: here a child process
+ * whose event loop is blocked, so nothing extends its lock) right before its commit: the
+ * lock expires, another instance takes it and commits, and the frozen holder's commit is
+ * refused by the portfolio's version check when it wakes up.
+ */
+import { fork } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { build, waitFor } from './helper.js'
+import { registerAndLogin } from './auth-helpers.js'
+import { skipUnlessRedis, startRedis } from './helpers/redis-server.js'
+import { getPortfolio, portfolioEnv, postTrade, sharesOf, tempDatabase } from './portfolio-helpers.js'
+
+const redisOpts = skipUnlessRedis()
+
+t.test('a holder frozen past its lock TTL (300 ms TTL, 500 ms pause) is refused by the version check; the other write stands', redisOpts, async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const db = tempDatabase(t)
+  const env = portfolioEnv(redis.url, db, { PORTFOLIO_LOCK_TTL_MS: '300' })
+  const { app } = await build(t, env)
+  const user = await registerAndLogin(app, 'paused@example.com')
+  t.equal((await postTrade(app, user.token, { ticker: 'PAUSE', side: 'buy', shares: 1, price: 100 })).statusCode, 201)
+
+  const child = fork(fileURLToPath(new URL('./portfolio-paused-writer.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, ...env, USER_ID: user.userId, TICKER: 'PAUSE', PAUSE_MS: '500' },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const messages: Array<{ type: string, at: number, [k: string]: unknown }> = []
+  child.on('message', (m) => { messages.push(m as (typeof messages)[number]) })
+  await waitFor(() => messages.some((m) => m.type === 'holding'), 20_000)
+  const heldAt = (messages.find((m) => m.type === 'holding')?.at) ?? 0
+  t.equal(await redis.command('EXISTS', `lock:portfolio:${user.userId}`), '1', 'the frozen instance holds the lock')
+
+  // This instance waits for the lock, which expires while the holder is frozen.
+  const write = await postTrade(app, user.token, { ticker: 'PAUSE', side: 'buy', shares: 2, price: 100 })
+  const wroteAt = Date.now()
+  t.equal(write.statusCode, 201, 'the other writer got the lock after its TTL and committed')
+  t.ok(wroteAt - heldAt < 500, `…while the holder was still frozen (${wroteAt - heldAt} ms after it froze)`)
+
+  await waitFor(() => messages.some((m) => m.type === 'done'), 10_000)
+  const done = messages.find((m) => m.type === 'done') as unknown as { outcome: { ok: boolean, statusCode?: number, message?: string }, stats: { conflicts: number, lockLost: number } }
+  t.match(done.outcome, { ok: false, statusCode: 409, message: /changed while this request was applied/ }, "the frozen holder's write was refused")
+  t.equal(done.stats.conflicts, 1, 'by the version check')
+  t.equal(done.stats.lockLost, 0, '(the lost-lock signal could not fire: the process was frozen until the commit)')
+  await once(child, 'exit')
+
+  const { view } = await getPortfolio(app, user.token)
+  t.equal(sharesOf(view, 'PAUSE'), 3, "1 + 2: the other writer's data stands, the frozen holder's 7 are not there")
+  t.equal(view.version, 2)
+  const log = await app.portfolio.transactions(user.userId)
+  t.same(log.map((x) => x.shares), [2, 1])
+})
