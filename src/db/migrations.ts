@@ -29,7 +29,75 @@ export const migrations: Migration[] = [
       ) STRICT;
     `,
   },
-  // Append new migrations here (version 2, 3 …).
+  {
+    version: 2,
+    name: 'create-portfolios',
+    // One row per portfolio carries its version: every write moves it from the version it
+    // read to the next one or fails (compare-and-swap), so a writer whose lock expired
+    // cannot overwrite newer data. UNIQUE (user_id, version) on the log backs that up.
+    up: `
+      CREATE TABLE portfolios (
+        user_id    TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        version    INTEGER NOT NULL CHECK (version >= 1),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      ) STRICT;
+      CREATE TABLE portfolio_positions (
+        user_id    TEXT NOT NULL REFERENCES portfolios (user_id) ON DELETE CASCADE,
+        ticker     TEXT NOT NULL,
+        shares     REAL NOT NULL CHECK (shares > 0),
+        avg_cost   REAL NOT NULL CHECK (avg_cost > 0),
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, ticker)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX portfolio_positions_ticker ON portfolio_positions (ticker);
+      CREATE TABLE portfolio_transactions (
+        id         INTEGER PRIMARY KEY,
+        user_id    TEXT NOT NULL REFERENCES portfolios (user_id) ON DELETE CASCADE,
+        version    INTEGER NOT NULL,
+        kind       TEXT NOT NULL CHECK (kind IN ('buy', 'sell', 'remove')),
+        ticker     TEXT NOT NULL,
+        shares     REAL NOT NULL CHECK (shares > 0),
+        price      REAL CHECK (price IS NULL OR price > 0),
+        created_at TEXT NOT NULL,
+        UNIQUE (user_id, version)
+      ) STRICT;
+    `,
+  },
+  {
+    version: 3,
+    name: 'create-idempotency-keys',
+    up: `
+      CREATE TABLE idempotency_keys (
+        user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        key          TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status_code  INTEGER NOT NULL,
+        response     TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        expires_at   TEXT NOT NULL,
+        PRIMARY KEY (user_id, key)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
+    `,
+  },
+  {
+    version: 4,
+    name: 'create-portfolio-snapshots',
+    up: `
+      CREATE TABLE portfolio_snapshots (
+        user_id   TEXT NOT NULL REFERENCES portfolios (user_id) ON DELETE CASCADE,
+        day       TEXT NOT NULL,
+        taken_at  TEXT NOT NULL,
+        version   INTEGER NOT NULL,
+        positions INTEGER NOT NULL,
+        cost      REAL NOT NULL,
+        value     REAL,
+        PRIMARY KEY (user_id, day)
+      ) STRICT, WITHOUT ROWID;
+    `,
+  },
+  // Append new migrations here (version 5, 6 …).
 ]
 
 export interface MigrationResult {
