@@ -9,7 +9,7 @@ import { Redis } from 'ioredis'
 import { clientKey, emailKey, ipClient, userFromAuthorization, type TokenVerifier } from '../src/rate-limit/client-key.js'
 import { retryText, isAdminUrl } from '../src/rate-limit/limits.js'
 import { trustProxyOption, trustProxyProblem } from '../src/rate-limit/trust-proxy.js'
-import { HITS_SCRIPT, MAX_BATCH, MAX_EARLY, MemoryWindows, WindowCounter, earlyAllowance, type CounterState, type Hit } from '../src/rate-limit/window-counter.js'
+import { COALESCE_MS, HITS_SCRIPT, MAX_BATCH, MAX_EARLY, MemoryWindows, WindowCounter, earlyAllowance, type CounterState, type Hit } from '../src/rate-limit/window-counter.js'
 import { ConfigError, loadConfig } from '../src/config.js'
 import { skipUnlessRedis, startRedis } from './helpers/redis-server.js'
 import { waitFor } from './helper.js'
@@ -184,22 +184,37 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
   t.teardown(() => client.disconnect())
   await waitFor(() => client.status === 'ready', 5000)
 
-  t.test('hits in one turn go out as one script call, with exact counts', async (t) => {
+  t.test('hits in one turn go out as one script call, one INCRBY per client, with exact counts', async (t) => {
     const state = stateFor(client)
     const counter = new WindowCounter({ state, maxEntries: 1000 })
-    const hits = await Promise.all(Array.from({ length: 600 }, (_v, i) => counter.hitAsync(i % 2 === 0 ? 'ip:10.0.0.1' : 'ip:10.0.0.2', 60_000, 1_000_000)))
+    const hits = await Promise.all(Array.from({ length: 600 }, (_v, i) => counter.hitAsync(i % 2 === 0 ? 'ip:10.0.0.1' : 'ip:10.0.0.2', 60_000, 250)))
     const a = hits.filter((_h, i) => i % 2 === 0).map((h) => h.current).sort((x, y) => x - y)
     t.same(a, Array.from({ length: 300 }, (_v, i) => i + 1), 'every count 1..300 handed out exactly once (early answers included)')
     const stats = counter.stats()
     t.equal(stats.redisHits, 600)
-    t.equal(stats.earlyAdmits, 2 * MAX_EARLY, 'the first 64 per client were answered before Redis')
-    t.equal(stats.batches, Math.ceil(600 / MAX_BATCH), `${600} hits in one turn → ${Math.ceil(600 / MAX_BATCH)} calls of ≤ ${MAX_BATCH} keys`)
-    t.equal(stats.largestBatch, MAX_BATCH)
+    t.equal(stats.batches, 1, '600 hits of 2 clients in one turn → one script call')
+    t.equal(stats.earlyAdmits, 2 * earlyAllowance(250), 'the first 2 per client were answered before Redis')
     t.equal(await redis.command('GET', 'pfx:rate_limit:ip:10.0.0.1'), '300', 'REDIS_KEY_PREFIX applies to the script keys')
     const pttl = Number(await redis.command('PTTL', 'pfx:rate_limit:ip:10.0.0.1'))
     t.ok(pttl > 0 && pttl <= 60_000, `TTL ${pttl} set with the count`)
     t.equal(counter.memory.peek('rate_limit:ip:10.0.0.1'), 300, 'the in-process windows mirror the shared count')
     t.same(state.failures, [])
+
+    const many = new WindowCounter({ state, maxEntries: 1000 })
+    await Promise.all(Array.from({ length: 600 }, (_v, i) => many.hitAsync(`ip:10.9.${i >> 8}.${i & 255}`, 60_000, 10)))
+    t.equal(many.stats().batches, Math.ceil(600 / MAX_BATCH), `600 clients → ${Math.ceil(600 / MAX_BATCH)} calls of ≤ ${MAX_BATCH} keys`)
+  })
+
+  t.test('hits nobody waits for share a call across turns', async (t) => {
+    const counter = new WindowCounter({ state: stateFor(client), maxEntries: 100, coalesceMs: 100 })
+    for (let turn = 0; turn < 3; turn++) {
+      for (let i = 0; i < 5; i++) counter.hit('ip:10.4.0.1', 60_000, 1_000_000, () => {})
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    t.equal(counter.stats().earlyAdmits, 15, 'all answered at once')
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.1')) === '15', 1000)
+    t.equal(counter.stats().batches, 1, 'three turns, one call')
+    t.equal(COALESCE_MS, 2, 'the default hold is 2 ms')
   })
 
   t.test('the script repairs a counter without TTL, cuts a too-long TTL, and replaces a non-number', async (t) => {
@@ -220,8 +235,8 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
   })
 
   t.test('Lua alone: count and expiry are one atomic command', async (t) => {
-    const reply = await client.eval(HITS_SCRIPT, 2, 'rate_limit:x', 'rate_limit:y', '1000', '2000') as number[]
-    t.same(reply, [1, 1000, 1, 2000])
+    const reply = await client.eval(HITS_SCRIPT, 2, 'rate_limit:x', 'rate_limit:y', '1000', '1', '2000', '3') as number[]
+    t.same(reply, [1, 1000, 3, 2000])
   })
 
   /** `n` hits on `key` from `counter` in one turn; how many were admitted under `max`. */

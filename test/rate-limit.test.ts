@@ -139,7 +139,7 @@ t.test('with Redis', skipUnlessRedis(), async (t) => {
     t.same([...new Set(fromClient.map((s) => (s.args[0] ?? '').toLowerCase()))].filter((c) => c !== 'eval' && c !== 'evalsha'), [],
       'the limiter sends nothing but the script (never INCR then EXPIRE)')
     const inScript = new Set(sent.filter((s) => s.source === 'lua').map((s) => (s.args[0] ?? '').toLowerCase()))
-    t.ok(inScript.has('incr') && inScript.has('pttl') && inScript.has('pexpire'), 'INCR and PEXPIRE run inside the script')
+    t.ok(inScript.has('incrby') && inScript.has('pttl') && inScript.has('pexpire'), 'INCRBY and PEXPIRE run inside the script')
   })
 
   t.test('rotating X-Forwarded-For from one socket does not bypass the limit (no TRUST_PROXY)', async (t) => {

@@ -2,11 +2,14 @@
  * Fixed-window hit counting for the rate limiter, in Redis while Redis is in use and in
  * process otherwise.
  *
- * Redis: every hit is counted in Redis. Hits arriving in the same event-loop turn are sent
- * together as ONE script call (INCR + expiry per key inside the script: a counter never
- * exists without a TTL, and never keeps a TTL longer than its window), so the limiter costs
- * one command per turn instead of one per request, which is where the stock Redis store
- * loses its throughput.
+ * Redis: every hit is counted in Redis. Hits are sent together as ONE script call per
+ * batch, with the hits of one client added in one INCRBY (the count and the expiry are set
+ * inside the script: a counter never exists without a TTL, and never keeps a TTL longer
+ * than its window; each hit still gets its own exact count). A batch leaves at the end of
+ * the event-loop turn when a request is waiting for it, and up to COALESCE_MS later when
+ * every hit in it was already answered. One command per batch instead of one per request
+ * is where the stock Redis store's throughput goes; one INCRBY per client per batch keeps a
+ * flood from one client cheap for Redis too.
  *
  * Whether a request waits for Redis's answer:
  *  - the window is already known to be over its limit (Redis said so, counts only grow
@@ -50,8 +53,11 @@ export type HitCallback = (err: Error | null, hit: Hit) => void
 /** Every key the limiter writes starts with this (after the client's REDIS_KEY_PREFIX). */
 export const KEY_PREFIX = 'rate_limit:'
 
-/** Largest number of keys in one script call; a bigger turn is split. */
+/** Largest number of distinct keys in one script call; a bigger batch is split. */
 export const MAX_BATCH = 256
+
+/** How long hits that nobody waits for may be held to share a script call. */
+export const COALESCE_MS = 2
 
 /** Most early admissions per client an instance may have unanswered by Redis. */
 export const MAX_EARLY = 64
@@ -62,20 +68,22 @@ export function earlyAllowance (max: number): number {
 }
 
 /**
- * KEYS: the counters; ARGV[i]: the window of KEYS[i] in ms. Returns count and PTTL per key.
- * A counter without a TTL (left by an old INCR-then-EXPIRE writer) or with one longer than
- * its window gets the window's; a value that is not a number is replaced, never an error
- * that would fail the whole batch.
+ * KEYS: the counters; ARGV[2i-1]: the window of KEYS[i] in ms, ARGV[2i]: its hits in this
+ * batch. Returns the count after the hits and the PTTL, per key. A counter without a TTL
+ * (left by an old INCR-then-EXPIRE writer) or with one longer than its window gets the
+ * window's; a value that is not a number is replaced, never an error that would fail the
+ * whole batch.
  */
 export const HITS_SCRIPT = `
 local out = {}
 for i = 1, #KEYS do
   local key = KEYS[i]
-  local window = tonumber(ARGV[i])
-  local count = redis.pcall('INCR', key)
+  local window = tonumber(ARGV[2 * i - 1])
+  local hits = tonumber(ARGV[2 * i])
+  local count = redis.pcall('INCRBY', key, hits)
   if type(count) == 'table' then
-    redis.call('SET', key, 1, 'PX', window)
-    count = 1
+    redis.call('SET', key, hits, 'PX', window)
+    count = hits
   end
   local ttl = redis.call('PTTL', key)
   if ttl < 0 or ttl > window then
@@ -206,18 +214,25 @@ export interface WindowCounterOptions {
   state: CounterState
   /** Bound on in-process windows. */
   maxEntries: number
+  /** How long already-answered hits may wait to share a call (default COALESCE_MS). */
+  coalesceMs?: number
 }
 
 export class WindowCounter {
   readonly memory: MemoryWindows
   readonly #state: CounterState
+  readonly #coalesceMs: number
   #queue: Pending[] = []
-  #flushScheduled = false
+  /** Someone waits for the queued batch: it leaves at the end of this turn. */
+  #immediate: NodeJS.Immediate | null = null
+  /** Only already-answered hits are queued: they may wait COALESCE_MS for company. */
+  #timer: NodeJS.Timeout | null = null
   readonly #stats = { redisHits: 0, memoryHits: 0, earlyAdmits: 0, earlyRefusals: 0, batches: 0, largestBatch: 0, failedBatches: 0 }
   readonly #flush = (): void => { this.#flushNow() }
 
   constructor (options: WindowCounterOptions) {
     this.#state = options.state
+    this.#coalesceMs = options.coalesceMs ?? COALESCE_MS
     this.memory = new MemoryWindows(options.maxEntries)
     const client = options.state.client
     if (client !== null && !(SCRIPT_NAME in client)) client.defineCommand(SCRIPT_NAME, { lua: HITS_SCRIPT })
@@ -226,7 +241,7 @@ export class WindowCounter {
   /**
    * Counts one hit on `rate_limit:<key>` in a window of `windowMs` against a limit of
    * `max`. The callback runs synchronously in fallback mode and for early answers, and
-   * after the turn's batch otherwise.
+   * after the batch's reply otherwise.
    */
   hit (key: string, windowMs: number, max: number, cb: HitCallback): void {
     const fullKey = KEY_PREFIX + key
@@ -262,62 +277,98 @@ export class WindowCounter {
     return { ...this.#stats, memoryWindows: this.memory.size, memoryEvictions: this.memory.evictions }
   }
 
+  /** Sends what is queued now (tests; shutdown). */
+  flush (): void {
+    this.#flushNow()
+  }
+
   #enqueue (p: Pending): void {
     this.#queue.push(p)
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true
-      setImmediate(this.#flush)
+    if (this.#immediate !== null) return
+    if (p.cb !== null || this.#queue.length >= MAX_BATCH) {
+      if (this.#timer !== null) {
+        clearTimeout(this.#timer)
+        this.#timer = null
+      }
+      this.#immediate = setImmediate(this.#flush)
+    } else if (this.#timer === null) {
+      this.#timer = setTimeout(this.#flush, this.#coalesceMs)
     }
   }
 
   #flushNow (): void {
+    if (this.#immediate !== null) clearImmediate(this.#immediate)
+    if (this.#timer !== null) clearTimeout(this.#timer)
+    this.#immediate = null
+    this.#timer = null
     const queue = this.#queue
+    if (queue.length === 0) return
     this.#queue = []
-    this.#flushScheduled = false
     const client = this.#state.client as ScriptClient | null
     if (client === null || !this.#state.available) {
       this.#answerFromMemory(queue)
       return
     }
-    for (let start = 0; start < queue.length; start += MAX_BATCH) {
-      this.#send(client, start === 0 && queue.length <= MAX_BATCH ? queue : queue.slice(start, start + MAX_BATCH))
+    // One entry per key, its hits in arrival order.
+    const byKey = new Map<string, Pending[]>()
+    for (const p of queue) {
+      const same = byKey.get(p.key)
+      if (same === undefined) byKey.set(p.key, [p])
+      else same.push(p)
     }
+    let group: Pending[][] = []
+    for (const hits of byKey.values()) {
+      group.push(hits)
+      if (group.length === MAX_BATCH) {
+        this.#send(client, group)
+        group = []
+      }
+    }
+    if (group.length > 0) this.#send(client, group)
   }
 
-  #send (client: ScriptClient, batch: Pending[]): void {
-    const n = batch.length
-    const args: Array<string | number> = new Array(1 + 2 * n)
+  #send (client: ScriptClient, keys: Pending[][]): void {
+    const n = keys.length
+    const args: Array<string | number> = new Array(1 + 3 * n)
     args[0] = n
+    let hits = 0
     for (let i = 0; i < n; i++) {
-      const p = batch[i] as Pending
-      args[1 + i] = p.key
-      args[1 + n + i] = Math.max(1, Math.ceil(p.windowMs))
+      const same = keys[i] as Pending[]
+      const first = same[0] as Pending
+      args[1 + i] = first.key
+      args[1 + n + 2 * i] = Math.max(1, Math.ceil(first.windowMs))
+      args[2 + n + 2 * i] = same.length
+      hits += same.length
     }
     this.#stats.batches++
-    if (n > this.#stats.largestBatch) this.#stats.largestBatch = n
+    if (hits > this.#stats.largestBatch) this.#stats.largestBatch = hits
     client[SCRIPT_NAME](...args).then((reply) => {
       const values = reply as unknown[]
       const now = Date.now()
       for (let i = 0; i < n; i++) {
-        const p = batch[i] as Pending
-        const current = Number(values[2 * i])
+        const same = keys[i] as Pending[]
+        const total = Number(values[2 * i])
         const ttl = Number(values[2 * i + 1])
-        if (!Number.isFinite(current) || !Number.isFinite(ttl)) {
-          this.#answerFromMemory([p])
+        if (!Number.isFinite(total) || !Number.isFinite(ttl)) {
+          this.#answerFromMemory(same)
           continue
         }
-        this.#stats.redisHits++
-        const w = p.window
-        settle(p)
-        // Replies come back in the order the hits were sent: the latest is Redis's count.
-        w.count = current
+        this.#stats.redisHits += same.length
+        const w = (same[0] as Pending).window
+        // Replies come back in the order batches were sent: the latest is Redis's count.
+        w.count = total
         w.resetAt = now + ttl
-        if (p.cb !== null) p.cb(null, { current, ttl })
+        let current = total - same.length
+        for (const p of same) {
+          current++
+          settle(p)
+          if (p.cb !== null) p.cb(null, { current, ttl })
+        }
       }
     }, (err: unknown) => {
       this.#stats.failedBatches++
       this.#state.reportFailure(err, 'rateLimit')
-      this.#answerFromMemory(batch)
+      for (const same of keys) this.#answerFromMemory(same)
     })
   }
 
