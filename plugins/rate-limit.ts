@@ -114,6 +114,9 @@ export default fp(async function rateLimitPlugin (fastify) {
   const config = fastify.config
   const limiter = createRateLimiter(fastify)
   fastify.decorate('rateLimiter', limiter)
+  // Registered after the redis plugin, so this runs before its client closes: hits held
+  // back to share a call are still counted.
+  fastify.addHook('onClose', async () => { limiter.counter.flush() })
 
   const onRequestBefore = new WeakMap<RouteOptions, number>()
   fastify.addHook('onRoute', (route) => {

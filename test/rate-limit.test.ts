@@ -142,6 +142,17 @@ t.test('with Redis', skipUnlessRedis(), async (t) => {
     t.ok(inScript.has('incrby') && inScript.has('pttl') && inScript.has('pexpire'), 'INCRBY and PEXPIRE run inside the script')
   })
 
+  t.test('hits answered early are still counted in Redis when the app closes right after', async (t) => {
+    const config = loadConfig({ ...TEST_ENV, DATABASE_PATH: ':memory:', LOG_LEVEL: 'warn', REDIS_URL: redis.url, RATE_LIMIT_MAX: '100000' })
+    const app = await buildApp(config, { logStream: new LogCapture() })
+    app.get(ROUTE, async () => ({ ok: true }))
+    await app.ready()
+    t.same(await codes([1, 2, 3].map(() => get(app, { remoteAddress: '198.51.100.45' }))), [200, 200, 200])
+    t.equal(app.rateLimiter.stats().earlyAdmits, 3, 'answered before Redis (allowance 64 at this limit)')
+    await app.close()
+    t.equal(await redis.command('GET', 'rate_limit:ip:198.51.100.45'), '3', 'flushed before the Redis client closed')
+  })
+
   t.test('rotating X-Forwarded-For from one socket does not bypass the limit (no TRUST_PROXY)', async (t) => {
     const { app } = await limitedApp(t, { REDIS_URL: redis.url, RATE_LIMIT_MAX: '3' })
     const all = await codes(Array.from({ length: 8 }, (_v, i) => get(app, { remoteAddress: '198.51.100.50', headers: { 'x-forwarded-for': `203.0.113.${i}` } })))

@@ -277,7 +277,7 @@ export class WindowCounter {
     return { ...this.#stats, memoryWindows: this.memory.size, memoryEvictions: this.memory.evictions }
   }
 
-  /** Sends what is queued now (tests; shutdown). */
+  /** Sends what is queued now (at shutdown, before the Redis client closes). */
   flush (): void {
     this.#flushNow()
   }
