@@ -15,11 +15,14 @@ import dbPlugin from '../plugins/db.js'
 import authPlugin from '../plugins/auth.js'
 import sessionsPlugin from '../plugins/sessions.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
+import locksPlugin from '../plugins/locks.js'
+import schedulerPlugin from '../plugins/scheduler.js'
 import { trustProxyOption } from './rate-limit/trust-proxy.js'
 import healthRoutes from '../routes/health.js'
 import stocksRoutes from '../routes/stocks.js'
 import authRoutes from '../routes/auth.js'
 import debugRoutes from '../routes/debug.js'
+import debugLocksRoutes from '../routes/debug-locks.js'
 
 export interface BuildOptions {
   /** Where logs go (tests capture them); stdout by default. */
@@ -54,15 +57,18 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(configPlugin, { config })
   await app.register(redisPlugin)
   await app.register(dbPlugin)
+  await app.register(locksPlugin)
   await app.register(cachePlugin)
   await app.register(authPlugin)
   await app.register(sessionsPlugin)
   await app.register(rateLimitPlugin)
+  await app.register(schedulerPlugin)
 
   await app.register(healthRoutes)
   await app.register(stocksRoutes)
   await app.register(authRoutes)
   await app.register(debugRoutes)
+  await app.register(debugLocksRoutes)
   return app
 }
 

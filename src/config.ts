@@ -76,6 +76,12 @@ export const ConfigSchema = Type.Object({
   LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS: Int(3_600_000, 100, 86_400_000),
   ADMIN_RATE_LIMIT_MAX: Int(60, 1, 1_000_000_000),
   TRUST_PROXY: Opt(Type.Refine(Type.String(), (v) => trustProxyProblem(v) === null, (v) => trustProxyProblem(v) ?? 'is invalid')),
+
+  // --- locks and jobs ----------------------------------------------------------------
+  REDLOCK_URLS: Opt(Type.String({ pattern: '^rediss?://[^,\\s]+(\\s*,\\s*rediss?://[^,\\s]+)*$' })),
+  LOCK_WAIT_MS: Int(2000, 0, 60_000),
+  LOCK_RETRY_DELAY_MS: Int(50, 5, 5000),
+  SCHEDULER_ENABLED: Bool(true),
 })
 
 export type Config = Static<typeof ConfigSchema>

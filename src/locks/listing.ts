@@ -1,0 +1,65 @@
+/**
+ * Held locks as an operator sees them: `lock:*` keys found with SCAN (MATCH with the key
+ * prefix escaped, a bounded COUNT and a bounded number of calls; never KEYS), with their
+ * owner token and remaining TTL, read in one pipeline per master.
+ */
+import type { Redis } from 'ioredis'
+import { escapeGlob } from '../debug/redis-info.js'
+
+export interface ScannedLock {
+  resource: string
+  owner: string | null
+  ttlMs: number | null
+}
+
+export interface ScanResult {
+  locks: ScannedLock[]
+  /** False when the listing stopped at `limit` or at the scan budget before the end. */
+  complete: boolean
+}
+
+const SCAN_COUNT = 200
+const MAX_SCAN_CALLS = 50
+
+/**
+ * ioredis applies `keyPrefix` to commands' keys but not to SCAN's pattern or its results,
+ * so the prefix is added to MATCH and taken off the names here.
+ */
+export async function scanLocks (client: Redis, keyPrefix: string, limit: number): Promise<ScanResult> {
+  const match = `${escapeGlob(`${keyPrefix}lock:`)}*`
+  const names: string[] = []
+  let cursor = '0'
+  let ended = false
+  let dropped = false
+  for (let calls = 0; calls < MAX_SCAN_CALLS && names.length < limit; calls++) {
+    const [next, batch] = await client.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT)
+    cursor = next
+    for (const name of batch) {
+      if (names.length < limit) names.push(name.slice(keyPrefix.length))
+      else dropped = true
+    }
+    if (cursor === '0') {
+      ended = true
+      break
+    }
+  }
+  if (names.length === 0) return { locks: [], complete: ended }
+  const pipe = client.pipeline()
+  // A lock is a string; GET on another type errors, which is reported as owner null.
+  for (const name of names) pipe.get(name).pttl(name)
+  const replies = await pipe.exec() ?? []
+  const locks: ScannedLock[] = []
+  names.forEach((resource, i) => {
+    const owner = replies[2 * i]
+    const ttl = replies[2 * i + 1]
+    const ttlMs = ttl !== undefined && ttl[0] === null ? Number(ttl[1]) : null
+    // -2: expired between SCAN and PTTL.
+    if (ttlMs === -2) return
+    locks.push({
+      resource,
+      owner: owner !== undefined && owner[0] === null && typeof owner[1] === 'string' ? owner[1] : null,
+      ttlMs: ttlMs === null || ttlMs < 0 ? null : ttlMs,
+    })
+  })
+  return { locks, complete: ended && !dropped }
+}
