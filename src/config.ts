@@ -12,8 +12,8 @@ import { trustProxyProblem } from './rate-limit/trust-proxy.js'
 const Int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER, description?: string) =>
   Type.Integer({ default: def, minimum: min, maximum: max, ...(description ? { description } : {}) })
 const Bool = (def: boolean) => Type.Boolean({ default: def })
-const OneOf = <T extends string>(values: readonly T[], def: T) =>
-  Type.Union(values.map((v) => Type.Literal(v)), { default: def })
+const OneOf = <const T extends string[]>(values: readonly [...T], def: T[number]) =>
+  Type.Enum<T>(values, { default: def })
 const Opt = <T extends TSchema>(schema: T) => Type.Optional(schema)
 
 export const ConfigSchema = Type.Object({
@@ -24,6 +24,7 @@ export const ConfigSchema = Type.Object({
   LOG_LEVEL: OneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
   BODY_LIMIT_BYTES: Int(1_048_576, 1024, 100 * 1_048_576),
   SHUTDOWN_TIMEOUT_MS: Int(10_000, 100, 60_000),
+  SHUTDOWN_DELAY_MS: Int(1000, 0, 60_000),
 
   // --- redis (connection and fallback state) -----------------------------------------
   REDIS_URL: Opt(Type.String({ pattern: '^rediss?://' })),
@@ -49,6 +50,16 @@ export const ConfigSchema = Type.Object({
   ADMIN_EMAIL: Opt(Type.String({ minLength: 3, maxLength: 254 })),
   ADMIN_PASSWORD: Opt(Type.String({ minLength: 8, maxLength: 128 })),
 
+  // --- rate limiting -----------------------------------------------------------------
+  RATE_LIMIT_MAX: Int(300, 1, 1_000_000_000),
+  RATE_LIMIT_WINDOW_MS: Int(60_000, 100, 86_400_000),
+  LOGIN_RATE_LIMIT_MAX: Int(5, 1, 1_000_000),
+  LOGIN_RATE_LIMIT_WINDOW_MS: Int(900_000, 100, 86_400_000),
+  LOGIN_EMAIL_RATE_LIMIT_MAX: Int(20, 1, 1_000_000),
+  LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS: Int(3_600_000, 100, 86_400_000),
+  ADMIN_RATE_LIMIT_MAX: Int(60, 1, 1_000_000_000),
+  TRUST_PROXY: Opt(Type.Refine(Type.String(), (v) => trustProxyProblem(v) === null, (v) => trustProxyProblem(v) ?? 'is invalid')),
+
   // --- cache and quotes --------------------------------------------------------------
   QUOTE_PROVIDER: OneOf(['simulated', 'finnhub'] as const, 'simulated'),
   FINNHUB_API_KEY: Opt(Type.String({ minLength: 1 })),
@@ -67,21 +78,18 @@ export const ConfigSchema = Type.Object({
   CACHE_LOCK_TTL_MS: Int(3000, 100, 60_000),
   CACHE_LOADER_TIMEOUT_MS: Int(10_000, 100, 120_000),
 
-  // --- rate limiting -----------------------------------------------------------------
-  RATE_LIMIT_MAX: Int(300, 1, 1_000_000_000),
-  RATE_LIMIT_WINDOW_MS: Int(60_000, 100, 86_400_000),
-  LOGIN_RATE_LIMIT_MAX: Int(5, 1, 1_000_000),
-  LOGIN_RATE_LIMIT_WINDOW_MS: Int(900_000, 100, 86_400_000),
-  LOGIN_EMAIL_RATE_LIMIT_MAX: Int(20, 1, 1_000_000),
-  LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS: Int(3_600_000, 100, 86_400_000),
-  ADMIN_RATE_LIMIT_MAX: Int(60, 1, 1_000_000_000),
-  TRUST_PROXY: Opt(Type.Refine(Type.String(), (v) => trustProxyProblem(v) === null, (v) => trustProxyProblem(v) ?? 'is invalid')),
-
   // --- locks and jobs ----------------------------------------------------------------
   REDLOCK_URLS: Opt(Type.String({ pattern: '^rediss?://[^,\\s]+(\\s*,\\s*rediss?://[^,\\s]+)*$' })),
   LOCK_WAIT_MS: Int(2000, 0, 60_000),
   LOCK_RETRY_DELAY_MS: Int(50, 5, 5000),
   SCHEDULER_ENABLED: Bool(true),
+
+  // --- portfolio ---------------------------------------------------------------------
+  PORTFOLIO_TTL_SECONDS: Int(300, 1, 86_400),
+  PORTFOLIO_LOCK_TTL_MS: Int(30_000, 100, 600_000),
+  IDEMPOTENCY_TTL_SECONDS: Int(86_400, 60, 30 * 86_400),
+  QUOTES_PREWARM_INTERVAL_MS: Int(15_000, 1000, 3_600_000),
+  PORTFOLIO_SNAPSHOT_CRON: Type.String({ default: '0 22 * * *', minLength: 9, maxLength: 100 }),
 })
 
 export type Config = Static<typeof ConfigSchema>
@@ -108,10 +116,13 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   }
   const converted = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, raw)) as Record<string, unknown>
   const problems: string[] = []
+  const seen = new Set<string>()
   for (const error of Value.Errors(ConfigSchema, converted)) {
     const key = error.instancePath.replace(/^\//, '') || '(config)'
+    if (seen.has(key)) continue
+    seen.add(key)
     const shown = key in raw ? ` (got ${JSON.stringify(redactValue(key, raw[key]))})` : ''
-    problems.push(`${key}: ${error.message}${shown}`)
+    problems.push(`${key}: ${describeRule(key) ?? error.message}${shown}`)
   }
   const config = converted as Config
   if (problems.length === 0) problems.push(...crossChecks(config))
@@ -122,6 +133,13 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
 /** Reads `.env` (when present) into process.env without overriding what is already set. */
 export function loadDotEnv (path = '.env'): void {
   if (existsSync(path)) process.loadEnvFile(path)
+}
+
+/** "must be one of a, b, c" for enumerations, whose raw errors list every alternative. */
+function describeRule (key: string): string | undefined {
+  const schema = (ConfigSchema.properties as Record<string, { enum?: unknown[], anyOf?: Array<{ const?: unknown }> }>)[key]
+  const options = schema?.enum ?? schema?.anyOf?.map((s) => s.const).filter((v) => v !== undefined)
+  return options && options.length > 0 ? `must be one of ${options.join(', ')}` : undefined
 }
 
 function crossChecks (config: Config): string[] {
