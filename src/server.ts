@@ -16,19 +16,33 @@ async function main (): Promise<void> {
     process.exit(1)
   }
 
-  const app = await buildApp(config)
+  let app
+  try {
+    app = await buildApp(config)
+  } catch (err) {
+    // A plugin refused its options (a missing production secret, an unreadable database…):
+    // its message says what to fix; the stack would only bury it.
+    process.stderr.write(`Startup failed: ${err instanceof Error ? err.message : String(err)}\n`)
+    process.exit(1)
+  }
   let closing = false
   const shutdown = (signal: string): void => {
     if (closing) return
     closing = true
     app.lifecycle.shuttingDown = true
-    app.log.info({ signal }, 'shutting down: finishing in-flight requests')
+    app.log.info({ signal, delayMs: config.SHUTDOWN_DELAY_MS }, 'shutting down: readiness is 503, finishing in-flight requests')
     const timer = setTimeout(() => {
       app.log.error({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, 'shutdown took too long; exiting')
       process.exit(1)
     }, config.SHUTDOWN_TIMEOUT_MS)
     timer.unref()
-    app.close().then(() => {
+    // Keep accepting for a moment so load balancers see readiness fail before the port closes.
+    const delay = new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DELAY_MS))
+    // Connections that finish an in-flight request after close() began would otherwise stay
+    // open until the client's keep-alive timeout: close them as soon as they turn idle.
+    const reaper = setInterval(() => app.server.closeIdleConnections(), 100)
+    reaper.unref()
+    delay.then(() => app.close()).then(() => {
       app.log.info('shutdown complete')
       process.exit(0)
     }, (err: unknown) => {

@@ -54,6 +54,7 @@ export const TEST_ENV: Record<string, string> = {
   LOG_LEVEL: 'info',
   NODE_ENV: 'test',
   DATABASE_PATH: ':memory:',
+  JWT_SECRET: 'test-secret-that-is-at-least-32-characters-long',
 }
 
 export async function build (t: Teardownable, env: Record<string, string | undefined> = {}): Promise<TestApp> {

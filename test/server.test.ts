@@ -1,0 +1,93 @@
+/**
+ * The process entry, run as a real process: it starts with no configuration at all, and on
+ * SIGTERM readiness turns 503, an in-flight request finishes, Redis connections close and
+ * the process exits 0 within the shutdown timeout.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import http from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { waitFor } from './helper.js'
+import { getFreePort, skipUnlessRedis, startRedis } from './helpers/redis-server.js'
+
+interface Server { child: ChildProcess, port: number, output: () => string, exited: Promise<number | null> }
+
+async function startServer (env: Record<string, string>): Promise<Server> {
+  const port = await getFreePort()
+  const dir = mkdtempSync(join(tmpdir(), 'aic-server-'))
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), DATABASE_PATH: join(dir, 'db.sqlite'), LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  child.stdout!.on('data', (d: Buffer) => { output += d.toString() })
+  child.stderr!.on('data', (d: Buffer) => { output += d.toString() })
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  await waitFor(async () => {
+    if (child.exitCode !== null) throw new Error(`server exited early:\n${output}`)
+    try { return (await fetch(`http://127.0.0.1:${port}/api/health/live`)).ok } catch { return false }
+  }, 20_000, 100)
+  return { child, port, output: () => output, exited }
+}
+
+function request (port: number, agent: http.Agent, path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path, agent }, (res) => { res.resume(); resolve(res.statusCode ?? 0) }).on('error', reject)
+  })
+}
+
+t.test('starts with no configuration at all: no Redis, generated secret, serving', async (t) => {
+  const server = await startServer({})
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const res = await fetch(`http://127.0.0.1:${server.port}/api/health`)
+  t.equal(res.status, 200)
+  const body = await res.json() as { status: string, redis: { status: string } }
+  t.equal(body.status, 'OK')
+  t.equal(body.redis.status, 'disabled')
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0, 'SIGTERM exits 0')
+})
+
+t.test('SIGTERM: readiness 503, the in-flight request finishes, Redis closes, exit 0 within 10 s', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const server = await startServer({ REDIS_URL: redis.url, SHUTDOWN_DELAY_MS: '500' })
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const clientsBefore = (await redis.command('CLIENT', 'LIST')).split('\n').filter((l) => !l.includes('cmd=client')).length
+  t.ok(clientsBefore >= 1, 'the service holds Redis connections')
+
+  // An in-flight request: headers sent, body not finished yet.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  t.equal(await request(server.port, agent, '/api/health/ready'), 200, 'ready before the signal')
+  const body = JSON.stringify({ email: 'inflight@example.com', password: 'long-enough-password' })
+  const inflight = new Promise<number>((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1', port: server.port, method: 'POST', path: '/api/auth/register',
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
+    req.on('error', reject)
+    req.write(body.slice(0, 10))
+    setTimeout(() => req.end(body.slice(10)), 1000)
+  })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+
+  const signalledAt = Date.now()
+  server.child.kill('SIGTERM')
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  t.equal(await request(server.port, agent, '/api/health/ready'), 503, 'readiness answers 503 during the shutdown delay')
+  t.equal(await request(server.port, new http.Agent(), '/api/health/live'), 200, 'new connections are still accepted during the delay')
+  // The request body completes ~850 ms after the signal: after the port closed (500 ms).
+
+  const status = await inflight
+  t.ok(status >= 200 && status < 500, `the in-flight request was answered (${status}), not cut`)
+  const code = await server.exited
+  t.equal(code, 0, 'exit code 0')
+  t.ok(Date.now() - signalledAt < 10_000, `exited ${Date.now() - signalledAt} ms after SIGTERM`)
+  await waitFor(async () => (await redis.command('CLIENT', 'LIST')).split('\n').filter((l) => !l.includes('cmd=client')).length === 0, 2000)
+  t.pass('every Redis connection of the service is closed')
+  t.match(server.output(), /shutdown complete/)
+  if (process.env.DUMP) process.stderr.write(server.output().split('\n').filter((l) => !/incoming request|request completed/.test(l)).map((l) => l.slice(0, 220)).join('\n'))
+})
