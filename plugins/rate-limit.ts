@@ -35,7 +35,13 @@ export function createRateLimiter (fastify: FastifyInstance) {
   const counter = new WindowCounter({ state: fastify.redisState, maxEntries: config.FALLBACK_MAX_ENTRIES })
   const limited = { global: 0, admin: 0, login: 0, loginEmail: 0 }
   // Looked up per request: the auth plugin may be registered before or after this one.
-  const verifier = (): TokenVerifier | undefined => (fastify as unknown as { jwt?: TokenVerifier }).jwt
+  // `identity.verifyToken` caches verified tokens until their exp, so a token is checked
+  // once, not on every request; plain `jwt.verify` is the fallback.
+  const verifier = (): TokenVerifier | undefined => {
+    const identity = (fastify as unknown as { identity?: { verifyToken (token: string): unknown } }).identity
+    if (identity !== undefined) return { verify: (token) => identity.verifyToken(token) }
+    return (fastify as unknown as { jwt?: TokenVerifier }).jwt
+  }
 
   /** Sets the headers for `hit` when it is tighter than what the response says so far. */
   function tighten (reply: FastifyReply, max: number, hit: Hit): void {

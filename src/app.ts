@@ -17,12 +17,14 @@ import sessionsPlugin from '../plugins/sessions.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
 import locksPlugin from '../plugins/locks.js'
 import schedulerPlugin from '../plugins/scheduler.js'
+import portfolioPlugin from '../plugins/portfolio.js'
 import { trustProxyOption } from './rate-limit/trust-proxy.js'
 import healthRoutes from '../routes/health.js'
 import stocksRoutes from '../routes/stocks.js'
 import authRoutes from '../routes/auth.js'
 import debugRoutes from '../routes/debug.js'
 import debugLocksRoutes from '../routes/debug-locks.js'
+import portfolioRoutes from '../routes/portfolio.js'
 
 export interface BuildOptions {
   /** Where logs go (tests capture them); stdout by default. */
@@ -47,11 +49,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       request.log.warn({ code: err.code, msg: err.message }, 'request answered with a service error')
     }
     const message = statusCode >= 500 && !isServiceError(err) ? 'Internal Server Error' : err.message
+    // Errors may carry headers meant for the client (Retry-After on a busy lock or a 429).
+    const headers = (err as FastifyError & { headers?: Record<string, string | number> }).headers
+    if (headers !== undefined && typeof headers === 'object') void reply.headers(headers)
     void reply.code(statusCode).send({ statusCode, error: httpReason(statusCode), message })
-  })
-
-  app.setNotFoundHandler(function notFound (request, reply) {
-    void reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` })
   })
 
   await app.register(configPlugin, { config })
@@ -63,12 +64,19 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(sessionsPlugin)
   await app.register(rateLimitPlugin)
   await app.register(schedulerPlugin)
+  await app.register(portfolioPlugin)
+
+  // Unknown URLs are rate limited too, so probing for routes costs the same as using them.
+  app.setNotFoundHandler({ preHandler: app.rateLimit() }, function notFound (request, reply) {
+    void reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` })
+  })
 
   await app.register(healthRoutes)
   await app.register(stocksRoutes)
   await app.register(authRoutes)
   await app.register(debugRoutes)
   await app.register(debugLocksRoutes)
+  await app.register(portfolioRoutes)
   return app
 }
 

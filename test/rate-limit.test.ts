@@ -9,7 +9,7 @@ import { Redis } from 'ioredis'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { LogCapture, TEST_ENV, sleep, waitFor, type TapTest } from './helper.js'
+import { LogCapture, TEST_ENV, build, sleep, waitFor, type TapTest } from './helper.js'
 import { skipUnlessRedis, startRedis, type RedisProcess } from './helpers/redis-server.js'
 
 const ROUTE = '/api/test/limited'
@@ -288,4 +288,11 @@ t.test('without Redis (single instance) the in-process limiter is the limiter', 
   t.equal(app.redisState.status, 'disabled')
   t.same(await codes([get(app), get(app), get(app)]), [200, 200, 429])
   t.equal(app.rateLimiter.stats().redisHits, 0)
+})
+
+t.test('unknown URLs count against the limit too', async (t) => {
+  const { app } = await build(t, { RATE_LIMIT_MAX: '3' })
+  const codes: number[] = []
+  for (let i = 0; i < 5; i++) codes.push((await app.inject(`/api/probe-${i}`)).statusCode)
+  t.same(codes, [404, 404, 404, 429, 429], 'route probing is limited like any request')
 })
