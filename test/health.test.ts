@@ -248,3 +248,24 @@ t.test('the right password connects', skipUnlessRedis(), async (t) => {
   t.equal((await health(app)).body.redis.status, 'connected')
   t.notOk(logs.text.includes('p@ss/word:1'))
 })
+
+t.test('OOM under maxmemory: the write falls back, Redis stays in use, logged once', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis({ args: ['--maxmemory', '2mb', '--maxmemory-policy', 'noeviction'] })
+  t.teardown(() => redis.stop())
+  const { app, logs } = await build(t, { REDIS_URL: redis.url })
+  const big = 'x'.repeat(100_000)
+  let refused = 0
+  for (let i = 0; i < 60; i++) {
+    await app.store.set(`fill:${i}`, big, 60_000)
+    if ((await redis.command('EXISTS', `fill:${i}`)) === '0') refused++
+  }
+  t.ok(refused > 0, `Redis refused ${refused} writes with OOM`)
+  t.equal(app.store.memory.getSync('fill:59'), big, 'a refused write went to the in-process store instead of failing')
+  t.equal(app.redisState.mode, 'redis', 'Redis stays in use: reads still work there')
+  t.equal(await app.store.get('fill:0'), big, 'a value stored before the limit is read from Redis')
+  const warnings = logs.withMsg(LOG_OPERATION_FAILED)
+  t.equal(warnings.length, 1, 'the refusals are logged once, not per write')
+  t.match(String(warnings[0]?.reason), /^OOM command not allowed/, 'the reason is the OOM error')
+  t.equal((await health(app)).body.status, 'OK', 'health stays OK: Redis answers')
+  t.equal(app.redisState.commandRefusals, refused)
+})

@@ -68,6 +68,8 @@ export class RedisState extends EventEmitter {
   since = new Date()
   activations = 0
   lastError: string | null = null
+  /** Commands Redis refused (OOM, WRONGTYPE) while it stayed reachable. */
+  commandRefusals = 0
 
   readonly #opts: Required<Omit<RedisStateOptions, 'url' | 'tlsCa'>>
   readonly #secrets: string[]
@@ -75,6 +77,7 @@ export class RedisState extends EventEmitter {
   #pingInFlight: Promise<number | null> | null = null
   #lastPing: { at: number, ms: number | null } = { at: 0, ms: null }
   #failureLogged = false
+  readonly #refusalLoggedAt = new Map<string, number>()
   #closing = false
 
   constructor (options: RedisStateOptions) {
@@ -145,6 +148,19 @@ export class RedisState extends EventEmitter {
     if (this.client === null || this.#closing) return
     const reason = this.describe(err)
     this.lastError = reason
+    if (isCommandRefusal(err)) {
+      // Redis answered, it just refused this command (OOM under maxmemory, a wrong type):
+      // the caller uses its fallback for this call, but Redis stays in use for the rest.
+      // Flipping here would make the state flap every probe interval while memory is full.
+      this.commandRefusals++
+      const kind = reason.split(' ')[0] ?? 'ERR'
+      const last = this.#refusalLoggedAt.get(kind) ?? 0
+      if (Date.now() - last >= REFUSAL_LOG_INTERVAL_MS) {
+        this.#refusalLoggedAt.set(kind, Date.now())
+        this.#opts.log.warn({ reason, operation, mode: this.mode }, LOG_OPERATION_FAILED)
+      }
+      return
+    }
     if (this.mode === 'redis') {
       this.#down()
       this.#opts.log.warn({ reason, operation }, LOG_OPERATION_FAILED)
@@ -305,6 +321,16 @@ export class RedisState extends EventEmitter {
       this.emit('down')
     }
   }
+}
+
+/** A refusal is logged at most this often per kind (OOM, WRONGTYPE). */
+const REFUSAL_LOG_INTERVAL_MS = 60_000
+const REFUSALS = new Set(['OOM', 'WRONGTYPE'])
+
+/** Redis answered with an error reply that concerns this command only. */
+export function isCommandRefusal (err: unknown): boolean {
+  if (!(err instanceof Error) || err.name !== 'ReplyError') return false
+  return REFUSALS.has(err.message.split(' ')[0] ?? '')
 }
 
 /** Capped exponential backoff with jitter: 50, 100, 200 … ms up to the cap, each × [0.5, 1). */
