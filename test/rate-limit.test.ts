@@ -11,6 +11,7 @@ import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { LogCapture, TEST_ENV, build, sleep, waitFor, type TapTest } from './helper.js'
 import { skipUnlessRedis, startRedis, type RedisProcess } from './helpers/redis-server.js'
+import { startMonitor } from './helpers/monitor.js'
 
 const ROUTE = '/api/test/limited'
 
@@ -102,12 +103,9 @@ t.test('with Redis', skipUnlessRedis(), async (t) => {
     const { app } = await limitedApp(t, {
       REDIS_URL: redis.url, RATE_LIMIT_WINDOW_MS: String(windowMs), LOGIN_RATE_LIMIT_WINDOW_MS: '3000', LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS: '5000',
     })
-    const monitor = new Redis(redis.url)
-    t.teardown(() => monitor.disconnect())
-    const seen: Array<{ args: string[], source: string }> = []
-    const m = await monitor.monitor()
-    m.on('monitor', (_time: string, args: string[], source: string) => { seen.push({ args, source }) })
-    t.teardown(() => m.disconnect())
+    const monitor = await startMonitor(redis.port)
+    t.teardown(() => monitor.stop())
+    const seen = monitor.lines
 
     await Promise.all([
       get(app, { remoteAddress: '198.51.100.40' }),

@@ -11,6 +11,7 @@ import { createRedisState } from '../src/redis/state.js'
 import type { KvStore } from '../src/store/types.js'
 import { sleep, waitFor, type TapTest } from './helper.js'
 import { skipUnlessRedis, startRedis } from './helpers/redis-server.js'
+import { startMonitor } from './helpers/monitor.js'
 
 const quiet = { info () {}, warn () {}, error () {}, debug () {} }
 
@@ -73,17 +74,18 @@ t.test('redis store honours the same contract, TTLs set by the same command', sk
   const redis = await startRedis()
   t.teardown(() => redis.stop())
   const client = new Redis(redis.url, { lazyConnect: true })
+  client.on('error', () => {})
   await client.connect()
   t.teardown(() => client.disconnect())
   await contract(t, new RedisStore(client), 'r:')
 
   // The counter's expiry is set inside the script: no INCR-then-EXPIRE window.
-  const monitor = await client.duplicate().monitor()
-  t.teardown(() => monitor.disconnect())
-  const seen: string[] = []
-  monitor.on('monitor', (_time: string, args: string[]) => seen.push(args.join(' ').toUpperCase()))
+  const monitor = await startMonitor(redis.port)
+  t.teardown(() => monitor.stop())
+  const seen = monitor.lines.map((l) => l.args.join(' ').toUpperCase())
   await new RedisStore(client).incrWindow('r:count', 60_000)
-  await waitFor(() => seen.some((s) => s.startsWith('PEXPIRE')), 2000)
+  await waitFor(() => monitor.lines.some((l) => l.args[0]?.toUpperCase() === 'PEXPIRE'), 2000)
+  seen.push(...monitor.lines.map((l) => l.args.join(' ').toUpperCase()))
   const evalAt = seen.findIndex((s) => s.startsWith('EVALSHA') || s.startsWith('EVAL '))
   t.ok(evalAt >= 0 && evalAt < seen.findIndex((s) => s.startsWith('PEXPIRE')), 'INCR and PEXPIRE ran inside one script')
   t.notOk(seen.some((s) => s.startsWith('EXPIRE ')), 'no separate EXPIRE')
