@@ -5,7 +5,6 @@
  * Redis dying, freezing and coming back.
  */
 import t from 'tap'
-import { Redis } from 'ioredis'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
