@@ -18,6 +18,9 @@ import rateLimitPlugin from '../plugins/rate-limit.js'
 import locksPlugin from '../plugins/locks.js'
 import schedulerPlugin from '../plugins/scheduler.js'
 import portfolioPlugin from '../plugins/portfolio.js'
+import underPressurePlugin from '../plugins/under-pressure.js'
+import docsPlugin from '../plugins/docs.js'
+import metricsPlugin from '../plugins/metrics.js'
 import { trustProxyOption } from './rate-limit/trust-proxy.js'
 import healthRoutes from '../routes/health.js'
 import stocksRoutes from '../routes/stocks.js'
@@ -56,6 +59,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
 
   await app.register(configPlugin, { config })
+  await app.register(underPressurePlugin)
+  await app.register(docsPlugin)
   await app.register(redisPlugin)
   await app.register(dbPlugin)
   await app.register(locksPlugin)
@@ -63,6 +68,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(authPlugin)
   await app.register(sessionsPlugin)
   await app.register(rateLimitPlugin)
+  await app.register(metricsPlugin)
   await app.register(schedulerPlugin)
   await app.register(portfolioPlugin)
 

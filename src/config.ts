@@ -90,6 +90,17 @@ export const ConfigSchema = Type.Object({
   IDEMPOTENCY_TTL_SECONDS: Int(86_400, 60, 30 * 86_400),
   QUOTES_PREWARM_INTERVAL_MS: Int(15_000, 1000, 3_600_000),
   PORTFOLIO_SNAPSHOT_CRON: Type.String({ default: '0 22 * * *', minLength: 9, maxLength: 100 }),
+
+  // --- operability -------------------------------------------------------------------
+  METRICS_ENABLED: Bool(true),
+  METRICS_TOKEN: Opt(Type.String({ minLength: 16, maxLength: 512, pattern: '^[\\x21-\\x7e]+$' })),
+  REDIS_INFO_INTERVAL_MS: Int(10_000, 100, 3_600_000),
+  DOCS_ENABLED: Bool(true),
+  MAX_EVENT_LOOP_DELAY_MS: Int(1000, 0, 60_000),
+  MAX_HEAP_USED_BYTES: Int(0, 0, Number.MAX_SAFE_INTEGER),
+  MAX_RSS_BYTES: Int(0, 0, Number.MAX_SAFE_INTEGER),
+  PRESSURE_SAMPLE_INTERVAL_MS: Int(1000, 50, 60_000),
+  PRESSURE_RETRY_AFTER_SECONDS: Int(10, 1, 3600),
 })
 
 export type Config = Static<typeof ConfigSchema>
