@@ -107,3 +107,8 @@ t.test('.env.example lists exactly the schema variables', async (t) => {
   for (const key of configKeys) t.ok(listed.has(key), `${key} is in .env.example`)
   for (const key of listed) t.ok((configKeys as string[]).includes(key!), `${key} from .env.example is in the schema`)
 })
+
+t.test('the README configuration table names every variable', async (t) => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  for (const key of configKeys) t.ok(readme.includes(`\`${key}\``), `${key} is in README.md`)
+})
