@@ -7,7 +7,6 @@
  */
 import fp from 'fastify-plugin'
 import { redactUrl, type Config } from '../src/config.js'
-import { isLockError } from '../src/locks/errors.js'
 import { Locks, type LocksLogger } from '../src/locks/locks.js'
 import type { LockMaster } from '../src/locks/redlock.js'
 import type { RedisState } from '../src/redis/state.js'
@@ -94,11 +93,6 @@ export default fp(async function locksPlugin (fastify) {
   fastify.decorate('locks', locks)
   fastify.addHook('onClose', async () => {
     await Promise.all(owned.map(async (state) => state.close()))
-  })
-  // The root error handler answers { statusCode, error, message }; the header is added here
-  // (onError is the hook meant for headers on an error answer).
-  fastify.addHook('onError', async (_request, reply, error) => {
-    if (isLockError(error) && !reply.sent) void reply.headers(error.headers)
   })
 
   await Promise.all(owned.map(async (state) => state.start()))

@@ -113,7 +113,7 @@ export class ConfigError extends Error {
 }
 
 /** Every variable the schema knows, in declaration order. */
-export const configKeys = Object.keys(ConfigSchema.properties) as Array<keyof Config>
+export const configKeys = Object.getOwnPropertyNames(ConfigSchema.properties) as Array<keyof Config>
 
 /**
  * Builds the config from an environment. Only the schema's keys are read, so the rest

@@ -539,7 +539,7 @@ export class TwoTierCache {
 
   #dropLocalPrefix (prefix: string): void {
     if (this.#l1 !== null) {
-      for (const key of [...this.#l1.keys()]) if (key.startsWith(prefix)) this.#l1.delete(key)
+      for (const [key] of [...this.#l1.entries()]) if (key.startsWith(prefix)) this.#l1.delete(key)
     }
     for (const [key, flight] of [...this.#inflight]) {
       if (key.startsWith(prefix)) {

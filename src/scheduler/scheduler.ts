@@ -172,7 +172,7 @@ export class Scheduler {
     if (this.#started || this.#stopped) return
     this.#started = true
     if (!this.enabled) {
-      this.#log.info({ jobs: [...this.#jobs.keys()] }, 'scheduler disabled (SCHEDULER_ENABLED=false): jobs do not run on this instance')
+      this.#log.info({ jobs: Array.from(this.#jobs, ([name]) => name) }, 'scheduler disabled (SCHEDULER_ENABLED=false): jobs do not run on this instance')
       return
     }
     for (const job of this.#jobs.values()) this.#arm(job)

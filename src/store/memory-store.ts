@@ -103,7 +103,8 @@ export class MemoryStore implements KvStore {
 
   /** Keys starting with `prefix` (the in-process twin of SCAN MATCH prefix*). */
   * keysWithPrefix (prefix: string): Generator<string> {
-    for (const key of this.#cache.keys()) if (key.startsWith(prefix) && this.#cache.has(key)) yield key
+    // entries() skips expired entries, so no separate liveness check is needed.
+    for (const [key] of this.#cache.entries()) if (key.startsWith(prefix)) yield key
   }
 
   clear (): void {
