@@ -2,12 +2,12 @@
  * Builds the application: config → plugins in dependency order → routes. The server and
  * the tests build it through this one function.
  */
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { DestinationStream } from 'pino'
 import type { Config } from './config.js'
 import { isServiceError } from './errors.js'
-import { loggerOptions } from './logger.js'
+import { lazyChildLoggerFactory, loggerOptions } from './logger.js'
 import configPlugin from '../plugins/config.js'
 import redisPlugin from '../plugins/redis.js'
 import cachePlugin from '../plugins/cache.js'
@@ -37,6 +37,8 @@ export interface BuildOptions {
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: loggerOptions(config, options.logStream),
+    // Request loggers become pino children on first use, not on every request.
+    childLoggerFactory: lazyChildLoggerFactory as unknown as FastifyServerOptions['childLoggerFactory'],
     bodyLimit: config.BODY_LIMIT_BYTES,
     trustProxy: trustProxyOption(config.TRUST_PROXY),
     return503OnClosing: true,
@@ -73,7 +75,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(portfolioPlugin)
 
   // Unknown URLs are rate limited too, so probing for routes costs the same as using them.
-  app.setNotFoundHandler({ preHandler: app.rateLimit() }, function notFound (request, reply) {
+  app.setNotFoundHandler({ preHandler: app.rateLimiter.hook }, function notFound (request, reply) {
     void reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` })
   })
 
