@@ -31,3 +31,77 @@ export function loggerOptions (config: Pick<Config, 'LOG_LEVEL'>, stream?: Desti
     ...(stream ? { stream } : {}),
   }
 }
+
+type LogFn = (...args: unknown[]) => void
+type LevelName = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
+
+/** The part of a pino logger a request logger stands in for. */
+export interface ParentLogger {
+  level: string
+  isLevelEnabled (level: string): boolean
+  child (bindings: Record<string, unknown>, options?: Record<string, unknown>): ParentLogger
+  bindings (): Record<string, unknown>
+  fatal: LogFn, error: LogFn, warn: LogFn, info: LogFn, debug: LogFn, trace: LogFn, silent: LogFn
+}
+
+/**
+ * A request's logger that becomes a real pino child (with the request id binding) only
+ * when something is logged at an enabled level. Fastify gives every request a child
+ * logger; with redaction on, making one costs about 0.8 µs, on every request, for a
+ * logger that at the default level most requests never use. What is logged is the same:
+ * the child is made with the same bindings and options on first use, and kept.
+ */
+export class LazyRequestLogger {
+  private real: ParentLogger | null = null
+
+  constructor (
+    private readonly parent: ParentLogger,
+    private readonly childBindings: Record<string, unknown>,
+    private readonly childOptions: Record<string, unknown>,
+  ) {}
+
+  private materialize (): ParentLogger {
+    if (this.real === null) this.real = this.parent.child(this.childBindings, this.childOptions)
+    return this.real
+  }
+
+  private log (level: LevelName, args: unknown[]): void {
+    // A route-level log level (childOptions.level) decides for itself: make the child.
+    if (this.real === null && this.childOptions.level === undefined && !this.parent.isLevelEnabled(level)) return
+    const real = this.materialize()
+    ;(real[level] as LogFn).apply(real, args)
+  }
+
+  get level (): string {
+    return this.real?.level ?? (this.childOptions.level as string | undefined) ?? this.parent.level
+  }
+
+  set level (level: string) {
+    this.materialize().level = level
+  }
+
+  isLevelEnabled (level: string): boolean {
+    return this.real !== null || this.childOptions.level !== undefined ? this.materialize().isLevelEnabled(level) : this.parent.isLevelEnabled(level)
+  }
+
+  bindings (): Record<string, unknown> {
+    return this.materialize().bindings()
+  }
+
+  child (bindings: Record<string, unknown>, options?: Record<string, unknown>): ParentLogger {
+    return this.materialize().child(bindings, options)
+  }
+
+  fatal (...args: unknown[]): void { this.log('fatal', args) }
+  error (...args: unknown[]): void { this.log('error', args) }
+  warn (...args: unknown[]): void { this.log('warn', args) }
+  info (...args: unknown[]): void { this.log('info', args) }
+  debug (...args: unknown[]): void { this.log('debug', args) }
+  trace (...args: unknown[]): void { this.log('trace', args) }
+  silent (): void {}
+}
+
+/** Fastify's `childLoggerFactory` for request loggers (see LazyRequestLogger). */
+export function lazyChildLoggerFactory (logger: unknown, bindings: Record<string, unknown>, options: Record<string, unknown>): LazyRequestLogger {
+  return new LazyRequestLogger(logger as ParentLogger, bindings, options)
+}

@@ -1,0 +1,102 @@
+/**
+ * Request loggers: made lazily (a pino child only when something is logged at an enabled
+ * level), with the same output as an eager child: the request id, redaction, route-level
+ * log levels, and Fastify's own request lines at info.
+ */
+import t from 'tap'
+import pino from 'pino'
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../src/app.js'
+import { loadConfig } from '../src/config.js'
+import { LazyRequestLogger, REDACT_PATHS, type ParentLogger } from '../src/logger.js'
+import { LogCapture, TEST_ENV, type TapTest } from './helper.js'
+
+async function appWith (t: TapTest, level: string, extra: (app: FastifyInstance) => void): Promise<{ app: FastifyInstance, logs: LogCapture }> {
+  const logs = new LogCapture()
+  const app = await buildApp(loadConfig({ ...TEST_ENV, DATABASE_PATH: ':memory:', LOG_LEVEL: level }), { logStream: logs })
+  extra(app)
+  await app.ready()
+  t.teardown(() => app.close())
+  return { app, logs }
+}
+
+/** A pino logger writing to `logs`, with `child` calls counted. */
+function countingParent (logs: LogCapture, level = 'warn'): { parent: ParentLogger, children: () => number } {
+  const root = pino({ level, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, logs)
+  let children = 0
+  const child = root.child.bind(root)
+  const parent = Object.assign(Object.create(root) as ParentLogger, {
+    child: (bindings: Record<string, unknown>, options?: Record<string, unknown>) => { children++; return child(bindings, options) as unknown as ParentLogger },
+  })
+  return { parent, children: () => children }
+}
+
+t.test('no child logger is made for a request that logs nothing at an enabled level', async (t) => {
+  const logs = new LogCapture()
+  const { parent, children } = countingParent(logs)
+  const log = new LazyRequestLogger(parent, { reqId: 'req-1' }, {})
+  log.info({ a: 1 }, 'not at warn')
+  log.debug('nor this')
+  log.trace('nor this')
+  t.equal(children(), 0, 'disabled levels cost no child')
+  t.equal(log.level, 'warn')
+  t.notOk(log.isLevelEnabled('info'))
+  t.ok(log.isLevelEnabled('error'))
+  t.equal(logs.lines.length, 0)
+
+  log.warn({ headers: { authorization: 'Bearer secret-token' } }, 'first warning')
+  log.error('second line')
+  t.equal(children(), 1, 'one child, made on the first enabled line and kept')
+  t.same(logs.lines.map((l) => [l.msg, l.reqId]), [['first warning', 'req-1'], ['second line', 'req-1']])
+  t.notMatch(logs.text, /secret-token/, 'the parent\'s redaction applies')
+  t.match(logs.text, /\[redacted\]/)
+  t.same(log.bindings(), { reqId: 'req-1' })
+})
+
+t.test('a route-level level is honoured (the child is made with it)', async (t) => {
+  const logs = new LogCapture()
+  const { parent } = countingParent(logs)
+  const log = new LazyRequestLogger(parent, { reqId: 'req-2' }, { level: 'debug' })
+  t.equal(log.level, 'debug')
+  log.debug('route says debug')
+  t.same(logs.lines.map((l) => [l.msg, l.reqId]), [['route says debug', 'req-2']])
+  log.level = 'error'
+  log.warn('now below the level')
+  t.equal(logs.lines.length, 1)
+})
+
+t.test('through the app: request lines carry the request id, secrets stay redacted', async (t) => {
+  const { app, logs } = await appWith(t, 'warn', (app) => {
+    app.get('/api/test/warns', async (request) => {
+      request.log.warn({ headers: request.headers }, 'route warning')
+      return { ok: true }
+    })
+    app.get('/api/test/debugs', { logLevel: 'debug' }, async (request) => {
+      request.log.debug('route-level debug')
+      return { ok: true }
+    })
+  })
+  const res = await app.inject({ url: '/api/test/warns', headers: { authorization: 'Bearer abc.def.ghi' } })
+  t.equal(res.statusCode, 200)
+  const [line] = logs.withMsg('route warning')
+  t.ok(line, 'logged')
+  t.match(String(line?.reqId), /^req-/)
+  t.notMatch(logs.text, /abc\.def\.ghi/)
+
+  t.equal((await app.inject({ url: '/api/test/debugs' })).statusCode, 200)
+  t.equal(logs.count('route-level debug'), 1, 'debug logged on a route whose logLevel is debug, though the service level is warn')
+  const incoming = (url: string): number => logs.withMsg('incoming request').filter((l) => (l.req as { url?: string } | undefined)?.url === url).length
+  t.equal(incoming('/api/test/warns'), 0, 'no request lines at warn')
+  t.equal(incoming('/api/test/debugs'), 1, 'request lines on the debug route')
+})
+
+t.test('at info, Fastify\'s own request lines are there, with the request id', async (t) => {
+  const { app, logs } = await appWith(t, 'info', () => {})
+  t.equal((await app.inject({ url: '/api/health/live' })).statusCode, 200)
+  const incoming = logs.withMsg('incoming request')
+  const completed = logs.withMsg('request completed')
+  t.equal(incoming.length, 1)
+  t.equal(completed.length, 1)
+  t.equal(incoming[0]?.reqId, completed[0]?.reqId)
+  t.match(String(incoming[0]?.reqId), /^req-/)
+})
