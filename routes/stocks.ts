@@ -7,7 +7,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { ErrorSchema } from '../src/schemas.js'
-import { MAX_BATCH } from '../src/quotes/quote-service.js'
+import type { FastifyReply } from 'fastify'
+import { MAX_BATCH, type QuoteLookup } from '../src/quotes/quote-service.js'
 import { QuoteSchema, TICKER_PATTERN } from '../src/quotes/schemas.js'
 
 const TickerParamsSchema = Type.Object({
@@ -32,6 +33,21 @@ const BatchSchema = Type.Object({
 
 const errors = { 400: ErrorSchema, 404: ErrorSchema, 502: ErrorSchema, 503: ErrorSchema, 504: ErrorSchema }
 
+/**
+ * Serialised L1 quotes by their object (frozen and shared by every reader of the entry):
+ * a hot quote is serialised once, not per request. Entries go when L1 drops the quote.
+ */
+const serialized = new WeakMap<object, string>()
+
+function sendQuote (reply: FastifyReply, result: QuoteLookup, fromL1: boolean): void {
+  let json = fromL1 ? serialized.get(result.quote) : undefined
+  if (json === undefined) {
+    json = reply.serialize(result.quote) as string
+    if (fromL1) serialized.set(result.quote, json)
+  }
+  void reply.header('x-cache', result.cache).header('age', String(result.age)).type('application/json; charset=utf-8').send(json)
+}
+
 const stocks: FastifyPluginAsyncTypebox = async (fastify) => {
   const { quotes } = fastify
 
@@ -42,10 +58,14 @@ const stocks: FastifyPluginAsyncTypebox = async (fastify) => {
       params: TickerParamsSchema,
       response: { 200: QuoteSchema, ...errors },
     },
-  }, async (request, reply) => {
-    const result = await quotes.get(request.params.ticker)
-    void reply.header('x-cache', result.cache).header('age', String(result.age))
-    return result.quote
+  }, function quote (request, reply) {
+    // A fresh L1 copy is answered synchronously; anything else goes through the cache.
+    const fresh = quotes.fresh(request.params.ticker)
+    if (fresh !== undefined) {
+      sendQuote(reply, fresh, true)
+      return
+    }
+    return quotes.get(request.params.ticker).then((result) => { sendQuote(reply, result, false) })
   })
 
   fastify.get('/api/stocks', {

@@ -87,6 +87,13 @@ t.test('a quote: shape, headers, and the guide\'s key stock:<TICKER> with its 20
   t.equal(second.cache, 'HIT')
   t.same(second.body, first.body)
   t.equal(fake.calls, 1, 'the HIT did not call the provider')
+  // The hot path answers L1 hits synchronously with the quote serialised once: same bytes,
+  // same type, each hit counted once.
+  const third = await app.inject({ method: 'GET', url: '/api/stocks/AAPL' })
+  t.equal(third.headers['x-cache'], 'HIT')
+  t.equal(third.headers['content-type'], 'application/json; charset=utf-8')
+  t.equal(third.payload, JSON.stringify(first.body), 'the schema\'s serialisation, byte for byte')
+  t.equal(app.cache.stats().caches.quotes?.hitsL1, 2, 'two L1 hits, each counted once')
   t.equal(fake.seen[0]?.token, 'test-key', 'the API key goes in the X-Finnhub-Token header')
   t.notMatch(fake.seen[0]?.url ?? '', /test-key/, 'and never in the URL')
 })

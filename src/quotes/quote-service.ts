@@ -66,6 +66,16 @@ export function createQuoteService (options: QuoteServiceOptions) {
     },
 
     /**
+     * `get` when the quote is fresh in L1, synchronously (the hot path: no promise, no
+     * microtask); undefined when `get` has to look further.
+     */
+    fresh (ticker: string): QuoteLookup | undefined {
+      const symbol = normalizeTicker(ticker)
+      const result = cache.wrapFresh(quoteKey(symbol), wrapOptions, () => provider.quote(symbol))
+      return result === undefined ? undefined : { ticker: symbol, quote: result.value, cache: result.cache, age: result.age }
+    },
+
+    /**
      * Quotes for up to 50 distinct tickers (normalised, duplicates removed, order kept).
      * A ticker that fails lands in `errors`; the others are still answered.
      */
