@@ -9,12 +9,12 @@ import { randomBytes } from 'node:crypto'
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { LRUCache } from 'lru-cache'
 import type { Config } from '../src/config.js'
 import { UnauthorizedError, ForbiddenError } from '../src/errors.js'
 import { Accounts, type AccountStats } from '../src/auth/accounts.js'
 import { durationToSeconds } from '../src/auth/duration.js'
 import { SESSION_ID_RE } from '../src/auth/sessions.js'
+import { CheckedStrings } from '../src/auth/token-cache.js'
 import { isAdmin, isRole, type AuthUser, type TokenClaims, type TokenPayload } from '../src/auth/types.js'
 import type { UsersRepo } from '../src/db/users-repo.js'
 
@@ -37,6 +37,9 @@ declare module 'fastify' {
 
 export const ALGORITHM = 'HS256'
 const MIN_SECRET_LENGTH = 32
+const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/i
+/** Verified tokens, and accepted Authorization headers, remembered (each). */
+const MAX_CACHED_TOKENS = 10_000
 
 export interface AuthStats {
   authenticated: number
@@ -73,7 +76,7 @@ export function createIdentity (users: UsersRepo, tokens: TokenCodec) {
   // client sends the same token many times, and a string lookup is far cheaper than an
   // HMAC (or fast-jwt's cache, which hashes every token with SHA-256 first). Only a
   // byte-identical token can hit, and only after it passed every check.
-  const verified = new LRUCache<string, TokenClaims>({ max: 10_000 })
+  const verified = new CheckedStrings<TokenClaims>(MAX_CACHED_TOKENS)
   return {
     accounts,
     /** Token lifetime in seconds (JWT_EXPIRES_IN). */
@@ -89,8 +92,7 @@ export function createIdentity (users: UsersRepo, tokens: TokenCodec) {
       const hit = verified.get(token)
       if (hit !== undefined) return hit
       const claims = tokens.verify(token)
-      const ttl = claims.exp * 1000 - Date.now()
-      if (ttl > 0) verified.set(token, claims, { ttl })
+      verified.set(token, claims, claims.exp * 1000)
       return claims
     },
   }
@@ -130,13 +132,19 @@ export default fp(async function authPlugin (fastify) {
 
   const stats: AuthStats = { authenticated: 0, rejected: { missing: 0, malformed: 0, invalid: 0, expired: 0, session: 0 }, forbidden: 0 }
 
-  async function authenticate (request: FastifyRequest): Promise<void> {
-    const header = request.headers.authorization
+  // Authorization headers whose token passed every check below, with its claims, until the
+  // token's own expiry (never longer): a client sends the same header on every request, and
+  // one lookup replaces the parsing, the token cache and the claim checks. Only a
+  // byte-identical header can hit; the session is still checked on every request.
+  const accepted = new CheckedStrings<TokenClaims>(MAX_CACHED_TOKENS)
+
+  /** The checked claims of the bearer token in `header`; throws a 401 otherwise. */
+  function claimsOf (header: string | undefined, request: FastifyRequest): TokenClaims {
     if (header === undefined || header === '') {
       stats.rejected.missing++
       throw new UnauthorizedError('Missing bearer token (Authorization: Bearer <token>)')
     }
-    const match = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/i.exec(header.trim())
+    const match = BEARER_RE.exec(header.trim())
     if (match === null || match[1] === undefined) {
       stats.rejected.malformed++
       throw new UnauthorizedError('The Authorization header must be "Bearer <token>"')
@@ -156,6 +164,13 @@ export default fp(async function authPlugin (fastify) {
       stats.rejected.invalid++
       throw new UnauthorizedError('Invalid token')
     }
+    accepted.set(header, claims, claims.exp * 1000)
+    return claims
+  }
+
+  async function authenticate (request: FastifyRequest, _reply?: FastifyReply): Promise<void> {
+    const header = request.headers.authorization
+    const claims = (header === undefined ? undefined : accepted.get(header)) ?? claimsOf(header, request)
     const session = await fastify.sessions.check(claims)
     if (session === null) {
       stats.rejected.session++
@@ -165,9 +180,7 @@ export default fp(async function authPlugin (fastify) {
     request.user = { sub: claims.sub, role: claims.role, sid: claims.sid, session }
   }
 
-  fastify.decorate('authenticate', async function (request: FastifyRequest, _reply: FastifyReply) {
-    await authenticate(request)
-  })
+  fastify.decorate('authenticate', authenticate)
 
   fastify.decorate('requireAdmin', async function (request: FastifyRequest, _reply: FastifyReply) {
     // Authenticates by itself when it runs first, so a route guarded by it alone is never open.

@@ -3,9 +3,10 @@
  * session), logout (that session, at once), logout everywhere, and who am I.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
+import { Type, type Static } from 'typebox'
 import { DuplicateEmailError, PASSWORD_MAX, PASSWORD_MIN, toPublicUser } from '../src/auth/accounts.js'
 import { EMAIL_PATTERN } from '../src/auth/email.js'
+import type { AuthUser } from '../src/auth/types.js'
 import { ConflictError, UnauthorizedError } from '../src/errors.js'
 import { ErrorSchema } from '../src/schemas.js'
 
@@ -36,6 +37,10 @@ export const MeSchema = Type.Object({
 })
 
 const INVALID_CREDENTIALS = 'Invalid email or password'
+
+function meBody ({ sub, role, session }: AuthUser, email: string): Static<typeof MeSchema> {
+  return { id: sub, email, role, session: { id: session.id, expiresAt: session.expiresAt.toISOString() } }
+}
 
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   const { identity, sessions, authenticate } = fastify
@@ -106,13 +111,15 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
       security: [{ bearerAuth: [] }],
       response: { 200: MeSchema, 401: ErrorSchema },
     },
-  }, async (request) => {
-    const { sub, role, session } = request.user
-    // The session recorded the email at login; only a session that could not be read
-    // (Redis down, SESSION_FALLBACK=allow) needs the database.
-    const email = session.email ?? (await accounts.findById(sub))?.email
-    if (email === undefined) throw new UnauthorizedError('Session expired or revoked')
-    return { id: sub, email, role, session: { id: session.id, expiresAt: session.expiresAt.toISOString() } }
+  }, (request) => {
+    const user = request.user
+    // The session recorded the email at login (answered at once, no promise); only a session
+    // that could not be read (Redis down, SESSION_FALLBACK=allow) needs the database.
+    if (user.session.email !== undefined) return meBody(user, user.session.email)
+    return accounts.findById(user.sub).then((found) => {
+      if (found === null) throw new UnauthorizedError('Session expired or revoked')
+      return meBody(user, found.email)
+    })
   })
 }
 

@@ -1,7 +1,8 @@
-/** The identity service's token cache: it saves HMACs, never a token's life. */
+/** The identity service's token cache: it saves HMACs, never a token's life; and the cache under it. */
 import t from 'tap'
 import { createIdentity } from '../plugins/auth.js'
 import { openDatabase } from '../src/db/index.js'
+import { CheckedStrings } from '../src/auth/token-cache.js'
 import type { TokenClaims } from '../src/auth/types.js'
 import { sleep } from './helper.js'
 
@@ -33,4 +34,30 @@ t.test('a verified token is cached until its own exp, and verified again after',
   await sleep(claims.exp * 1000 - Date.now() + 50)
   t.throws(() => identity.verifyToken('good'), /expired/, 'after exp the token goes back to full verification')
   t.equal(calls, 4)
+})
+
+t.test('checked strings: found by their tail, confirmed whole, never past their expiry, bounded', async (t) => {
+  const cache = new CheckedStrings<string>(3)
+  const tail = 'x'.repeat(40)
+  cache.set(`a.${tail}`, 'A', Date.now() + 60_000)
+  t.equal(cache.get(`a.${tail}`), 'A')
+  t.equal(cache.get(`b.${tail}`), undefined, 'same tail, another string: a miss')
+  t.equal(cache.get(`a.${tail} `), undefined, 'a byte more: a miss')
+  t.equal(cache.get(''), undefined)
+
+  cache.set('past', 'P', Date.now() - 1)
+  cache.set('now', 'N', Date.now())
+  cache.set('no expiry', 'U', Number.NaN)
+  t.equal(cache.size, 1, 'nothing is kept without an expiry in the future')
+
+  cache.set('soon', 'S', Date.now() + 30)
+  t.equal(cache.get('soon'), 'S')
+  await sleep(60)
+  t.equal(cache.get('soon'), undefined, 'expired')
+  t.equal(cache.size, 1, 'and dropped')
+
+  for (const s of ['one', 'two', 'three', 'four']) cache.set(s, s.toUpperCase(), Date.now() + 60_000)
+  t.equal(cache.size, 3, 'bounded')
+  t.equal(cache.get(`a.${tail}`), undefined, 'the oldest went first')
+  t.equal(cache.get('four'), 'FOUR')
 })

@@ -70,6 +70,87 @@ t.test('the TTL slides on use, at most once a minute', redisOpts, async (t) => {
   t.ok(Math.abs(expiresAt - (Date.now() + kept)) < 5000, '/me reports the real expiry')
 })
 
+/** Records the session keys of every script call the sessions make. */
+function spyTouches (app: FastifyInstance): string[][] {
+  const calls: string[][] = []
+  const client = app.redis as unknown as { aicSessionTouch (numKeys: number, ...args: unknown[]): Promise<unknown> }
+  const original = client.aicSessionTouch.bind(client)
+  client.aicSessionTouch = (numKeys, ...args) => {
+    calls.push(args.slice(0, numKeys).map(String))
+    return original(numKeys, ...args)
+  }
+  return calls
+}
+
+t.test('concurrent checks of one session share one key in the script call, and each gets its answer', redisOpts, async (t) => {
+  const { app } = await setup(t)
+  await register(app, 'crowd@example.com')
+  const a = await login(app, 'crowd@example.com')
+  const b = await login(app, 'crowd@example.com')
+  const other = await registerAndLogin(app, 'other@example.com')
+  const now = Math.floor(Date.now() / 1000)
+  const unknown = hs256({ alg: 'HS256', typ: 'JWT' }, { sub: a.userId, role: 'user', sid: randomBytes(16).toString('base64url'), iss: JWT_ISSUER, aud: JWT_AUDIENCE, iat: now, exp: now + 60 }, JWT_SECRET)
+  const before = app.sessions.stats()
+  const calls = spyTouches(app)
+
+  const tokens = [...Array.from({ length: 8 }, () => a.token), b.token, b.token, other.token, unknown]
+  const results = await Promise.all(tokens.map((token) => me(app, token)))
+  t.same(results.map((r) => r.statusCode), [...Array.from({ length: 11 }, () => 200), 401])
+  t.same(results.slice(0, 8).map((r) => (r.body.session as { id: string }).id), Array.from({ length: 8 }, () => a.sid))
+  t.equal((results[9]?.body.session as { id: string }).id, b.sid)
+  t.equal(results[10]?.body.email, 'other@example.com')
+
+  t.ok(calls.length >= 1, `${calls.length} script call(s)`)
+  for (const keys of calls) t.equal(new Set(keys).size, keys.length, `no key twice in one call: ${keys.join(' ')}`)
+  t.ok(calls.flat().length < tokens.length, `${calls.flat().length} keys sent for ${tokens.length} checks`)
+  const stats = app.sessions.stats()
+  t.equal(stats.checks - before.checks, 12, 'every check is counted')
+  t.equal(stats.accepted.redis - before.accepted.redis, 11)
+  t.equal(stats.rejected.missing - before.rejected.missing, 1)
+})
+
+t.test('concurrent checks that are due to slide extend the session and its index, and all report the new expiry', redisOpts, async (t) => {
+  const { app, redis } = await setup(t)
+  const s = await registerAndLogin(app, 'herd@example.com')
+  await redis.command('PEXPIRE', `session:${s.sid}`, '3000000')
+  await redis.command('PEXPIRE', `user_sessions:${s.userId}`, '3000000')
+  const results = await Promise.all(Array.from({ length: 10 }, () => me(app, s.token)))
+  t.same(results.map((r) => r.statusCode), Array.from({ length: 10 }, () => 200))
+  t.ok(Number(await redis.command('PTTL', `session:${s.sid}`)) > 3590_000, 'the session was extended')
+  t.ok(Number(await redis.command('PTTL', `user_sessions:${s.userId}`)) > 3590_000, 'and the per-user index with it')
+  for (const r of results) {
+    const expiresAt = Date.parse(String((r.body.session as { expiresAt: string }).expiresAt))
+    t.ok(expiresAt > Date.now() + 3590_000, 'each answer reports the extended expiry')
+  }
+})
+
+t.test('a session record changed in Redis is read again, not taken from the parsed copy', redisOpts, async (t) => {
+  const { app, redis } = await setup(t)
+  const s = await registerAndLogin(app, 'edit@example.com')
+  t.equal((await me(app, s.token)).body.email, 'edit@example.com')
+  const key = `session:${s.sid}`
+  const record = JSON.parse(await redis.command('GET', key)) as Record<string, unknown>
+  await redis.command('SET', key, JSON.stringify({ ...record, email: 'changed@example.com' }), 'KEEPTTL')
+  t.equal((await me(app, s.token)).body.email, 'changed@example.com')
+  await redis.command('SET', key, JSON.stringify({ ...record, role: 'admin' }), 'KEEPTTL')
+  t.equal((await me(app, s.token)).statusCode, 401, 'a record that no longer matches the token is refused')
+  await redis.command('SET', key, 'not json', 'KEEPTTL')
+  t.equal((await me(app, s.token)).statusCode, 401, 'so is one that does not parse')
+})
+
+t.test('concurrent checks while Redis is frozen all take the fallback (allow), logged once', redisOpts, async (t) => {
+  const { app, redis, logs } = await setup(t, { SESSION_FALLBACK: 'allow' })
+  const s = await registerAndLogin(app, 'freeze@example.com')
+  redis.pause()
+  t.teardown(() => redis.resume())
+  const results = await Promise.all(Array.from({ length: 6 }, () => me(app, s.token)))
+  t.same(results.map((r) => r.statusCode), Array.from({ length: 6 }, () => 200))
+  t.same(results.map((r) => r.body.email), Array.from({ length: 6 }, () => 'freeze@example.com'), 'the email comes from the database then')
+  t.equal(app.redisState.available, false)
+  t.equal(logs.lines.filter((l) => String(l.msg).includes('SESSION_FALLBACK=allow')).length, 1)
+  t.equal(app.sessions.stats().accepted.fallback, 6)
+})
+
 t.test('an expired session (key gone) is refused although the token is still valid', redisOpts, async (t) => {
   const { app, redis } = await setup(t)
   const s = await registerAndLogin(app, 'exp@example.com')

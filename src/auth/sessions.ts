@@ -1,7 +1,8 @@
 /**
  * Server-side sessions: `session:<sid>` (JSON, TTL sliding at most once a minute) and a
  * per-user index `user_sessions:<userId>` (a set with its own TTL) for logout-everywhere.
- * Every call goes through the resilient store, so a dead Redis is never awaited.
+ * Every call goes through the resilient store, so a dead Redis is never awaited; the
+ * per-request check reads the same Redis state directly and falls back the same way.
  *
  * Outages. Sessions created while Redis is away live in the in-process store, and are looked
  * up there whenever Redis misses (also after it returns). A logout during an outage leaves a
@@ -33,10 +34,23 @@ export interface SessionLogger {
   info (obj: object, msg: string): void
 }
 
+/** What the sessions read of the shared Redis state (`RedisState` has it all). */
+export interface SessionRedisState {
+  readonly status: RedisStatus
+  readonly client: Redis | null
+  /** True while callers should talk to Redis. */
+  readonly available: boolean
+  /** A command failed: the state decides whether to switch to the fallback. */
+  reportFailure (err: unknown, operation?: string): void
+}
+
 export interface SessionStoreOptions {
   store: ResilientStore
-  /** The shared Redis state: its client gets the session script; `disabled` makes memory authoritative. */
-  state: { readonly status: RedisStatus, readonly client: Redis | null }
+  /**
+   * The shared Redis state (the one the store uses): its client gets the session script;
+   * `disabled` makes memory authoritative.
+   */
+  state: SessionRedisState
   ttlSeconds: number
   fallback: SessionFallbackPolicy
   /** The longest a token lives: tombstones must outlive any token they stop. */
@@ -64,8 +78,9 @@ export interface SessionStats {
 }
 
 // For each session key: GET, and a sliding PEXPIRE when the last one is at least ARGV[2] ms
-// old. All the checks of one event-loop turn go in one call (one round trip, one write).
-// A missing key answers false, which reaches the client as nil.
+// old. All the checks of one event-loop turn go in one call (one round trip, one write),
+// each session key once however many requests checked it. A missing key answers false,
+// which reaches the client as nil.
 const TOUCH_LUA = `
 local out = {}
 local ttlMs = tonumber(ARGV[1])
@@ -89,14 +104,25 @@ return out`
 
 /** Keys per script call at most; a bigger turn is split. */
 const MAX_BATCH = 256
+/** Parsed session records kept (by session id, checked against the raw JSON). */
+const MAX_PARSED = 10_000
 
 type TouchReply = [string, number, number] | null
 type TouchClient = Redis & { aicSessionTouch (numKeys: number, ...args: Array<string | number>): Promise<TouchReply[]> }
 
-interface PendingTouch { key: string, resolve: (reply: TouchReply) => void, reject: (err: unknown) => void }
+type CheckClaims = Pick<TokenClaims, 'sid' | 'sub' | 'role' | 'iat' | 'exp'>
+type CheckResult = SessionView | null
 
-interface Found { record: SessionRecord | null, pttl: number, source: 'redis' | 'memory' }
-const UNVERIFIED = Symbol('unverified')
+/** One check waiting for the script call of this turn. */
+interface Waiter { claims: CheckClaims, resolve: (result: CheckResult | Promise<CheckResult>) => void }
+
+/** One session key in the script call of this turn, and every check waiting for it. */
+interface PendingTouch { sid: string, waiters: Waiter[] }
+
+/** A session record and its login time, parsed once per distinct raw value. */
+interface Parsed { raw: string, record: SessionRecord | null, createdAtMs: number }
+
+interface Found { record: SessionRecord | null, createdAtMs: number, pttl: number, source: 'redis' | 'memory' }
 
 export class SessionStore {
   readonly ttlMs: number
@@ -107,8 +133,10 @@ export class SessionStore {
   readonly #tombstoneMs: number
   readonly #log: SessionLogger
   #fallbackLogged = false
-  #pending: PendingTouch[] = []
+  /** This turn's checks by session id. */
+  readonly #pending = new Map<string, PendingTouch>()
   #flushScheduled = false
+  readonly #parsed = new Map<string, Parsed>()
   readonly #stats: SessionStats = {
     created: 0,
     checks: 0,
@@ -164,38 +192,16 @@ export class SessionStore {
   /**
    * The session behind a verified token, extended when due; null when it does not exist,
    * was revoked, belongs to someone else, or cannot be checked and the policy says deny.
+   *
+   * With Redis in use the check joins this turn's script call (see `#touch`); a failed call
+   * is reported to the Redis state and the check is answered from memory, as every other
+   * call through the resilient store would be.
    */
-  async check (claims: Pick<TokenClaims, 'sid' | 'sub' | 'role' | 'iat' | 'exp'>): Promise<SessionView | null> {
+  check (claims: CheckClaims): Promise<CheckResult> {
     this.#stats.checks++
-    const { sid } = claims
-    const found = await this.#store.use<Found | null | typeof UNVERIFIED>('session.check', async (client) => {
-      const reply = await this.#touch(client as TouchClient, sessionKey(sid))
-      if (reply === null) return this.#fromMemory(this.#store.memory, sid)
-      const record = parseRecord(reply[0])
-      if (Number(reply[2]) === 1 && record !== null) await client.pexpire(userSessionsKey(record.userId), this.ttlMs)
-      return { record, pttl: Number(reply[1]), source: 'redis' }
-    }, async (memory) => {
-      const local = await this.#fromMemory(memory, sid)
-      if (local !== null || this.#state.status === 'disabled') return local
-      return UNVERIFIED
-    })
-
-    if (found === null) {
-      this.#stats.rejected.missing++
-      return null
-    }
-    if (found === UNVERIFIED) return this.#unverified(claims)
-    const { record, pttl, source } = found
-    if (record === null || record.userId !== claims.sub || record.role !== claims.role) {
-      this.#stats.rejected.mismatch++
-      return null
-    }
-    if (this.#isRevoked(sid, record.userId, Date.parse(record.createdAt))) {
-      this.#stats.rejected.revoked++
-      return null
-    }
-    this.#stats.accepted[source]++
-    return { id: sid, expiresAt: new Date(Date.now() + Math.max(0, pttl)), source, email: record.email }
+    const client = this.#state.client
+    if (client === null || !this.#state.available) return this.#checkMemory(claims)
+    return new Promise((resolve) => { this.#touch(client as TouchClient, { claims, resolve }) })
   }
 
   /** Ends one session at once. */
@@ -277,30 +283,117 @@ export class SessionStore {
   /**
    * Queues one session check for the script call made at the end of this event-loop turn
    * (setImmediate), so that concurrent requests share one command and one socket write.
-   * A failed call rejects every check of the batch; each then takes the fallback path.
+   * Checks of the same session share one key in the call (the script's replies for a
+   * repeated key would be the same record, extended by the first only) and its answer.
+   * A failed call fails every check of the batch; each then takes the fallback path.
    */
-  #touch (client: TouchClient, key: string): Promise<TouchReply> {
-    return new Promise((resolve, reject) => {
-      this.#pending.push({ key, resolve, reject })
-      if (!this.#flushScheduled) {
-        this.#flushScheduled = true
-        setImmediate(() => { this.#flush(client) })
-      }
-    })
+  #touch (client: TouchClient, waiter: Waiter): void {
+    const sid = waiter.claims.sid
+    const pending = this.#pending.get(sid)
+    if (pending !== undefined) {
+      pending.waiters.push(waiter)
+      return
+    }
+    this.#pending.set(sid, { sid, waiters: [waiter] })
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true
+      setImmediate(() => { this.#flush(client) })
+    }
   }
 
   #flush (client: TouchClient): void {
     this.#flushScheduled = false
-    const pending = this.#pending
-    this.#pending = []
+    const pending = [...this.#pending.values()]
+    this.#pending.clear()
     for (let i = 0; i < pending.length; i += MAX_BATCH) {
       const batch = pending.slice(i, i + MAX_BATCH)
-      client.aicSessionTouch(batch.length, ...batch.map((p) => p.key), this.ttlMs, this.#slideMs).then((replies) => {
-        batch.forEach((p, j) => { p.resolve(replies[j] ?? null) })
+      const keys = batch.map((p) => sessionKey(p.sid))
+      client.aicSessionTouch(batch.length, ...keys, this.ttlMs, this.#slideMs).then((replies) => {
+        for (let j = 0; j < batch.length; j++) {
+          const p = batch[j] as PendingTouch
+          try {
+            this.#touched(client, p, replies[j] ?? null)
+          } catch (err) {
+            // A reply of an unexpected shape: those checks take the fallback path.
+            this.#failed(p.waiters, err)
+          }
+        }
       }, (err: unknown) => {
-        for (const p of batch) p.reject(err)
+        for (const p of batch) this.#failed(p.waiters, err)
       })
     }
+  }
+
+  /** The script's answer for one session key, given to every check that waited for it. */
+  #touched (client: Redis, pending: PendingTouch, reply: TouchReply): void {
+    const { sid, waiters } = pending
+    if (reply === null) {
+      // Not in Redis: a session made during an outage may still live in memory.
+      for (const w of waiters) w.resolve(this.#fromMemory(this.#store.memory, sid).then((found) => this.#conclude(found, w.claims)))
+      return
+    }
+    const { record, createdAtMs } = this.#parse(sid, reply[0])
+    const found: Found = { record, createdAtMs, pttl: Number(reply[1]), source: 'redis' }
+    if (Number(reply[2]) === 1 && record !== null) {
+      // Extended just now: the per-user index slides with it, before the checks answer.
+      client.pexpire(userSessionsKey(record.userId), this.ttlMs).then(() => {
+        for (const w of waiters) w.resolve(this.#conclude(found, w.claims))
+      }, (err: unknown) => { this.#failed(waiters, err) })
+      return
+    }
+    for (const w of waiters) w.resolve(this.#conclude(found, w.claims))
+  }
+
+  /** Redis failed these checks: report it and answer each from memory. */
+  #failed (waiters: Waiter[], err: unknown): void {
+    for (const w of waiters) {
+      this.#state.reportFailure(err, 'session.check')
+      w.resolve(this.#checkMemory(w.claims))
+    }
+  }
+
+  /** A check without Redis (unreachable, or not configured). */
+  async #checkMemory (claims: CheckClaims): Promise<CheckResult> {
+    const local = await this.#fromMemory(this.#store.memory, claims.sid)
+    if (local === null && this.#state.status !== 'disabled') return this.#unverified(claims)
+    return this.#conclude(local, claims)
+  }
+
+  /** The answer for one token, from its session record (null: there is none). */
+  #conclude (found: Found | null, claims: CheckClaims): CheckResult {
+    if (found === null) {
+      this.#stats.rejected.missing++
+      return null
+    }
+    const { record, pttl, source } = found
+    if (record === null || record.userId !== claims.sub || record.role !== claims.role) {
+      this.#stats.rejected.mismatch++
+      return null
+    }
+    if (this.#isRevoked(claims.sid, record.userId, found.createdAtMs)) {
+      this.#stats.rejected.revoked++
+      return null
+    }
+    this.#stats.accepted[source]++
+    return { id: claims.sid, expiresAt: new Date(Date.now() + Math.max(0, pttl)), source, email: record.email }
+  }
+
+  /**
+   * The record in `raw`, parsed once per session and value: a session is checked on every
+   * request, and its JSON only changes when it is written again.
+   */
+  #parse (sid: string, raw: string): Parsed {
+    const cached = this.#parsed.get(sid)
+    if (cached !== undefined && cached.raw === raw) return cached
+    const record = parseRecord(raw)
+    const parsed: Parsed = { raw, record, createdAtMs: record === null ? NaN : Date.parse(record.createdAt) }
+    if (cached === undefined && this.#parsed.size >= MAX_PARSED) {
+      // Oldest first (insertion order): enough for a cache whose misses cost one JSON.parse.
+      const oldest = this.#parsed.keys().next()
+      if (oldest.done !== true) this.#parsed.delete(oldest.value)
+    }
+    this.#parsed.set(sid, parsed)
+    return parsed
   }
 
   #unverified (claims: Pick<TokenClaims, 'sid' | 'sub' | 'exp' | 'iat'>): SessionView | null {
@@ -340,7 +433,7 @@ export class SessionStore {
       if (record !== null) await memory.expire(userSessionsKey(record.userId), this.ttlMs)
       pttl = this.ttlMs
     }
-    return { record, pttl, source: 'memory' }
+    return { record, createdAtMs: record === null ? NaN : Date.parse(record.createdAt), pttl, source: 'memory' }
   }
 
   // The in-memory index is a JSON array; each helper reads and writes it without an await
