@@ -147,12 +147,14 @@ t.test('MemoryWindows: fixed windows, shrinking settings, Redis mirror, hard bou
   t.equal(busy.get('b1'), undefined)
 })
 
-t.test('earlyAllowance: 1% of the limit, at most 64, none below 100', async (t) => {
+t.test('earlyAllowance: 1% of the limit, at most 1000, none below 100', async (t) => {
   t.equal(earlyAllowance(5), 0)
   t.equal(earlyAllowance(99), 0)
   t.equal(earlyAllowance(100), 1)
   t.equal(earlyAllowance(300), 3)
+  t.equal(earlyAllowance(50_000), 500)
   t.equal(earlyAllowance(1_000_000_000), MAX_EARLY)
+  t.equal(MAX_EARLY, 1000)
 })
 
 /** A CounterState over a plain client, with the failures it was told about. */
@@ -214,7 +216,18 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     t.equal(counter.stats().earlyAdmits, 15, 'all answered at once')
     await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.1')) === '15', 1000)
     t.equal(counter.stats().batches, 1, 'three turns, one call')
-    t.equal(COALESCE_MS, 2, 'the default hold is 2 ms')
+    t.equal(COALESCE_MS, 20, 'the default hold is 20 ms')
+  })
+
+  t.test('a flood of early hits leaves as soon as MAX_BATCH are queued, not after the whole hold', async (t) => {
+    const counter = new WindowCounter({ state: stateFor(client), maxEntries: 100, coalesceMs: 60_000 })
+    for (let i = 0; i < 2 * MAX_BATCH + 10; i++) counter.hit('ip:10.4.0.9', 60_000, 1_000_000_000, () => {})
+    t.equal(counter.stats().earlyAdmits, 2 * MAX_BATCH + 10, 'all answered at once (allowance 1000)')
+    await waitFor(async () => Number(await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) >= MAX_BATCH, 2000)
+    t.pass(`at least ${MAX_BATCH} counted in Redis long before the 60 s hold`)
+    counter.flush()
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) === String(2 * MAX_BATCH + 10), 2000)
+    t.pass('and the rest with the next call')
   })
 
   t.test('the script repairs a counter without TTL, cuts a too-long TTL, and replaces a non-number', async (t) => {
@@ -251,7 +264,10 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     for (let turn = 0; turn < 13; turn++) admitted += await burst(counter, 'ip:10.1.0.1', 20, 200)
     t.equal(admitted, 200, '260 hits in bursts of 20 against a limit of 200 (allowance 2): exactly 200 admitted')
     t.ok(counter.stats().earlyAdmits > 0, 'some were admitted before Redis answered')
-    t.equal(await redis.command('GET', 'pfx:rate_limit:ip:10.1.0.1'), '260', 'every hit counted')
+    // Hits refused without waiting reach Redis with the next call: wait for it, do not race it.
+    counter.flush()
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.1.0.1')) === '260', 2000)
+    t.pass('every hit counted (260)')
   })
 
   t.test('two instances: over-admission is at most the early allowance per instance', async (t) => {

@@ -145,7 +145,7 @@ t.test('with Redis', skipUnlessRedis(), async (t) => {
     app.get(ROUTE, async () => ({ ok: true }))
     await app.ready()
     t.same(await codes([1, 2, 3].map(() => get(app, { remoteAddress: '198.51.100.45' }))), [200, 200, 200])
-    t.equal(app.rateLimiter.stats().earlyAdmits, 3, 'answered before Redis (allowance 64 at this limit)')
+    t.equal(app.rateLimiter.stats().earlyAdmits, 3, 'answered before Redis (allowance 1000 at this limit)')
     await app.close()
     t.equal(await redis.command('GET', 'rate_limit:ip:198.51.100.45'), '3', 'flushed before the Redis client closed')
   })

@@ -7,14 +7,14 @@
  * inside the script: a counter never exists without a TTL, and never keeps a TTL longer
  * than its window; each hit still gets its own exact count). A batch leaves at the end of
  * the event-loop turn when a request is waiting for it, and up to COALESCE_MS later when
- * every hit in it was already answered. One command per batch instead of one per request
+ * every hit in it was already answered (or as soon as MAX_BATCH hits are queued). One command per batch instead of one per request
  * is where the stock Redis store's throughput goes; one INCRBY per client per batch keeps a
  * flood from one client cheap for Redis too.
  *
  * Whether a request waits for Redis's answer:
  *  - the window is already known to be over its limit (Redis said so, counts only grow
  *    within a window): refused at once, still counted;
- *  - an "early" allowance of min(64, ⌊max/100⌋) hits per client may be admitted before
+ *  - an "early" allowance of min(1000, ⌊max/100⌋) hits per client may be admitted before
  *    Redis answers, when this instance's view (Redis's last count + its own unanswered
  *    hits) is within the limit;
  *  - otherwise the request waits for Redis's count (exact).
@@ -56,13 +56,22 @@ export const KEY_PREFIX = 'rate_limit:'
 /** Largest number of distinct keys in one script call; a bigger batch is split. */
 export const MAX_BATCH = 256
 
-/** How long hits that nobody waits for may be held to share a script call. */
-export const COALESCE_MS = 2
+/**
+ * How long hits that nobody waits for may be held to share a script call. Holding them does
+ * not loosen the bound (that is the early allowance); it only makes a busy client's hits
+ * reach Redis in fewer, larger calls: each call is a write and a read on the Redis socket,
+ * and on a small machine those wake-ups cost the service more than the counting does.
+ */
+export const COALESCE_MS = 20
 
-/** Most early admissions per client an instance may have unanswered by Redis. */
-export const MAX_EARLY = 64
+/**
+ * Most early admissions per client an instance may have unanswered by Redis (the allowance
+ * is 1% of the limit up to this). Large enough that a busy client does not wait for Redis
+ * on every turn; the over-admission it allows stays within 1% of the limit per instance.
+ */
+export const MAX_EARLY = 1000
 
-/** The early allowance for a limit: 1% of it, at most MAX_EARLY, 0 below 100. */
+/** The early allowance for a limit: 1% of it, at most MAX_EARLY (1000), 0 below 100. */
 export function earlyAllowance (max: number): number {
   return Math.min(MAX_EARLY, Math.floor(max / 100))
 }
