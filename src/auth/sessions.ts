@@ -426,14 +426,14 @@ export class SessionStore {
     const key = sessionKey(sid)
     const raw = memory.getSync(key)
     if (raw === null) return null
-    const record = parseRecord(raw)
+    const { record, createdAtMs } = this.#parse(sid, raw)
     let pttl = await memory.pttl(key) ?? 0
     if (this.ttlMs - pttl >= this.#slideMs) {
       await memory.expire(key, this.ttlMs)
       if (record !== null) await memory.expire(userSessionsKey(record.userId), this.ttlMs)
       pttl = this.ttlMs
     }
-    return { record, createdAtMs: record === null ? NaN : Date.parse(record.createdAt), pttl, source: 'memory' }
+    return { record, createdAtMs, pttl, source: 'memory' }
   }
 
   // The in-memory index is a JSON array; each helper reads and writes it without an await
