@@ -8,7 +8,7 @@
  * authentication hook rejects are counted too), built once per route with its limit in a
  * closure. This replaces `@fastify/rate-limit`: its async hook (an awaited key generator,
  * a promise around the store, `request.routeOptions` rebuilt per request) cost about 5 µs
- * of CPU per request on this service, more than counting the hit itself (bench/README).
+ * of CPU per request on this service, more than counting the hit itself (README, Benchmarks).
  * The contract is the same: `x-ratelimit-limit`, `x-ratelimit-remaining` and
  * `x-ratelimit-reset` (seconds) on every limited answer; over the limit, a 429
  * `{ statusCode, error, message }` with `retry-after` from the root error handler.
