@@ -389,8 +389,10 @@ export class SessionStore {
     const parsed: Parsed = { raw, record, createdAtMs: record === null ? NaN : Date.parse(record.createdAt) }
     if (cached === undefined && this.#parsed.size >= MAX_PARSED) {
       // Oldest first (insertion order): enough for a cache whose misses cost one JSON.parse.
-      const oldest = this.#parsed.keys().next()
-      if (oldest.done !== true) this.#parsed.delete(oldest.value)
+      for (const [oldest] of this.#parsed) {
+        this.#parsed.delete(oldest)
+        break
+      }
     }
     this.#parsed.set(sid, parsed)
     return parsed

@@ -42,8 +42,10 @@ export class CheckedStrings<V> {
     if (!(expiresAtMs > Date.now())) return
     const key = text.slice(-KEY_CHARS)
     if (this.#entries.size >= this.#max && !this.#entries.has(key)) {
-      const oldest = this.#entries.keys().next()
-      if (oldest.done !== true) this.#entries.delete(oldest.value)
+      for (const [oldest] of this.#entries) {
+        this.#entries.delete(oldest)
+        break
+      }
     }
     this.#entries.set(key, { text, value, expiresAtMs })
   }
