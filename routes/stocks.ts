@@ -39,11 +39,13 @@ const errors = { 400: ErrorSchema, 404: ErrorSchema, 502: ErrorSchema, 503: Erro
  */
 const serialized = new WeakMap<object, string>()
 
-function sendQuote (reply: FastifyReply, result: QuoteLookup, fromL1: boolean): void {
-  let json = fromL1 ? serialized.get(result.quote) : undefined
+function sendQuote (reply: FastifyReply, result: QuoteLookup): void {
+  // Only an L1 copy is shared by later readers; any other object is answered once.
+  const shared = result.layer === 'l1'
+  let json = shared ? serialized.get(result.quote) : undefined
   if (json === undefined) {
     json = reply.serialize(result.quote) as string
-    if (fromL1) serialized.set(result.quote, json)
+    if (shared) serialized.set(result.quote, json)
   }
   void reply.header('x-cache', result.cache).header('age', String(result.age)).type('application/json; charset=utf-8').send(json)
 }
@@ -59,13 +61,10 @@ const stocks: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: QuoteSchema, ...errors },
     },
   }, function quote (request, reply) {
-    // A fresh L1 copy is answered synchronously; anything else goes through the cache.
-    const fresh = quotes.fresh(request.params.ticker)
-    if (fresh !== undefined) {
-      sendQuote(reply, fresh, true)
-      return
-    }
-    return quotes.get(request.params.ticker).then((result) => { sendQuote(reply, result, false) })
+    // A fresh L1 copy is answered synchronously; anything else once the cache has it.
+    const result = quotes.lookup(request.params.ticker)
+    if (result instanceof Promise) return result.then((r) => { sendQuote(reply, r) })
+    sendQuote(reply, result)
   })
 
   fastify.get('/api/stocks', {

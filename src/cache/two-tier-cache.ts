@@ -155,23 +155,19 @@ export class TwoTierCache {
    * shared by every caller): copy before changing one.
    */
   async wrapEntry<T> (key: string, options: WrapOptions, loader: () => Promise<T>): Promise<CacheResult<T>> {
-    const hit = this.wrapFresh(key, options, loader)
-    if (hit !== undefined) return hit
-    const counters = this.#countersFor(options.name ?? this.#nameOf(key))
-    return this.#lookup(key, options, loader, counters, this.#l1?.get(key), false)
+    return this.wrapEntryNow(key, options, loader)
   }
 
   /**
-   * `wrapEntry`'s L1 hit, synchronously: the fresh L1 copy (counted as a hit, with its XFetch
-   * early refresh started when due, exactly as `wrapEntry` does), or undefined when the
-   * caller must go through `wrapEntry` (nothing fresh in L1: nothing is counted then).
+   * `wrapEntry` for hot paths: a fresh L1 copy is answered synchronously (counted as a hit,
+   * its XFetch early refresh started when due); anything else is `wrapEntry`'s promise.
    */
-  wrapFresh<T> (key: string, options: WrapOptions, loader: () => Promise<T>): CacheResult<T> | undefined {
+  wrapEntryNow<T> (key: string, options: WrapOptions, loader: () => Promise<T>): CacheResult<T> | Promise<CacheResult<T>> {
     checkOptions(options)
+    const counters = this.#countersFor(options.name ?? this.#nameOf(key))
     const now = Date.now()
     const entry = this.#l1?.get(key)
-    if (entry === undefined || now >= entry.freshUntil) return undefined
-    const counters = this.#countersFor(options.name ?? this.#nameOf(key))
+    if (entry === undefined || now >= entry.freshUntil) return this.#lookup(key, options, loader, counters, entry, false)
     counters.hitsL1++
     if (!this.#inflight.has(key) && shouldRefreshEarly(now, entry.freshUntil, entry.d, entry.ttl, this.#random, this.#xfetch)) {
       counters.earlyRefreshes++

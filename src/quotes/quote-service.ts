@@ -5,7 +5,7 @@
  */
 import { BadRequestError, isServiceError } from '../errors.js'
 import type { TwoTierCache } from '../cache/two-tier-cache.js'
-import type { CacheStatus } from '../cache/types.js'
+import type { CacheLayer, CacheStatus } from '../cache/types.js'
 import { TICKER_REGEX, type Quote, type QuoteProvider } from './schemas.js'
 
 export interface QuoteServiceOptions {
@@ -24,6 +24,8 @@ export interface QuoteLookup {
   cache: CacheStatus
   /** Seconds since the quote was fetched. */
   age: number
+  /** Where it was found ('l1': the in-process copy every reader shares). */
+  layer: CacheLayer
 }
 
 export interface QuoteFailure {
@@ -60,19 +62,19 @@ export function createQuoteService (options: QuoteServiceOptions) {
 
     /** One quote; throws the AIC error to answer with (404 unknown, 502/503/504 upstream). */
     async get (ticker: string): Promise<QuoteLookup> {
-      const symbol = normalizeTicker(ticker)
-      const result = await cache.wrapEntry(quoteKey(symbol), wrapOptions, () => provider.quote(symbol))
-      return { ticker: symbol, quote: result.value, cache: result.cache, age: result.age }
+      return this.lookup(ticker)
     },
 
     /**
-     * `get` when the quote is fresh in L1, synchronously (the hot path: no promise, no
-     * microtask); undefined when `get` has to look further.
+     * `get` for the hot path: a quote fresh in L1 is answered synchronously (no promise, no
+     * microtask); anything else is `get`'s promise.
      */
-    fresh (ticker: string): QuoteLookup | undefined {
+    lookup (ticker: string): QuoteLookup | Promise<QuoteLookup> {
       const symbol = normalizeTicker(ticker)
-      const result = cache.wrapFresh(quoteKey(symbol), wrapOptions, () => provider.quote(symbol))
-      return result === undefined ? undefined : { ticker: symbol, quote: result.value, cache: result.cache, age: result.age }
+      const result = cache.wrapEntryNow(quoteKey(symbol), wrapOptions, () => provider.quote(symbol))
+      return result instanceof Promise
+        ? result.then((r) => ({ ticker: symbol, quote: r.value, cache: r.cache, age: r.age, layer: r.layer }))
+        : { ticker: symbol, quote: result.value, cache: result.cache, age: result.age, layer: result.layer }
     },
 
     /**
@@ -92,7 +94,7 @@ export function createQuoteService (options: QuoteServiceOptions) {
         const ticker = symbols[i] as string
         if (outcome.status === 'fulfilled') {
           const result = outcome.value
-          quotes.push({ ticker, quote: result.value as Quote, cache: result.cache, age: result.age })
+          quotes.push({ ticker, quote: result.value as Quote, cache: result.cache, age: result.age, layer: result.layer })
         } else {
           errors.push({ ticker, ...describeFailure(outcome.reason) })
         }
