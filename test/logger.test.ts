@@ -90,6 +90,19 @@ t.test('through the app: request lines carry the request id, secrets stay redact
   t.equal(incoming('/api/test/debugs'), 1, 'request lines on the debug route')
 })
 
+t.test('the app gives requests lazy loggers: nothing is made for a request that logs nothing', async (t) => {
+  let seen: unknown
+  const { app } = await appWith(t, 'warn', (app) => {
+    app.get('/api/test/quiet', async (request) => {
+      seen = request.log
+      return { ok: true }
+    })
+  })
+  t.equal((await app.inject({ url: '/api/test/quiet' })).statusCode, 200)
+  t.ok(seen instanceof LazyRequestLogger, 'request.log is a LazyRequestLogger')
+  t.equal((seen as unknown as { real: unknown }).real, null, 'and no pino child was made for it')
+})
+
 t.test('at info, Fastify\'s own request lines are there, with the request id', async (t) => {
   const { app, logs } = await appWith(t, 'info', () => {})
   t.equal((await app.inject({ url: '/api/health/live' })).statusCode, 200)
