@@ -344,12 +344,10 @@ export class SessionStore {
     for (const w of waiters) w.resolve(this.#conclude(found, w.claims))
   }
 
-  /** Redis failed these checks: report it and answer each from memory. */
+  /** Redis failed these checks: report it (once) and answer each from memory. */
   #failed (waiters: Waiter[], err: unknown): void {
-    for (const w of waiters) {
-      this.#state.reportFailure(err, 'session.check')
-      w.resolve(this.#checkMemory(w.claims))
-    }
+    this.#state.reportFailure(err, 'session.check')
+    for (const w of waiters) w.resolve(this.#checkMemory(w.claims))
   }
 
   /** A check without Redis (unreachable, or not configured). */
