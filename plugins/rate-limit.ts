@@ -92,18 +92,21 @@ export function createRateLimiter (fastify: FastifyInstance) {
   function hookFor (limit: Limit): LimitHook {
     const { max, windowMs } = limit
     const limitText = String(max)
+    function answer (reply: FastifyReply, done: (err?: Error) => void, hit: Hit): void {
+      const seconds = String(Math.ceil(hit.ttl / 1000))
+      if (hit.current <= max) {
+        void reply.header(HEADER_LIMIT, limitText).header(HEADER_REMAINING, String(max - hit.current)).header(HEADER_RESET, seconds)
+        done()
+        return
+      }
+      limited[limit.name]++
+      void reply.header(HEADER_LIMIT, limitText).header(HEADER_REMAINING, '0').header(HEADER_RESET, seconds).header('retry-after', seconds)
+      done(new TooManyRequestsError(`Rate limit exceeded, retry in ${retryText(Number(seconds))}`))
+    }
     return function rateLimitHook (request, reply, done) {
-      counter.hit(limit.keyOf(request), windowMs, max, (_err, hit) => {
-        const seconds = Math.ceil(hit.ttl / 1000)
-        if (hit.current <= max) {
-          void reply.header(HEADER_LIMIT, limitText).header(HEADER_REMAINING, String(max - hit.current)).header(HEADER_RESET, String(seconds))
-          done()
-          return
-        }
-        limited[limit.name]++
-        void reply.header(HEADER_LIMIT, limitText).header(HEADER_REMAINING, '0').header(HEADER_RESET, String(seconds)).header('retry-after', String(seconds))
-        done(new TooManyRequestsError(`Rate limit exceeded, retry in ${retryText(seconds)}`))
-      })
+      const hit = counter.hit(limit.keyOf(request), windowMs, max)
+      if (hit instanceof Promise) void hit.then((h) => { answer(reply, done, h) })
+      else answer(reply, done, hit)
     }
   }
 

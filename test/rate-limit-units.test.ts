@@ -172,9 +172,9 @@ function stateFor (client: Redis | null) {
 
 t.test('WindowCounter without Redis counts in process, synchronously', async (t) => {
   const counter = new WindowCounter({ state: stateFor(null), maxEntries: 100 })
-  const seen: Hit[] = []
-  for (let i = 0; i < 3; i++) counter.hit('ip:1.2.3.4', 1000, 10, (_e, hit) => seen.push(hit))
-  t.same(seen.map((h) => h.current), [1, 2, 3], 'answered before hit() returned')
+  const seen = Array.from({ length: 3 }, () => counter.hit('ip:1.2.3.4', 1000, 10))
+  t.notOk(seen.some((h) => h instanceof Promise), 'answered at once, not as promises')
+  t.same(seen.map((h) => (h as Hit).current), [1, 2, 3])
   t.equal(counter.stats().memoryHits, 3)
   t.equal(counter.stats().batches, 0)
 })
@@ -199,7 +199,7 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     t.equal(await redis.command('GET', 'pfx:rate_limit:ip:10.0.0.1'), '300', 'REDIS_KEY_PREFIX applies to the script keys')
     const pttl = Number(await redis.command('PTTL', 'pfx:rate_limit:ip:10.0.0.1'))
     t.ok(pttl > 0 && pttl <= 60_000, `TTL ${pttl} set with the count`)
-    t.equal(counter.memory.peek('rate_limit:ip:10.0.0.1'), 300, 'the in-process windows mirror the shared count')
+    t.equal(counter.memory.peek('ip:10.0.0.1'), 300, 'the in-process windows mirror the shared count')
     t.same(state.failures, [])
 
     const many = new WindowCounter({ state, maxEntries: 1000 })
@@ -210,7 +210,7 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
   t.test('hits nobody waits for share a call across turns', async (t) => {
     const counter = new WindowCounter({ state: stateFor(client), maxEntries: 100, coalesceMs: 100 })
     for (let turn = 0; turn < 3; turn++) {
-      for (let i = 0; i < 5; i++) counter.hit('ip:10.4.0.1', 60_000, 1_000_000, () => {})
+      for (let i = 0; i < 5; i++) t.notOk(counter.hit('ip:10.4.0.1', 60_000, 1_000_000) instanceof Promise)
       await new Promise((resolve) => setImmediate(resolve))
     }
     t.equal(counter.stats().earlyAdmits, 15, 'all answered at once')
@@ -221,13 +221,25 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
 
   t.test('a flood of early hits leaves as soon as MAX_BATCH are queued, not after the whole hold', async (t) => {
     const counter = new WindowCounter({ state: stateFor(client), maxEntries: 100, coalesceMs: 60_000 })
-    for (let i = 0; i < 2 * MAX_BATCH + 10; i++) counter.hit('ip:10.4.0.9', 60_000, 1_000_000_000, () => {})
+    for (let i = 0; i < 2 * MAX_BATCH + 10; i++) counter.hit('ip:10.4.0.9', 60_000, 1_000_000_000)
     t.equal(counter.stats().earlyAdmits, 2 * MAX_BATCH + 10, 'all answered at once (allowance 1000)')
     await waitFor(async () => Number(await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) >= MAX_BATCH, 2000)
     t.pass(`at least ${MAX_BATCH} counted in Redis long before the 60 s hold`)
     counter.flush()
     await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) === String(2 * MAX_BATCH + 10), 2000)
     t.pass('and the rest with the next call')
+  })
+
+  t.test('hits queued on a window that is evicted before the call leaves are still counted', async (t) => {
+    const counter = new WindowCounter({ state: stateFor(client), maxEntries: 2, coalesceMs: 60_000 })
+    for (let i = 0; i < 6; i++) t.notOk(counter.hit(`ip:10.6.0.${i}`, 60_000, 1_000_000) instanceof Promise)
+    t.ok(counter.stats().memoryEvictions > 0, 'the bound of 2 windows evicted some with queued hits')
+    counter.flush()
+    await waitFor(async () => {
+      const counts = await Promise.all(Array.from({ length: 6 }, (_v, i) => redis.command('GET', `pfx:rate_limit:ip:10.6.0.${i}`)))
+      return counts.every((c) => c === '1')
+    }, 2000)
+    t.equal(counter.stats().redisHits, 6, 'all six reached Redis')
   })
 
   t.test('the script repairs a counter without TTL, cuts a too-long TTL, and replaces a non-number', async (t) => {
@@ -291,9 +303,9 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
   t.test('a window known to be over its limit is refused without waiting, and still counted', async (t) => {
     const counter = new WindowCounter({ state: stateFor(client), maxEntries: 100 })
     await burst(counter, 'ip:10.3.0.1', 4, 3)
-    let answered: Hit | null = null
-    counter.hit('ip:10.3.0.1', 60_000, 3, (_e, hit) => { answered = hit })
-    t.same(answered, { current: 5, ttl: (answered as Hit | null)?.ttl }, 'answered before hit() returned')
+    const answered = counter.hit('ip:10.3.0.1', 60_000, 3)
+    t.notOk(answered instanceof Promise, 'answered at once')
+    t.equal((answered as Hit).current, 5)
     t.equal(counter.stats().earlyRefusals, 1)
     await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.3.0.1')) === '5', 2000)
     t.pass('the refused hit reached Redis too')

@@ -7,9 +7,11 @@
  * inside the script: a counter never exists without a TTL, and never keeps a TTL longer
  * than its window; each hit still gets its own exact count). A batch leaves at the end of
  * the event-loop turn when a request is waiting for it, and up to COALESCE_MS later when
- * every hit in it was already answered (or as soon as MAX_BATCH hits are queued). One command per batch instead of one per request
- * is where the stock Redis store's throughput goes; one INCRBY per client per batch keeps a
- * flood from one client cheap for Redis too.
+ * every hit in it was already answered (or as soon as MAX_BATCH hits are queued). One
+ * command per batch instead of one per request is where the stock Redis store's throughput
+ * goes; one INCRBY per client per batch keeps a flood from one client cheap for Redis too.
+ * Until its batch leaves, a hit answered at once is only a number on its client's window
+ * (no record, no callback): counting costs the request a map lookup and a few additions.
  *
  * Whether a request waits for Redis's answer:
  *  - the window is already known to be over its limit (Redis said so, counts only grow
@@ -48,12 +50,13 @@ export interface Hit {
   ttl: number
 }
 
-export type HitCallback = (err: Error | null, hit: Hit) => void
-
 /** Every key the limiter writes starts with this (after the client's REDIS_KEY_PREFIX). */
 export const KEY_PREFIX = 'rate_limit:'
 
-/** Largest number of distinct keys in one script call; a bigger batch is split. */
+/**
+ * Largest number of distinct keys in one script call (a bigger batch is split), and the
+ * number of queued hits that sends the batch without waiting for the hold to end.
+ */
 export const MAX_BATCH = 256
 
 /**
@@ -107,8 +110,17 @@ return out`
 const SCRIPT_NAME = 'aicRateLimitHits'
 type ScriptClient = Redis & Record<typeof SCRIPT_NAME, (...args: Array<string | number>) => Promise<unknown>>
 
+/** A request waiting for Redis's count of its hit (the `index`-th hit queued on its window). */
+interface Waiter {
+  index: number
+  resolve: (hit: Hit) => void
+}
+
 /** One client's window as this instance knows it. */
 export interface Window {
+  /** `rate_limit:<client>`, the Redis key (before the client's REDIS_KEY_PREFIX). */
+  readonly key: string
+  windowMs: number
   /** Hits in the window: Redis's last count, or this instance's own count in fallback. */
   count: number
   resetAt: number
@@ -116,12 +128,17 @@ export interface Window {
   inFlight: number
   /** Of those, admitted before the answer. */
   early: number
+  /** Hits queued for the next script call (not sent yet), and how many of them were admitted early. */
+  queued: number
+  queuedEarly: number
+  /** Requests among the queued hits that wait for Redis's count (null: none). */
+  waiters: Waiter[] | null
 }
 
 /**
- * The in-process windows: a Map with a hard bound on entries. When full, expired windows
- * go first, then the oldest ones without unanswered hits, then the oldest (a tenth of the
- * bound at a time, so the sweep is amortised).
+ * The in-process windows: a Map with a hard bound on entries, keyed by client (`ip:…`,
+ * `user:…`). When full, expired windows go first, then the oldest ones without unanswered
+ * hits, then the oldest (a tenth of the bound at a time, so the sweep is amortised).
  */
 export class MemoryWindows {
   readonly #windows = new Map<string, Window>()
@@ -136,36 +153,38 @@ export class MemoryWindows {
     return this.#windows.size
   }
 
-  /** The live window for `key`, created (or restarted when over) as needed. */
-  track (key: string, windowMs: number, now = Date.now()): Window {
-    let w = this.#windows.get(key)
+  /** The live window for `client`, created (or restarted when over) as needed. */
+  track (client: string, windowMs: number, now = Date.now()): Window {
+    let w = this.#windows.get(client)
     if (w === undefined) {
       if (this.#windows.size >= this.#maxEntries) this.#makeRoom(now)
-      w = { count: 0, resetAt: now + windowMs, inFlight: 0, early: 0 }
-      this.#windows.set(key, w)
+      w = { key: KEY_PREFIX + client, windowMs, count: 0, resetAt: now + windowMs, inFlight: 0, early: 0, queued: 0, queuedEarly: 0, waiters: null }
+      this.#windows.set(client, w)
     } else if (w.resetAt <= now) {
       w.count = 0
       w.resetAt = now + windowMs
+      w.windowMs = windowMs
     } else if (w.resetAt - now > windowMs) {
       // A window longer than the configured one (the setting shrank) is cut to it.
       w.resetAt = now + windowMs
+      w.windowMs = windowMs
     }
     return w
   }
 
   /** Counts a hit in process (fallback, or Redis disabled). */
-  hit (key: string, windowMs: number, now = Date.now()): Hit {
-    return countIn(this.track(key, windowMs, now), now)
+  hit (client: string, windowMs: number, now = Date.now()): Hit {
+    return countIn(this.track(client, windowMs, now), now)
   }
 
   /** The current count of a window (0 when absent or over). */
-  peek (key: string, now = Date.now()): number {
-    const w = this.#windows.get(key)
+  peek (client: string, now = Date.now()): number {
+    const w = this.#windows.get(client)
     return w === undefined || w.resetAt <= now ? 0 : w.count
   }
 
-  get (key: string): Window | undefined {
-    return this.#windows.get(key)
+  get (client: string): Window | undefined {
+    return this.#windows.get(client)
   }
 
   clear (): void {
@@ -173,13 +192,15 @@ export class MemoryWindows {
   }
 
   #makeRoom (now: number): void {
-    for (const [key, w] of this.#windows) if (w.resetAt <= now && w.inFlight === 0) this.#windows.delete(key)
+    for (const [client, w] of this.#windows) if (w.resetAt <= now && w.inFlight === 0) this.#windows.delete(client)
     let excess = this.#windows.size - this.#maxEntries + Math.max(1, Math.floor(this.#maxEntries / 10))
     for (const pass of [0, 1]) {
       if (excess <= 0) return
-      for (const [key, w] of this.#windows) {
+      for (const [client, w] of this.#windows) {
         if (pass === 0 && w.inFlight > 0) continue
-        this.#windows.delete(key)
+        // An evicted window with queued hits still goes out with the next call (the queue
+        // holds the window itself), and its waiters are still answered.
+        this.#windows.delete(client)
         this.evictions++
         if (--excess <= 0) return
       }
@@ -192,13 +213,12 @@ function countIn (w: Window, now: number): Hit {
   return { current: w.count, ttl: w.resetAt - now }
 }
 
-interface Pending {
-  key: string
-  windowMs: number
+/** The hits of one window in one script call, taken off the window when the call leaves. */
+interface Sent {
   window: Window
-  /** null when the request was already answered (early admission or known refusal). */
-  cb: HitCallback | null
-  early: boolean
+  hits: number
+  early: number
+  waiters: Waiter[] | null
 }
 
 export interface WindowCounterStats {
@@ -231,7 +251,9 @@ export class WindowCounter {
   readonly memory: MemoryWindows
   readonly #state: CounterState
   readonly #coalesceMs: number
-  #queue: Pending[] = []
+  /** Windows with hits queued for the next call, each once, in the order they were first queued. */
+  #dirty: Window[] = []
+  #queuedHits = 0
   /** Someone waits for the queued batch: it leaves at the end of this turn. */
   #immediate: NodeJS.Immediate | null = null
   /** Only already-answered hits are queued: they may wait COALESCE_MS for company. */
@@ -248,38 +270,38 @@ export class WindowCounter {
   }
 
   /**
-   * Counts one hit on `rate_limit:<key>` in a window of `windowMs` against a limit of
-   * `max`. The callback runs synchronously in fallback mode and for early answers, and
-   * after the batch's reply otherwise.
+   * Counts one hit of `client` (`ip:…`, `user:…`; the Redis key is `rate_limit:<client>`) in
+   * a window of `windowMs` against a limit of `max`. The answer comes at once (a Hit) in
+   * fallback mode, for an early admission and for a window known to be over; otherwise it
+   * is a promise of Redis's exact count. Hits answered at once allocate nothing beyond the
+   * answer: they are a number on their window until the next script call.
    */
-  hit (key: string, windowMs: number, max: number, cb: HitCallback): void {
-    const fullKey = KEY_PREFIX + key
+  hit (client: string, windowMs: number, max: number): Hit | Promise<Hit> {
     const now = Date.now()
-    const w = this.memory.track(fullKey, windowMs, now)
+    const w = this.memory.track(client, windowMs, now)
     if (this.#state.client === null || !this.#state.available) {
       this.#stats.memoryHits++
-      cb(null, countIn(w, now))
-      return
+      return countIn(w, now)
     }
     w.inFlight++
     const current = w.count + w.inFlight
     if (w.count > max) {
       this.#stats.earlyRefusals++
-      this.#enqueue({ key: fullKey, windowMs, window: w, cb: null, early: false })
-      cb(null, { current, ttl: w.resetAt - now })
-    } else if (current <= max && w.early < earlyAllowance(max)) {
+      this.#enqueue(w, false, null)
+      return { current, ttl: w.resetAt - now }
+    }
+    if (current <= max && w.early < earlyAllowance(max)) {
       w.early++
       this.#stats.earlyAdmits++
-      this.#enqueue({ key: fullKey, windowMs, window: w, cb: null, early: true })
-      cb(null, { current, ttl: w.resetAt - now })
-    } else {
-      this.#enqueue({ key: fullKey, windowMs, window: w, cb, early: false })
+      this.#enqueue(w, true, null)
+      return { current, ttl: w.resetAt - now }
     }
+    return new Promise((resolve) => { this.#enqueue(w, false, resolve) })
   }
 
   /** `hit` as a promise. */
-  hitAsync (key: string, windowMs: number, max: number): Promise<Hit> {
-    return new Promise((resolve) => { this.hit(key, windowMs, max, (_err, hit) => resolve(hit)) })
+  hitAsync (client: string, windowMs: number, max: number): Promise<Hit> {
+    return Promise.resolve(this.hit(client, windowMs, max))
   }
 
   stats (): WindowCounterStats {
@@ -291,10 +313,14 @@ export class WindowCounter {
     this.#flushNow()
   }
 
-  #enqueue (p: Pending): void {
-    this.#queue.push(p)
+  #enqueue (w: Window, early: boolean, resolve: ((hit: Hit) => void) | null): void {
+    if (w.queued === 0) this.#dirty.push(w)
+    if (resolve !== null) (w.waiters ??= []).push({ index: w.queued, resolve })
+    w.queued++
+    if (early) w.queuedEarly++
+    this.#queuedHits++
     if (this.#immediate !== null) return
-    if (p.cb !== null || this.#queue.length >= MAX_BATCH) {
+    if (resolve !== null || this.#queuedHits >= MAX_BATCH) {
       if (this.#timer !== null) {
         clearTimeout(this.#timer)
         this.#timer = null
@@ -310,44 +336,40 @@ export class WindowCounter {
     if (this.#timer !== null) clearTimeout(this.#timer)
     this.#immediate = null
     this.#timer = null
-    const queue = this.#queue
-    if (queue.length === 0) return
-    this.#queue = []
+    const dirty = this.#dirty
+    if (dirty.length === 0) return
+    this.#dirty = []
+    this.#queuedHits = 0
+    // Take each window's queued hits off it: what arrives from now on goes with the next call.
+    const sent: Sent[] = new Array(dirty.length)
+    for (let i = 0; i < dirty.length; i++) {
+      const w = dirty[i] as Window
+      sent[i] = { window: w, hits: w.queued, early: w.queuedEarly, waiters: w.waiters }
+      w.queued = 0
+      w.queuedEarly = 0
+      w.waiters = null
+    }
     const client = this.#state.client as ScriptClient | null
     if (client === null || !this.#state.available) {
-      this.#answerFromMemory(queue)
+      this.#answerFromMemory(sent)
       return
     }
-    // One entry per key, its hits in arrival order.
-    const byKey = new Map<string, Pending[]>()
-    for (const p of queue) {
-      const same = byKey.get(p.key)
-      if (same === undefined) byKey.set(p.key, [p])
-      else same.push(p)
+    for (let from = 0; from < sent.length; from += MAX_BATCH) {
+      this.#send(client, from === 0 && sent.length <= MAX_BATCH ? sent : sent.slice(from, from + MAX_BATCH))
     }
-    let group: Pending[][] = []
-    for (const hits of byKey.values()) {
-      group.push(hits)
-      if (group.length === MAX_BATCH) {
-        this.#send(client, group)
-        group = []
-      }
-    }
-    if (group.length > 0) this.#send(client, group)
   }
 
-  #send (client: ScriptClient, keys: Pending[][]): void {
-    const n = keys.length
+  #send (client: ScriptClient, batch: Sent[]): void {
+    const n = batch.length
     const args: Array<string | number> = new Array(1 + 3 * n)
     args[0] = n
     let hits = 0
     for (let i = 0; i < n; i++) {
-      const same = keys[i] as Pending[]
-      const first = same[0] as Pending
-      args[1 + i] = first.key
-      args[1 + n + 2 * i] = Math.max(1, Math.ceil(first.windowMs))
-      args[2 + n + 2 * i] = same.length
-      hits += same.length
+      const s = batch[i] as Sent
+      args[1 + i] = s.window.key
+      args[1 + n + 2 * i] = Math.max(1, Math.ceil(s.window.windowMs))
+      args[2 + n + 2 * i] = s.hits
+      hits += s.hits
     }
     this.#stats.batches++
     if (hits > this.#stats.largestBatch) this.#stats.largestBatch = hits
@@ -355,44 +377,45 @@ export class WindowCounter {
       const values = reply as unknown[]
       const now = Date.now()
       for (let i = 0; i < n; i++) {
-        const same = keys[i] as Pending[]
+        const s = batch[i] as Sent
         const total = Number(values[2 * i])
         const ttl = Number(values[2 * i + 1])
         if (!Number.isFinite(total) || !Number.isFinite(ttl)) {
-          this.#answerFromMemory(same)
+          this.#answerFromMemory([s])
           continue
         }
-        this.#stats.redisHits += same.length
-        const w = (same[0] as Pending).window
+        this.#stats.redisHits += s.hits
+        const w = s.window
+        settle(s)
         // Replies come back in the order batches were sent: the latest is Redis's count.
         w.count = total
         w.resetAt = now + ttl
-        let current = total - same.length
-        for (const p of same) {
-          current++
-          settle(p)
-          if (p.cb !== null) p.cb(null, { current, ttl })
-        }
+        // The batch's hits are counts total - hits + 1 … total, in the order they were queued.
+        if (s.waiters !== null) for (const waiter of s.waiters) waiter.resolve({ current: total - s.hits + waiter.index + 1, ttl })
       }
     }, (err: unknown) => {
       this.#stats.failedBatches++
       this.#state.reportFailure(err, 'rateLimit')
-      for (const same of keys) this.#answerFromMemory(same)
+      this.#answerFromMemory(batch)
     })
   }
 
-  #answerFromMemory (batch: Pending[]): void {
+  #answerFromMemory (batch: Sent[]): void {
     const now = Date.now()
-    this.#stats.memoryHits += batch.length
-    for (const p of batch) {
-      settle(p)
-      const hit = this.memory.hit(p.key, p.windowMs, now)
-      if (p.cb !== null) p.cb(null, hit)
+    for (const s of batch) {
+      this.#stats.memoryHits += s.hits
+      settle(s)
+      const client = s.window.key.slice(KEY_PREFIX.length)
+      const w = this.memory.track(client, s.window.windowMs, now)
+      const before = w.count
+      w.count += s.hits
+      const ttl = w.resetAt - now
+      if (s.waiters !== null) for (const waiter of s.waiters) waiter.resolve({ current: before + waiter.index + 1, ttl })
     }
   }
 }
 
-function settle (p: Pending): void {
-  p.window.inFlight--
-  if (p.early) p.window.early--
+function settle (s: Sent): void {
+  s.window.inFlight -= s.hits
+  s.window.early -= s.early
 }
