@@ -22,6 +22,22 @@ const DOTTED_V4 = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/
  * Unparseable input (which Node never gives for a socket) still yields a stable, bounded key.
  */
 export function ipClient (address: string): string {
+  // Every request of a connection asks again with the same address: the answer is kept
+  // (bounded; the map is simply emptied when full), and the same key string comes back,
+  // so the limiter's window lookup hashes nothing new.
+  let key = KNOWN_ADDRESSES.get(address)
+  if (key === undefined) {
+    if (KNOWN_ADDRESSES.size >= MAX_KNOWN_ADDRESSES) KNOWN_ADDRESSES.clear()
+    key = addressKey(address)
+    KNOWN_ADDRESSES.set(address, key)
+  }
+  return key
+}
+
+const MAX_KNOWN_ADDRESSES = 10_000
+const KNOWN_ADDRESSES = new Map<string, string>()
+
+function addressKey (address: string): string {
   // Fast paths: dotted IPv4 (the common case) and IPv4-mapped IPv6 need no parsing.
   if (DOTTED_V4.test(address)) return `ip:${address}`
   if (address.startsWith('::ffff:') && DOTTED_V4.test(address.slice(7))) return `ip:${address.slice(7)}`
