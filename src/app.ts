@@ -2,12 +2,12 @@
  * Builds the application: config → plugins in dependency order → routes. The server and
  * the tests build it through this one function.
  */
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { DestinationStream } from 'pino'
 import type { Config } from './config.js'
 import { isServiceError } from './errors.js'
-import { lazyChildLoggerFactory, loggerOptions } from './logger.js'
+import { RequestLogController, createRootLogger } from './logger.js'
 import configPlugin from '../plugins/config.js'
 import redisPlugin from '../plugins/redis.js'
 import cachePlugin from '../plugins/cache.js'
@@ -36,9 +36,10 @@ export interface BuildOptions {
 
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: loggerOptions(config, options.logStream),
     // Request loggers become pino children on first use, not on every request.
-    childLoggerFactory: lazyChildLoggerFactory as unknown as FastifyServerOptions['childLoggerFactory'],
+    loggerInstance: createRootLogger(config, options.logStream) as unknown as FastifyBaseLogger,
+    // Fastify's per-request info lines are not even built when info is off.
+    logController: new RequestLogController(),
     bodyLimit: config.BODY_LIMIT_BYTES,
     trustProxy: trustProxyOption(config.TRUST_PROXY),
     return503OnClosing: true,

@@ -3,7 +3,8 @@
  * secret: authorization headers, cookies, passwords, and ioredis error objects (an AUTH
  * command's arguments are the password).
  */
-import type { DestinationStream, LoggerOptions } from 'pino'
+import { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
+import pino, { type DestinationStream, type LoggerOptions } from 'pino'
 import type { Config } from './config.js'
 
 export const REDACT_PATHS = [
@@ -52,12 +53,12 @@ export interface ParentLogger {
  * the child is made with the same bindings and options on first use, and kept.
  */
 export class LazyRequestLogger {
-  private real: ParentLogger | null = null
-
   constructor (
     private readonly parent: ParentLogger,
     private readonly childBindings: Record<string, unknown>,
     private readonly childOptions: Record<string, unknown>,
+    /** Set for a logger that stands for an existing one (the root), null until first use otherwise. */
+    private real: ParentLogger | null = null,
   ) {}
 
   private materialize (): ParentLogger {
@@ -88,8 +89,9 @@ export class LazyRequestLogger {
     return this.materialize().bindings()
   }
 
-  child (bindings: Record<string, unknown>, options?: Record<string, unknown>): ParentLogger {
-    return this.materialize().child(bindings, options)
+  /** A lazy child in turn: this logger is made real (it is the parent), its child only when used. */
+  child (bindings: Record<string, unknown>, options?: Record<string, unknown>): LazyRequestLogger {
+    return new LazyRequestLogger(this.materialize(), bindings, options ?? {})
   }
 
   fatal (...args: unknown[]): void { this.log('fatal', args) }
@@ -101,7 +103,32 @@ export class LazyRequestLogger {
   silent (): void {}
 }
 
-/** Fastify's `childLoggerFactory` for request loggers (see LazyRequestLogger). */
-export function lazyChildLoggerFactory (logger: unknown, bindings: Record<string, unknown>, options: Record<string, unknown>): LazyRequestLogger {
-  return new LazyRequestLogger(logger as ParentLogger, bindings, options)
+/**
+ * The service's root logger, for Fastify's `loggerInstance`: the pino logger itself, whose
+ * children (every request's logger, every component's) are lazy. Handing Fastify a logger
+ * whose `child` is lazy, rather than a custom `childLoggerFactory`, also spares the check
+ * Fastify runs on every request logger a custom factory returns.
+ */
+export function createRootLogger (config: Pick<Config, 'LOG_LEVEL'>, stream?: DestinationStream): LazyRequestLogger {
+  const base = (stream === undefined ? pino(loggerOptions(config)) : pino(loggerOptions(config), stream)) as unknown as ParentLogger
+  return new LazyRequestLogger(base, {}, {}, base)
+}
+
+type LevelCheck = { isLevelEnabled (level: string): boolean }
+
+/**
+ * Fastify's own request lines ("incoming request", "request completed") are at info. When
+ * the request's logger would drop them (the level is above info), they are not built at
+ * all: each costs an object, a call through the logger and, for the second, the response
+ * time, on every request. Errored requests, and every line at an enabled level, are logged
+ * exactly as Fastify does.
+ */
+export class RequestLogController extends LogController {
+  override incomingRequest (request: FastifyRequest, reply: FastifyReply, metadata?: Record<string, unknown>): void {
+    if ((request.log as unknown as LevelCheck).isLevelEnabled('info')) super.incomingRequest(request, reply, metadata)
+  }
+
+  override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply, metadata?: Record<string, unknown>): void {
+    if (error || (reply.log as unknown as LevelCheck).isLevelEnabled('info')) super.requestCompleted(error, request, reply, metadata)
+  }
 }

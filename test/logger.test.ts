@@ -5,10 +5,10 @@
  */
 import t from 'tap'
 import pino from 'pino'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { LazyRequestLogger, REDACT_PATHS, type ParentLogger } from '../src/logger.js'
+import { LazyRequestLogger, REDACT_PATHS, RequestLogController, type ParentLogger } from '../src/logger.js'
 import { LogCapture, TEST_ENV, type TapTest } from './helper.js'
 
 async function appWith (t: TapTest, level: string, extra: (app: FastifyInstance) => void): Promise<{ app: FastifyInstance, logs: LogCapture }> {
@@ -112,4 +112,52 @@ t.test('at info, Fastify\'s own request lines are there, with the request id', a
   t.equal(completed.length, 1)
   t.equal(incoming[0]?.reqId, completed[0]?.reqId)
   t.match(String(incoming[0]?.reqId), /^req-/)
+})
+
+t.test('above info, Fastify\'s request lines are not even built; an errored request is still logged', async (t) => {
+  const { app, logs } = await appWith(t, 'warn', (app) => {
+    app.get('/api/test/plain', async () => ({ ok: true }))
+  })
+  const calls: string[] = []
+  const original = LazyRequestLogger.prototype.info
+  LazyRequestLogger.prototype.info = function (this: LazyRequestLogger, ...args: unknown[]) {
+    calls.push(String(args[1] ?? args[0]))
+    original.apply(this, args)
+  }
+  t.teardown(() => { LazyRequestLogger.prototype.info = original })
+  t.equal((await app.inject({ url: '/api/test/plain' })).statusCode, 200)
+  t.same(calls, [], 'no info call at all for the request (Fastify\'s own controller makes two, then drops them)')
+
+  const log = pino({ level: 'warn' })
+  const controller = new RequestLogController()
+  const lines: Array<{ level: string, args: unknown[] }> = []
+  const fake = {
+    isLevelEnabled: (level: string) => log.isLevelEnabled(level),
+    info: (...args: unknown[]) => lines.push({ level: 'info', args }),
+    error: (...args: unknown[]) => lines.push({ level: 'error', args }),
+  }
+  const request = { log: fake } as unknown as FastifyRequest
+  const reply = { log: fake, elapsedTime: 1 } as unknown as FastifyReply
+  controller.incomingRequest(request, reply)
+  controller.requestCompleted(null, request, reply)
+  t.same(lines, [], 'nothing for a request that went well')
+  controller.requestCompleted(new Error('boom'), request, reply)
+  t.equal(lines.length, 1)
+  t.equal(lines[0]?.level, 'error', 'a request that errored is logged at error, as Fastify does')
+  t.equal(logs.count('incoming request'), 0)
+})
+
+t.test('the root logger hands out lazy children, which log with every binding once used', async (t) => {
+  const { app, logs } = await appWith(t, 'info', () => {})
+  const component = app.log.child({ component: 'test' }) as unknown as LazyRequestLogger
+  t.ok(component instanceof LazyRequestLogger, 'a component logger is lazy too')
+  t.equal((component as unknown as { real: unknown }).real, null, 'no pino child until it logs')
+  const nested = component.child({ job: 'nightly' })
+  nested.info({ password: 'hunter2' }, 'nested line')
+  const line = logs.withMsg('nested line')[0]
+  t.equal(line?.component, 'test')
+  t.equal(line?.job, 'nightly')
+  t.equal(line?.password, '[redacted]', 'redaction still applies to children of children')
+  component.debug('not at info')
+  t.equal(logs.count('not at info'), 0)
 })
