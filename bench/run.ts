@@ -4,7 +4,10 @@
  * route again; prints the table and writes bench/results/latest.{json,md}.
  *
  * BENCH_DURATION (s, default 10) and BENCH_WARMUP (s, default 2, not measured) set the
- * load time per target; BENCH_NODE_ARGS adds node flags to the service (e.g. --cpu-prof).
+ * load time per target; BENCH_RUNS (default 3) is how many fresh processes measure each
+ * scenario with a target, and the bare route at each end (the median run counts: one
+ * process can run ~20% slower than the next for its whole life on this kind of machine);
+ * BENCH_NODE_ARGS adds node flags to the service (e.g. --cpu-prof).
  * Exit code 1 when a scenario could not run; a missed target is reported, not an error.
  */
 import { execFileSync } from 'node:child_process'
@@ -26,6 +29,7 @@ const RESULTS_DIR = path.join(BENCH_DIR, 'results')
 
 const DURATION_S = envNumber('BENCH_DURATION', 10)
 const WARMUP_S = envNumber('BENCH_WARMUP', 2)
+const RUNS = Math.max(1, Math.round(envNumber('BENCH_RUNS', 3)))
 const DEFAULT_CONNECTIONS = 50
 const SETUP_TIMEOUT_MS = 60_000
 const SERVICE_NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
@@ -110,9 +114,43 @@ interface RunResult {
   check: { ok: boolean, note: string } | null
   /** How the service ended after SIGTERM: '0' = graceful shutdown worked, 'SIGKILL' = it did not stop within 5 s. */
   exit: string | null
+  /** req/s of every run (fresh processes); the row shows the median run. */
+  runs: number[]
 }
 
-async function measureBare (label: string): Promise<Measurement> {
+/** The item with the median value (the lower middle one for an even count). */
+function medianBy<T> (items: T[], value: (item: T) => number): T {
+  const sorted = [...items].sort((a, b) => value(a) - value(b))
+  return sorted[Math.floor((sorted.length - 1) / 2)] as T
+}
+
+interface Bare { m: Measurement, runs: number[] }
+
+async function measureBareRuns (label: string): Promise<Bare> {
+  const all: Measurement[] = []
+  for (let i = 0; i < RUNS; i++) {
+    // The load generator runs in this process: the very first load also warms it (JIT), so
+    // the first baseline gets a longer warmup than the rest, or it reads low.
+    const warmupS = label === 'start' && i === 0 ? Math.max(WARMUP_S, 5) : WARMUP_S
+    all.push(await measureBare(RUNS > 1 ? `${label}, run ${i + 1} of ${RUNS}` : label, warmupS))
+  }
+  return { m: medianBy(all, (m) => m.reqPerSec), runs: all.map((m) => m.reqPerSec) }
+}
+
+/** A scenario with a target runs RUNS times, each in fresh processes; the median run is reported. */
+async function runScenarioRuns (loaded: LoadedScenario): Promise<RunResult> {
+  const n = loaded.scenario.target ? RUNS : 1
+  const all: RunResult[] = []
+  for (let i = 0; i < n; i++) {
+    const r = await runScenario(loaded)
+    all.push(r)
+    if (!r.ok) return { ...r, runs: all.flatMap((x) => x.measurement ? [x.measurement.reqPerSec] : []) }
+  }
+  const chosen = medianBy(all, (r) => r.measurement?.reqPerSec ?? 0)
+  return { ...chosen, runs: all.flatMap((x) => x.measurement ? [x.measurement.reqPerSec] : []) }
+}
+
+async function measureBare (label: string, warmupS = WARMUP_S): Promise<Measurement> {
   const dir = tempDir()
   let server: ServerProcess | undefined
   try {
@@ -124,7 +162,7 @@ async function measureBare (label: string): Promise<Measurement> {
       readyPath: '/',
     })
     const requests = toAutocannonRequests({ method: 'GET', path: '/' })
-    if (WARMUP_S > 0) await load({ baseUrl: server.baseUrl, requests, connections: DEFAULT_CONNECTIONS, durationS: WARMUP_S })
+    if (warmupS > 0) await load({ baseUrl: server.baseUrl, requests, connections: DEFAULT_CONNECTIONS, durationS: warmupS })
     const m = await load({ baseUrl: server.baseUrl, requests, connections: DEFAULT_CONNECTIONS, durationS: DURATION_S, pid: server.pid })
     log(`  bare (${label}): ${fmt(m.reqPerSec)} req/s, p50 ${fmt(m.p50, 2)} ms, p99 ${fmt(m.p99, 2)} ms`)
     return m
@@ -158,6 +196,7 @@ async function runScenario ({ file, scenario }: LoadedScenario): Promise<RunResu
     measurement: null,
     check: null,
     exit: null,
+    runs: [],
   }
   const dir = tempDir()
   const redisServers: RedisProcess[] = []
@@ -286,10 +325,17 @@ function verdict (r: RunResult, base: Baseline): string {
 const HEADER = ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'ratio', 'p99 ratio', 'RSS MB', 'CPU µs/req', 'CPU ratio', 'target', 'verdict']
 const LEFT_COLUMNS = [0, 9, 10]
 
-function rows (start: Measurement, end: Measurement, base: Baseline, results: RunResult[]): Cell[][] {
-  const bareRow = (label: string, m: Measurement): Cell[] => [
+/** The ratio, and its range over the runs when there were several. */
+function ratioCell (reqPerSec: number, runs: number[], base: Baseline): string {
+  const ratio = fmt(reqPerSec / base.reqPerSec, 2)
+  if (runs.length < 2) return ratio
+  return `${ratio} (${fmt(Math.min(...runs) / base.reqPerSec, 2)}–${fmt(Math.max(...runs) / base.reqPerSec, 2)})`
+}
+
+function rows (start: Bare, end: Bare, base: Baseline, results: RunResult[]): Cell[][] {
+  const bareRow = (label: string, { m, runs }: Bare): Cell[] => [
     `bare Fastify GET / (${label})`, fmt(m.reqPerSec), fmt(m.p50, 2), fmt(m.p99, 2),
-    fmt(m.reqPerSec / base.reqPerSec, 2), fmt(m.p99 / base.p99, 2), fmt(m.rssMb, 1),
+    ratioCell(m.reqPerSec, runs, base), fmt(m.p99 / base.p99, 2), fmt(m.rssMb, 1),
     fmt(m.serverCpuUsPerReq, 1), cpuRatio(base, m), '—', 'baseline',
   ]
   return [
@@ -299,7 +345,7 @@ function rows (start: Measurement, end: Measurement, base: Baseline, results: Ru
       return [
         r.name,
         fmt(m?.reqPerSec), fmt(m?.p50, 2), fmt(m?.p99, 2),
-        m ? fmt(m.reqPerSec / base.reqPerSec, 2) : '—',
+        m ? ratioCell(m.reqPerSec, r.runs, base) : '—',
         m ? fmt(m.p99 / base.p99, 2) : '—',
         m ? `${fmt(m.rssMb, 1)} (peak ${fmt(m.rssPeakMb, 1)})` : '—',
         fmt(m?.serverCpuUsPerReq, 1),
@@ -350,7 +396,8 @@ function markdown (meta: Record<string, unknown>, table: string, results: RunRes
     `Run ${String(meta.date)} on ${m.cpuCount} × ${m.cpuModel} (${m.os}), Node ${m.node}.`,
     `Service at commit ${rev.commit}${rev.dirty.length > 0 ? ` plus uncommitted changes to ${rev.dirty.join(', ')}` : ''}.`,
     `Each target: ${WARMUP_S} s warmup (not measured), then ${DURATION_S} s of autocannon on loopback, ${DEFAULT_CONNECTIONS} connections unless noted; one target at a time.`,
-    'The bare route (plain Fastify 5, no logger, no plugins) is measured at the start and at the end; ratios use the mean of the two.',
+    `Scenarios with a target ran ${RUNS} time(s), each in fresh processes (a new service and redis-server); the row is the median run, and the ratio column gives the range over the runs in brackets. The others ran once.`,
+    `The bare route (plain Fastify 5, no logger, no plugins) is measured at the start and at the end${RUNS > 1 ? `, ${RUNS} fresh processes each (the median counts)` : ''}; ratios use the mean of the two.`,
     `Load average (1 min) at start ${loadavg.start.map((n) => n.toFixed(2)).join(' / ')}, at end ${loadavg.end.map((n) => n.toFixed(2)).join(' / ')}.`,
     '',
     table,
@@ -366,6 +413,7 @@ function markdown (meta: Record<string, unknown>, table: string, results: RunRes
     lines.push(`- **${r.name}** (\`bench/scenarios/${r.file}.ts\`, redis ${r.redis}${r.redisMasters ? ` + ${r.redisMasters} masters` : ''}, ${r.connections} connections)` +
       (x ? `: ${x.total} requests, ${x.non2xx} non-2xx, ${x.errors} errors; service CPU ${fmt(x.serverCpuPct)}%, load generator CPU ${fmt(x.loadgenCpuPct)}%; exit after SIGTERM: ${String(r.exit)}` : `: **did not run**: ${r.error ?? ''}`))
     if (r.target?.note) lines.push(`  - target: ${r.target.note}`)
+    if (r.runs.length > 1) lines.push(`  - runs: ${r.runs.map((x) => fmt(x)).join(', ')} req/s (the median run is shown)`)
     if (r.check) lines.push(`  - after-load check ${r.check.ok ? 'passed' : '**failed**'}: ${r.check.note}`)
     if (r.sample) lines.push(`  - first answer (${r.sample.status}): \`${r.sample.body.replace(/`/g, "'")}\``)
     if (r.output) lines.push('  - service output (tail):', '', '    ```', ...r.output.split('\n').map((l) => `    ${l}`), '    ```')
@@ -382,13 +430,15 @@ async function main (): Promise<number> {
   const scenarios = await loadScenarios(process.argv.slice(2))
   const loadStart = os.loadavg()
   if ((loadStart[0] ?? 0) > 0.5) log(`bench: warning: load average is ${loadStart[0]?.toFixed(2)}; other work on this machine will skew the figures`)
-  log(`bench: ${scenarios.length} scenario(s), ${WARMUP_S} s warmup + ${DURATION_S} s each, plus the bare route twice`)
+  log(`bench: ${scenarios.length} scenario(s), ${WARMUP_S} s warmup + ${DURATION_S} s each (${RUNS} runs for those with a target), plus the bare route at both ends`)
   const date = new Date().toISOString()
 
-  const start = await measureBare('start')
+  const startRuns = await measureBareRuns('start')
   const results: RunResult[] = []
-  for (const s of scenarios) results.push(await runScenario(s))
-  const end = await measureBare('end')
+  for (const s of scenarios) results.push(await runScenarioRuns(s))
+  const endRuns = await measureBareRuns('end')
+  const start = startRuns.m
+  const end = endRuns.m
   const loadEnd = os.loadavg()
 
   const base: Baseline = {
@@ -396,16 +446,16 @@ async function main (): Promise<number> {
     p99: (start.p99 + end.p99) / 2,
     cpuUsPerReq: start.serverCpuUsPerReq !== null && end.serverCpuUsPerReq !== null ? (start.serverCpuUsPerReq + end.serverCpuUsPerReq) / 2 : null,
   }
-  const tableRows = rows(start, end, base, results)
+  const tableRows = rows(startRuns, endRuns, base, results)
   process.stdout.write(`\n${textTable(HEADER, tableRows, LEFT_COLUMNS)}\n\n`)
   const drift = Math.abs(start.reqPerSec - end.reqPerSec) / base.reqPerSec
   if (drift > 0.1) log(`bench: warning: the bare route drifted ${(drift * 100).toFixed(0)}% between start and end; ratios are uncertain`)
 
-  const meta = { date, machine: machine(), revision: revision(), durationS: DURATION_S, warmupS: WARMUP_S, defaultConnections: DEFAULT_CONNECTIONS, serviceNodeArgs: SERVICE_NODE_ARGS }
+  const meta = { date, machine: machine(), revision: revision(), durationS: DURATION_S, warmupS: WARMUP_S, runs: RUNS, defaultConnections: DEFAULT_CONNECTIONS, serviceNodeArgs: SERVICE_NODE_ARGS }
   const json = {
     ...meta,
     loadavg: { start: loadStart, end: loadEnd },
-    baseline: { start, end, mean: base, drift },
+    baseline: { start, end, startRuns: startRuns.runs, endRuns: endRuns.runs, mean: base, drift },
     scenarios: results.map((r) => ({
       ...r,
       ratio: r.measurement ? r.measurement.reqPerSec / base.reqPerSec : null,
