@@ -137,9 +137,10 @@ async function measureBareRuns (label: string): Promise<Bare> {
   return { m: medianBy(all, (m) => m.reqPerSec), runs: all.map((m) => m.reqPerSec) }
 }
 
-/** A scenario with a target runs RUNS times, each in fresh processes; the median run is reported. */
+/** A scenario with a target ratio runs RUNS times, each in fresh processes; the median run is reported. */
 async function runScenarioRuns (loaded: LoadedScenario): Promise<RunResult> {
-  const n = loaded.scenario.target ? RUNS : 1
+  const t = loaded.scenario.target
+  const n = t?.minRatio !== undefined || t?.maxP99Ratio !== undefined ? RUNS : 1
   const all: RunResult[] = []
   for (let i = 0; i < n; i++) {
     const r = await runScenario(loaded)
