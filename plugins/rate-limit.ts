@@ -93,7 +93,8 @@ export function createRateLimiter (fastify: FastifyInstance) {
     const { max, windowMs } = limit
     const limitText = String(max)
     function answer (reply: FastifyReply, done: (err?: Error) => void, hit: Hit): void {
-      const seconds = String(Math.ceil(hit.ttl / 1000))
+      const ttlSeconds = Math.ceil(hit.ttl / 1000)
+      const seconds = String(ttlSeconds)
       if (hit.current <= max) {
         void reply.header(HEADER_LIMIT, limitText).header(HEADER_REMAINING, String(max - hit.current)).header(HEADER_RESET, seconds)
         done()
@@ -101,7 +102,7 @@ export function createRateLimiter (fastify: FastifyInstance) {
       }
       limited[limit.name]++
       void reply.header(HEADER_LIMIT, limitText).header(HEADER_REMAINING, '0').header(HEADER_RESET, seconds).header('retry-after', seconds)
-      done(new TooManyRequestsError(`Rate limit exceeded, retry in ${retryText(Number(seconds))}`))
+      done(new TooManyRequestsError(`Rate limit exceeded, retry in ${retryText(ttlSeconds)}`))
     }
     return function rateLimitHook (request, reply, done) {
       const hit = counter.hit(limit.keyOf(request), windowMs, max)
