@@ -18,6 +18,7 @@ import type { RedisStatus } from '../redis/state.js'
 import type { MemoryStore } from '../store/memory-store.js'
 import type { ResilientStore } from '../store/resilient-store.js'
 import { isRole, type Role, type SessionRecord, type SessionSource, type SessionView, type TokenClaims } from './types.js'
+import { dropOldest } from './token-cache.js'
 
 export const sessionKey = (sid: string): string => `session:${sid}`
 export const userSessionsKey = (userId: string): string => `user_sessions:${userId}`
@@ -385,13 +386,7 @@ export class SessionStore {
     if (cached !== undefined && cached.raw === raw) return cached
     const record = parseRecord(raw)
     const parsed: Parsed = { raw, record, createdAtMs: record === null ? NaN : Date.parse(record.createdAt) }
-    if (cached === undefined && this.#parsed.size >= MAX_PARSED) {
-      // Oldest first (insertion order): enough for a cache whose misses cost one JSON.parse.
-      for (const [oldest] of this.#parsed) {
-        this.#parsed.delete(oldest)
-        break
-      }
-    }
+    if (cached === undefined && this.#parsed.size >= MAX_PARSED) dropOldest(this.#parsed)
     this.#parsed.set(sid, parsed)
     return parsed
   }

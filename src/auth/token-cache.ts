@@ -41,12 +41,18 @@ export class CheckedStrings<V> {
   set (text: string, value: V, expiresAtMs: number): void {
     if (!(expiresAtMs > Date.now())) return
     const key = text.slice(-KEY_CHARS)
-    if (this.#entries.size >= this.#max && !this.#entries.has(key)) {
-      for (const [oldest] of this.#entries) {
-        this.#entries.delete(oldest)
-        break
-      }
-    }
+    if (this.#entries.size >= this.#max && !this.#entries.has(key)) dropOldest(this.#entries)
     this.#entries.set(key, { text, value, expiresAtMs })
+  }
+}
+
+/**
+ * Removes a Map's oldest entry (insertion order): the eviction of the bounded caches here,
+ * enough where a miss costs only one check or one parse again.
+ */
+export function dropOldest (map: Map<unknown, unknown>): void {
+  for (const [oldest] of map) {
+    map.delete(oldest)
+    return
   }
 }
