@@ -187,10 +187,6 @@ export class MemoryWindows {
     return this.#windows.get(client)
   }
 
-  clear (): void {
-    this.#windows.clear()
-  }
-
   #makeRoom (now: number): void {
     for (const [client, w] of this.#windows) if (w.resetAt <= now && w.inFlight === 0) this.#windows.delete(client)
     let excess = this.#windows.size - this.#maxEntries + Math.max(1, Math.floor(this.#maxEntries / 10))
