@@ -46,11 +46,12 @@ export interface ParentLogger {
 }
 
 /**
- * A request's logger that becomes a real pino child (with the request id binding) only
- * when something is logged at an enabled level. Fastify gives every request a child
+ * A child logger that becomes a real pino child (with its bindings, e.g. the request id)
+ * only when something is logged at an enabled level. Fastify gives every request a child
  * logger; with redaction on, making one costs about 0.8 µs, on every request, for a
  * logger that at the default level most requests never use. What is logged is the same:
- * the child is made with the same bindings and options on first use, and kept.
+ * the child is made with the same bindings and options on first use, and kept. The root
+ * logger (`createRootLogger`) hands out these for every child: requests' and components'.
  */
 export class LazyRequestLogger {
   constructor (
