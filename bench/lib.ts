@@ -170,6 +170,8 @@ export interface StartServerOptions {
   /** Path polled until it answers 200. */
   readyPath: string
   readyTimeoutMs?: number
+  /** CPUs the process may run on (a `taskset -c` list); unset: wherever the kernel puts it. */
+  cpus?: string
 }
 
 function exited (child: ChildProcess): boolean {
@@ -183,7 +185,11 @@ function waitExit (child: ChildProcess): Promise<void> {
 
 async function startServerOnce (opts: StartServerOptions, port: number): Promise<ServerProcess> {
   const baseUrl = `http://127.0.0.1:${port}`
-  const child = spawn(process.execPath, opts.args, {
+  // taskset execs node in place: the child's pid is the server's, for the CPU and RSS readings.
+  const [command, args] = opts.cpus === undefined
+    ? [process.execPath, opts.args]
+    : ['taskset', ['-c', opts.cpus, process.execPath, ...opts.args]]
+  const child = spawn(command, args, {
     cwd: opts.cwd,
     env: { ...opts.env, HOST: '127.0.0.1', PORT: String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -51,6 +51,34 @@ function envNumber (name: string, def: number): number {
 
 const log = (msg: string): void => { process.stderr.write(`${msg}\n`) }
 
+/**
+ * Where the processes run. Pinned (the default when there are at least 2 CPUs and `taskset`
+ * works): every server, the bare one and the service alike, on CPU 0; this process (the load
+ * generator) and the redis-servers it starts, which inherit its affinity, on the others. The
+ * server then has a core to itself, as in production, instead of sharing one with the load
+ * generator wherever the scheduler puts them: unpinned, a fresh process could run 20–30 %
+ * slower for its whole life depending on where it landed, which the figures measured more
+ * than the code. BENCH_PIN=0 turns it off.
+ */
+interface CpuPlan { server: string, load: string }
+
+function cpuPlan (): CpuPlan | null {
+  const setting = (process.env.BENCH_PIN ?? '').trim().toLowerCase()
+  if (['0', 'false', 'no', 'off'].includes(setting)) return null
+  const count = os.availableParallelism()
+  const plan = { server: '0', load: count > 2 ? `1-${count - 1}` : '1' }
+  try {
+    if (count < 2) throw new Error('only one CPU')
+    execFileSync('taskset', ['-a', '-cp', plan.load, String(process.pid)], { stdio: 'ignore' })
+    return plan
+  } catch (err) {
+    log(`bench: not pinning (${errorText(err)}); servers and the load generator share the CPUs`)
+    return null
+  }
+}
+
+const PIN = cpuPlan()
+
 // ---------------------------------------------------------------------------
 // Scenario discovery
 // ---------------------------------------------------------------------------
@@ -116,6 +144,18 @@ interface RunResult {
   exit: string | null
   /** req/s of every run (fresh processes); the row shows the median run. */
   runs: number[]
+  /** Each run of a scenario with a target against the bare run measured just before it, in run order (empty for the others). */
+  pairs: Pair[]
+  /** The index in `pairs` of the run with the median ratio, the one the row shows (-1 without pairs). */
+  medianPair: number
+}
+
+/** One run of a scenario with a target against the bare run measured right before it. */
+interface Pair {
+  bareReqPerSec: number
+  ratio: number
+  p99Ratio: number
+  cpuRatio: number | null
 }
 
 /** The item with the median value (the lower middle one for an even count). */
@@ -137,18 +177,62 @@ async function measureBareRuns (label: string): Promise<Bare> {
   return { m: medianBy(all, (m) => m.reqPerSec), runs: all.map((m) => m.reqPerSec) }
 }
 
-/** A scenario with a target ratio runs RUNS times, each in fresh processes; the median run is reported. */
+/**
+ * A scenario with a target runs RUNS times, each in fresh processes and each right after a
+ * bare run of its own: its ratio is to that bare run, so a machine that gets slower or
+ * faster during the bench (seen here: the bare route 6 % apart between the start and the
+ * end) does not move it. The run with the median ratio is reported. The others run once,
+ * against the mean of the start and end baselines.
+ */
 async function runScenarioRuns (loaded: LoadedScenario): Promise<RunResult> {
   const t = loaded.scenario.target
-  const n = t?.minRatio !== undefined || t?.maxP99Ratio !== undefined ? RUNS : 1
+  const targeted = t?.minRatio !== undefined || t?.maxP99Ratio !== undefined
+  const n = targeted ? RUNS : 1
   const all: RunResult[] = []
+  const pairs: Pair[] = []
+  const runs = (): number[] => all.flatMap((x) => x.measurement ? [x.measurement.reqPerSec] : [])
   for (let i = 0; i < n; i++) {
+    const bare = targeted ? await measureBare(`paired, run ${i + 1} of ${n}`) : null
     const r = await runScenario(loaded)
     all.push(r)
-    if (!r.ok) return { ...r, runs: all.flatMap((x) => x.measurement ? [x.measurement.reqPerSec] : []) }
+    if (!r.ok) return { ...r, runs: runs(), pairs, medianPair: -1 }
+    if (bare !== null && r.measurement !== null) {
+      pairs.push(pairOf(bare, r.measurement))
+      log(`    ratio to the bare run before it: ${fmt(pairs[pairs.length - 1]?.ratio, 2)}`)
+    }
   }
-  const chosen = medianBy(all, (r) => r.measurement?.reqPerSec ?? 0)
-  return { ...chosen, runs: all.flatMap((x) => x.measurement ? [x.measurement.reqPerSec] : []) }
+  if (!targeted) return { ...all[0] as RunResult, runs: runs(), pairs }
+  const medianPair = pairs.indexOf(medianBy(pairs, (p) => p.ratio))
+  return { ...all[medianPair] as RunResult, runs: runs(), pairs, medianPair }
+}
+
+function pairOf (bare: Measurement, m: Measurement): Pair {
+  return {
+    bareReqPerSec: bare.reqPerSec,
+    ratio: m.reqPerSec / bare.reqPerSec,
+    p99Ratio: m.p99 / bare.p99,
+    cpuRatio: bare.serverCpuUsPerReq !== null && m.serverCpuUsPerReq !== null ? bare.serverCpuUsPerReq / m.serverCpuUsPerReq : null,
+  }
+}
+
+/**
+ * A row's ratios: with pairs, those of the median run to its own bare
+ * run, and the range of the req/s ratio over the runs; otherwise to the mean baseline.
+ */
+function ratiosOf (r: RunResult, base: Baseline): { ratio: number, p99Ratio: number, cpuRatio: number | null, range: [number, number] | null } | null {
+  const m = r.measurement
+  if (m === null) return null
+  const median = r.pairs[r.medianPair]
+  if (median !== undefined) {
+    const all = r.pairs.map((p) => p.ratio)
+    return { ratio: median.ratio, p99Ratio: median.p99Ratio, cpuRatio: median.cpuRatio, range: all.length > 1 ? [Math.min(...all), Math.max(...all)] : null }
+  }
+  return {
+    ratio: m.reqPerSec / base.reqPerSec,
+    p99Ratio: m.p99 / base.p99,
+    cpuRatio: base.cpuUsPerReq !== null && m.serverCpuUsPerReq !== null ? base.cpuUsPerReq / m.serverCpuUsPerReq : null,
+    range: null,
+  }
 }
 
 async function measureBare (label: string, warmupS = WARMUP_S): Promise<Measurement> {
@@ -161,6 +245,7 @@ async function measureBare (label: string, warmupS = WARMUP_S): Promise<Measurem
       env: baseEnv(),
       cwd: dir,
       readyPath: '/',
+      ...(PIN ? { cpus: PIN.server } : {}),
     })
     const requests = toAutocannonRequests({ method: 'GET', path: '/' })
     if (warmupS > 0) await load({ baseUrl: server.baseUrl, requests, connections: DEFAULT_CONNECTIONS, durationS: warmupS })
@@ -198,6 +283,8 @@ async function runScenario ({ file, scenario }: LoadedScenario): Promise<RunResu
     check: null,
     exit: null,
     runs: [],
+    pairs: [],
+    medianPair: -1,
   }
   const dir = tempDir()
   const redisServers: RedisProcess[] = []
@@ -239,6 +326,7 @@ async function runScenario ({ file, scenario }: LoadedScenario): Promise<RunResu
       env,
       cwd: dir,
       readyPath: '/api/health/live',
+      ...(PIN ? { cpus: PIN.server } : {}),
     })
     ctx.baseUrl = service.baseUrl
 
@@ -317,8 +405,9 @@ function verdict (r: RunResult, base: Baseline): string {
   if (m.non2xx > 0 && !r.allowNon2xx) problems.push(`${m.non2xx} non-2xx`)
   if (r.check?.ok === false) problems.push('after-load check failed')
   const t = r.target
-  if (t?.minRatio !== undefined && m.reqPerSec / base.reqPerSec < t.minRatio) problems.push('req/s below target')
-  if (t?.maxP99Ratio !== undefined && m.p99 / base.p99 > t.maxP99Ratio) problems.push('p99 above target')
+  const ratios = ratiosOf(r, base)
+  if (t?.minRatio !== undefined && ratios !== null && ratios.ratio < t.minRatio) problems.push('req/s below target')
+  if (t?.maxP99Ratio !== undefined && ratios !== null && ratios.p99Ratio > t.maxP99Ratio) problems.push('p99 above target')
   if (problems.length > 0) return `fail (${problems.join('; ')})`
   return t && (t.minRatio !== undefined || t.maxP99Ratio !== undefined) ? 'pass' : '—'
 }
@@ -343,14 +432,15 @@ function rows (start: Bare, end: Bare, base: Baseline, results: RunResult[]): Ce
     bareRow('start', start),
     ...results.map((r): Cell[] => {
       const m = r.measurement
+      const ratios = ratiosOf(r, base)
       return [
         r.name,
         fmt(m?.reqPerSec), fmt(m?.p50, 2), fmt(m?.p99, 2),
-        m ? ratioCell(m.reqPerSec, r.runs, base) : '—',
-        m ? fmt(m.p99 / base.p99, 2) : '—',
+        ratios ? `${fmt(ratios.ratio, 2)}${ratios.range ? ` (${fmt(ratios.range[0], 2)}–${fmt(ratios.range[1], 2)})` : ''}` : '—',
+        ratios ? fmt(ratios.p99Ratio, 2) : '—',
         m ? `${fmt(m.rssMb, 1)} (peak ${fmt(m.rssPeakMb, 1)})` : '—',
         fmt(m?.serverCpuUsPerReq, 1),
-        m ? cpuRatio(base, m) : '—',
+        ratios?.cpuRatio != null ? fmt(ratios.cpuRatio, 2) : '—',
         targetText(r.target),
         verdict(r, base),
       ]
@@ -397,8 +487,11 @@ function markdown (meta: Record<string, unknown>, table: string, results: RunRes
     `Run ${String(meta.date)} on ${m.cpuCount} × ${m.cpuModel} (${m.os}), Node ${m.node}.`,
     `Service at commit ${rev.commit}${rev.dirty.length > 0 ? ` plus uncommitted changes to ${rev.dirty.join(', ')}` : ''}.`,
     `Each target: ${WARMUP_S} s warmup (not measured), then ${DURATION_S} s of autocannon on loopback, ${DEFAULT_CONNECTIONS} connections unless noted; one target at a time.`,
-    `Scenarios with a target ran ${RUNS} time(s), each in fresh processes (a new service and redis-server); the row is the median run, and the ratio column gives the range over the runs in brackets. The others ran once.`,
-    `The bare route (plain Fastify 5, no logger, no plugins) is measured at the start and at the end${RUNS > 1 ? `, ${RUNS} fresh processes each (the median counts)` : ''}; ratios use the mean of the two.`,
+    PIN
+      ? `Servers (bare and service) pinned to CPU ${PIN.server}; the load generator and the redis-servers to CPU ${PIN.load} (BENCH_PIN=0: unpinned).`
+      : 'Unpinned: servers, the load generator and the redis-servers share the CPUs wherever the scheduler puts them.',
+    `Scenarios with a target ran ${RUNS} time(s), each in fresh processes (a new service and redis-server) right after a bare run of its own, and each run's ratios are to that bare run; the row is the run with the median ratio, and the ratio column gives the range over the runs in brackets. The others ran once, against the mean of the bare runs at the start and the end.`,
+    `The bare route (plain Fastify 5, no logger, no plugins) is also measured at the start and at the end${RUNS > 1 ? `, ${RUNS} fresh processes each (the median counts)` : ''}.`,
     `Load average (1 min) at start ${loadavg.start.map((n) => n.toFixed(2)).join(' / ')}, at end ${loadavg.end.map((n) => n.toFixed(2)).join(' / ')}.`,
     '',
     table,
@@ -414,7 +507,9 @@ function markdown (meta: Record<string, unknown>, table: string, results: RunRes
     lines.push(`- **${r.name}** (\`bench/scenarios/${r.file}.ts\`, redis ${r.redis}${r.redisMasters ? ` + ${r.redisMasters} masters` : ''}, ${r.connections} connections)` +
       (x ? `: ${x.total} requests, ${x.non2xx} non-2xx, ${x.errors} errors; service CPU ${fmt(x.serverCpuPct)}%, load generator CPU ${fmt(x.loadgenCpuPct)}%; exit after SIGTERM: ${String(r.exit)}` : `: **did not run**: ${r.error ?? ''}`))
     if (r.target?.note) lines.push(`  - target: ${r.target.note}`)
-    if (r.runs.length > 1) lines.push(`  - runs: ${r.runs.map((x) => fmt(x)).join(', ')} req/s (the median run is shown)`)
+    if (r.pairs.length > 0) {
+      lines.push(`  - runs (req/s, ratio to the bare run just before): ${r.pairs.map((p, i) => `${fmt(r.runs[i])} / ${fmt(p.bareReqPerSec)} = ${fmt(p.ratio, 2)}${i === r.medianPair ? ' (shown)' : ''}`).join('; ')}`)
+    } else if (r.runs.length > 1) lines.push(`  - runs: ${r.runs.map((x) => fmt(x)).join(', ')} req/s (the median run is shown)`)
     if (r.check) lines.push(`  - after-load check ${r.check.ok ? 'passed' : '**failed**'}: ${r.check.note}`)
     if (r.sample) lines.push(`  - first answer (${r.sample.status}): \`${r.sample.body.replace(/`/g, "'")}\``)
     if (r.output) lines.push('  - service output (tail):', '', '    ```', ...r.output.split('\n').map((l) => `    ${l}`), '    ```')
@@ -431,7 +526,7 @@ async function main (): Promise<number> {
   const scenarios = await loadScenarios(process.argv.slice(2))
   const loadStart = os.loadavg()
   if ((loadStart[0] ?? 0) > 0.5) log(`bench: warning: load average is ${loadStart[0]?.toFixed(2)}; other work on this machine will skew the figures`)
-  log(`bench: ${scenarios.length} scenario(s), ${WARMUP_S} s warmup + ${DURATION_S} s each (${RUNS} runs for those with a target), plus the bare route at both ends`)
+  log(`bench: ${scenarios.length} scenario(s), ${WARMUP_S} s warmup + ${DURATION_S} s each (${RUNS} runs for those with a target, each after a bare run), plus the bare route at both ends`)
   const date = new Date().toISOString()
 
   const startRuns = await measureBareRuns('start')
@@ -452,18 +547,22 @@ async function main (): Promise<number> {
   const drift = Math.abs(start.reqPerSec - end.reqPerSec) / base.reqPerSec
   if (drift > 0.1) log(`bench: warning: the bare route drifted ${(drift * 100).toFixed(0)}% between start and end; ratios are uncertain`)
 
-  const meta = { date, machine: machine(), revision: revision(), durationS: DURATION_S, warmupS: WARMUP_S, runs: RUNS, defaultConnections: DEFAULT_CONNECTIONS, serviceNodeArgs: SERVICE_NODE_ARGS }
+  const meta = { date, machine: machine(), revision: revision(), durationS: DURATION_S, warmupS: WARMUP_S, runs: RUNS, defaultConnections: DEFAULT_CONNECTIONS, serviceNodeArgs: SERVICE_NODE_ARGS, pinned: PIN }
   const json = {
     ...meta,
     loadavg: { start: loadStart, end: loadEnd },
     baseline: { start, end, startRuns: startRuns.runs, endRuns: endRuns.runs, mean: base, drift },
-    scenarios: results.map((r) => ({
-      ...r,
-      ratio: r.measurement ? r.measurement.reqPerSec / base.reqPerSec : null,
-      cpuRatio: r.measurement?.serverCpuUsPerReq != null && base.cpuUsPerReq !== null ? base.cpuUsPerReq / r.measurement.serverCpuUsPerReq : null,
-      p99Ratio: r.measurement ? r.measurement.p99 / base.p99 : null,
-      verdict: verdict(r, base),
-    })),
+    scenarios: results.map((r) => {
+      const ratios = ratiosOf(r, base)
+      return {
+        ...r,
+        ratio: ratios?.ratio ?? null,
+        ratioRange: ratios?.range ?? null,
+        cpuRatio: ratios?.cpuRatio ?? null,
+        p99Ratio: ratios?.p99Ratio ?? null,
+        verdict: verdict(r, base),
+      }
+    }),
   }
   mkdirSync(RESULTS_DIR, { recursive: true })
   writeFileSync(path.join(RESULTS_DIR, 'latest.json'), `${JSON.stringify(json, null, 2)}\n`)
