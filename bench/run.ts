@@ -56,9 +56,10 @@ const log = (msg: string): void => { process.stderr.write(`${msg}\n`) }
  * works): every server, the bare one and the service alike, on CPU 0; this process (the load
  * generator) and the redis-servers it starts, which inherit its affinity, on the others. The
  * server then has a core to itself, as in production, instead of sharing one with the load
- * generator wherever the scheduler puts them: unpinned, a fresh process could run 20–30 %
- * slower for its whole life depending on where it landed, which the figures measured more
- * than the code. BENCH_PIN=0 turns it off.
+ * generator wherever the scheduler puts them (unpinned, the runs of one scenario spread over
+ * 0.69–0.85× of the bare route; pinned, 0.80–0.83× in the same check). Fresh processes
+ * still differ in speed for their whole life, pinned or not: hence several runs and the
+ * median. BENCH_PIN=0 turns it off.
  */
 interface CpuPlan { server: string, load: string }
 
