@@ -118,8 +118,8 @@ interface Waiter {
 
 /** One client's window as this instance knows it. */
 export interface Window {
-  /** `rate_limit:<client>`, the Redis key (before the client's REDIS_KEY_PREFIX). */
-  readonly key: string
+  /** `ip:…` or `user:…`: the map key here, and `rate_limit:<client>` in Redis. */
+  readonly client: string
   windowMs: number
   /** Hits in the window: Redis's last count, or this instance's own count in fallback. */
   count: number
@@ -158,7 +158,7 @@ export class MemoryWindows {
     let w = this.#windows.get(client)
     if (w === undefined) {
       if (this.#windows.size >= this.#maxEntries) this.#makeRoom(now)
-      w = { key: KEY_PREFIX + client, windowMs, count: 0, resetAt: now + windowMs, inFlight: 0, early: 0, queued: 0, queuedEarly: 0, waiters: null }
+      w = { client, windowMs, count: 0, resetAt: now + windowMs, inFlight: 0, early: 0, queued: 0, queuedEarly: 0, waiters: null }
       this.#windows.set(client, w)
     } else if (w.resetAt <= now) {
       w.count = 0
@@ -362,7 +362,7 @@ export class WindowCounter {
     let hits = 0
     for (let i = 0; i < n; i++) {
       const s = batch[i] as Sent
-      args[1 + i] = s.window.key
+      args[1 + i] = KEY_PREFIX + s.window.client
       args[1 + n + 2 * i] = Math.max(1, Math.ceil(s.window.windowMs))
       args[2 + n + 2 * i] = s.hits
       hits += s.hits
@@ -401,8 +401,7 @@ export class WindowCounter {
     for (const s of batch) {
       this.#stats.memoryHits += s.hits
       settle(s)
-      const client = s.window.key.slice(KEY_PREFIX.length)
-      const w = this.memory.track(client, s.window.windowMs, now)
+      const w = this.memory.track(s.window.client, s.window.windowMs, now)
       const before = w.count
       w.count += s.hits
       const ttl = w.resetAt - now
