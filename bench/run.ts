@@ -143,7 +143,7 @@ interface RunResult {
   check: { ok: boolean, note: string } | null
   /** How the service ended after SIGTERM: '0' = graceful shutdown worked, 'SIGKILL' = it did not stop within 5 s. */
   exit: string | null
-  /** req/s of every run (fresh processes); the row shows the median run. */
+  /** req/s of every run (fresh processes), in run order. */
   runs: number[]
   /** Each run of a scenario with a target against the bare run measured just before it, in run order (empty for the others). */
   pairs: Pair[]
@@ -510,7 +510,7 @@ function markdown (meta: Record<string, unknown>, table: string, results: RunRes
     if (r.target?.note) lines.push(`  - target: ${r.target.note}`)
     if (r.pairs.length > 0) {
       lines.push(`  - runs (req/s, ratio to the bare run just before): ${r.pairs.map((p, i) => `${fmt(r.runs[i])} / ${fmt(p.bareReqPerSec)} = ${fmt(p.ratio, 2)}${i === r.medianPair ? ' (shown)' : ''}`).join('; ')}`)
-    } else if (r.runs.length > 1) lines.push(`  - runs: ${r.runs.map((x) => fmt(x)).join(', ')} req/s (the median run is shown)`)
+    }
     if (r.check) lines.push(`  - after-load check ${r.check.ok ? 'passed' : '**failed**'}: ${r.check.note}`)
     if (r.sample) lines.push(`  - first answer (${r.sample.status}): \`${r.sample.body.replace(/`/g, "'")}\``)
     if (r.output) lines.push('  - service output (tail):', '', '    ```', ...r.output.split('\n').map((l) => `    ${l}`), '    ```')
