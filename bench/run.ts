@@ -7,11 +7,12 @@
  * load time per target; BENCH_RUNS (default 3) is how many fresh processes measure each
  * scenario with a target, and the bare route at each end (the median run counts: one
  * process can run ~20% slower than the next for its whole life on this kind of machine);
- * BENCH_NODE_ARGS adds node flags to the service (e.g. --cpu-prof).
+ * Both servers get the node flags of the package.json start script; BENCH_NODE_ARGS adds
+ * more to the service (e.g. --cpu-prof).
  * Exit code 1 when a scenario could not run; a missed target is reported, not an error.
  */
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import os from 'node:os'
 import path from 'node:path'
@@ -32,11 +33,24 @@ const WARMUP_S = envNumber('BENCH_WARMUP', 2)
 const RUNS = Math.max(1, Math.round(envNumber('BENCH_RUNS', 3)))
 const DEFAULT_CONNECTIONS = 50
 const SETUP_TIMEOUT_MS = 60_000
-const SERVICE_NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
+/**
+ * The node flags `npm start` gives the service (package.json, also the Dockerfile's CMD and
+ * render.yaml): both servers run with them, so the service is measured as it ships and the
+ * bare route on the same runtime settings.
+ */
+const START_NODE_FLAGS = startScriptFlags()
+const SERVICE_NODE_ARGS = [...START_NODE_FLAGS, ...(process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)]
 
 // tsx by absolute URL: the service runs with a temp dir as cwd (so a developer's .env or
 // ./data never leaks into the figures), where a bare `--import tsx` would not resolve.
 const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href
+
+function startScriptFlags (): string[] {
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }
+  const start = /^node\s+((?:--\S+\s+)*)\S+$/.exec(pkg.scripts?.start ?? '')
+  if (!start) throw new Error(`package.json start script is not "node [--flags] <file>": ${String(pkg.scripts?.start)}`)
+  return (start[1] ?? '').split(/\s+/).filter(Boolean)
+}
 
 function envNumber (name: string, def: number): number {
   const raw = process.env[name]
@@ -242,7 +256,7 @@ async function measureBare (label: string, warmupS = WARMUP_S): Promise<Measurem
   try {
     server = await startServer({
       name: 'bare server',
-      args: ['--import', TSX_LOADER, path.join(BENCH_DIR, 'bare-server.ts')],
+      args: [...START_NODE_FLAGS, '--import', TSX_LOADER, path.join(BENCH_DIR, 'bare-server.ts')],
       env: baseEnv(),
       cwd: dir,
       readyPath: '/',
@@ -488,6 +502,7 @@ function markdown (meta: Record<string, unknown>, table: string, results: RunRes
     `Run ${String(meta.date)} on ${m.cpuCount} × ${m.cpuModel} (${m.os}), Node ${m.node}.`,
     `Service at commit ${rev.commit}${rev.dirty.length > 0 ? ` plus uncommitted changes to ${rev.dirty.join(', ')}` : ''}.`,
     `Each target: ${WARMUP_S} s warmup (not measured), then ${DURATION_S} s of autocannon on loopback, ${DEFAULT_CONNECTIONS} connections unless noted; one target at a time.`,
+    `Node flags: ${START_NODE_FLAGS.length > 0 ? START_NODE_FLAGS.join(' ') : 'none'} for both servers (the package.json start script's)${SERVICE_NODE_ARGS.length > START_NODE_FLAGS.length ? `, plus ${SERVICE_NODE_ARGS.slice(START_NODE_FLAGS.length).join(' ')} for the service` : ''}.`,
     PIN
       ? `Servers (bare and service) pinned to CPU ${PIN.server}; the load generator and the redis-servers to CPU ${PIN.load} (BENCH_PIN=0: unpinned).`
       : 'Unpinned: servers, the load generator and the redis-servers share the CPUs wherever the scheduler puts them.',
@@ -548,7 +563,7 @@ async function main (): Promise<number> {
   const drift = Math.abs(start.reqPerSec - end.reqPerSec) / base.reqPerSec
   if (drift > 0.1) log(`bench: warning: the bare route drifted ${(drift * 100).toFixed(0)}% between start and end; ratios are uncertain`)
 
-  const meta = { date, machine: machine(), revision: revision(), durationS: DURATION_S, warmupS: WARMUP_S, runs: RUNS, defaultConnections: DEFAULT_CONNECTIONS, serviceNodeArgs: SERVICE_NODE_ARGS, pinned: PIN }
+  const meta = { date, machine: machine(), revision: revision(), durationS: DURATION_S, warmupS: WARMUP_S, runs: RUNS, defaultConnections: DEFAULT_CONNECTIONS, serviceNodeArgs: SERVICE_NODE_ARGS, bareNodeArgs: START_NODE_FLAGS, pinned: PIN }
   const json = {
     ...meta,
     loadavg: { start: loadStart, end: loadEnd },

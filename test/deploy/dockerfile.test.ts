@@ -157,7 +157,7 @@ function installsProdOnly(command: string): boolean {
 // Dockerfile checks
 // ---------------------------------------------------------------------------------------
 
-type DockerContext = { buildIncludes: string[]; tscEntry: string; startScriptEntry: string | undefined };
+type DockerContext = { buildIncludes: string[]; tscEntry: string; startScriptEntry: string | undefined; startScriptArgs: string[] | undefined };
 
 const OFFICIAL_NODE20_SLIM = /^(docker\.io\/)?(library\/)?node:20(\.\d+){0,2}(-[a-z0-9]+)*-slim(@sha256:[0-9a-f]{64})?$/;
 
@@ -316,11 +316,12 @@ function dockerfileChecks(ctx: DockerContext): Array<Check<Dockerfile>> {
       },
     },
     {
-      name: 'CMD runs the same file as the package.json start script',
+      name: 'CMD runs the package.json start script: the same node flags and file',
       run: (df) => {
         const argv = execForm(finalStage(df)?.instructions.filter((i) => i.cmd === 'CMD').at(-1)?.args ?? '');
-        if (!ctx.startScriptEntry) return 'package.json start script is not `node <file>`';
-        return argv?.includes(ctx.startScriptEntry) ? undefined : `CMD ${JSON.stringify(argv)} vs start ${ctx.startScriptEntry}`;
+        if (!ctx.startScriptEntry || !ctx.startScriptArgs) return 'package.json start script is not `node [--flags] <file>`';
+        const expected = ['node', ...ctx.startScriptArgs];
+        return JSON.stringify(argv) === JSON.stringify(expected) ? undefined : `CMD ${JSON.stringify(argv)} vs start ${JSON.stringify(expected)}`;
       },
     },
     {
@@ -696,11 +697,13 @@ function dockerContext(): DockerContext {
   const rootDir = parsed.options.rootDir ?? root;
   const tscEntry = relative(root, join(outDir, relative(rootDir, join(root, 'src/server.ts')))).replace(/\.ts$/, '.js');
   const pkg = JSON.parse(readRepoFile('package.json')) as { scripts?: Record<string, string> };
-  const start = /^node\s+(?:--\S+\s+)*(\S+\.m?js)\s*$/.exec(pkg.scripts?.start ?? '');
+  const start = /^node\s+((?:--\S+\s+)*)(\S+\.m?js)\s*$/.exec(pkg.scripts?.start ?? '');
+  const startScriptEntry = start?.[2]?.replace(/^\.\//, '');
   return {
     buildIncludes: (include ?? []).map((p) => p.split('/')[0]!).filter((p) => p && !p.includes('*')),
     tscEntry,
-    startScriptEntry: start?.[1]?.replace(/^\.\//, ''),
+    startScriptEntry,
+    startScriptArgs: start && startScriptEntry ? [...(start[1] ?? '').split(/\s+/).filter(Boolean), startScriptEntry] : undefined,
   };
 }
 
@@ -960,8 +963,12 @@ t.test('checks catch broken variants of the real files', async (tt) => {
       mutate: (s) => replaceOrThrow(s, /^CMD \[.*\]$/m, 'CMD ["node", "dist/server.js"]'),
     },
     {
-      check: 'CMD runs the same file as the package.json start script',
-      mutate: (s) => replaceOrThrow(s, /^CMD \[.*\]$/m, 'CMD ["node", "dist/src/other.js"]'),
+      check: 'CMD runs the package.json start script: the same node flags and file',
+      mutate: (s) => replaceOrThrow(s, /^CMD \[.*\]$/m, 'CMD ["node", "--no-concurrent-marking", "dist/src/other.js"]'),
+    },
+    {
+      check: 'CMD runs the package.json start script: the same node flags and file',
+      mutate: (s) => replaceOrThrow(s, /^CMD \[.*\]$/m, 'CMD ["node", "dist/src/server.js"]'),
     },
     {
       check: 'VOLUME /app/data, DATABASE_PATH inside it, and the directory is owned by node',

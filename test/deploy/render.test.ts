@@ -165,12 +165,15 @@ const CHECKS: Check[] = [
       if (!/\bnpm ci\b/.test(buildCommand) || !/\bnpm run build\b/.test(buildCommand)) return `buildCommand "${buildCommand}" does not run npm ci and npm run build`
       // NODE_ENV=production applies at build time too: npm would leave out TypeScript.
       if (envVar(doc, 'NODE_ENV')?.value === 'production' && !/--include=dev/.test(buildCommand)) return 'npm ci runs with NODE_ENV=production without --include=dev: no TypeScript to build with'
-      const start = /^node (\S+)$/.exec(String(w.startCommand ?? ''))
-      if (!start) return `startCommand "${String(w.startCommand)}" is not "node <file>"`
+      const startCommand = String(w.startCommand ?? '')
+      const start = /^node\s+(?:--\S+\s+)*(\S+)$/.exec(startCommand)
+      if (!start) return `startCommand "${startCommand}" is not "node [--flags] <file>"`
       const source = (start[1] as string).replace(/^dist\//, '').replace(/\.js$/, '.ts')
       const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }
       if (!existsSync(join(root, source))) return `startCommand runs ${start[1]}, but ${source} does not exist`
       if (!/tsc -p tsconfig\.build\.json/.test(pkg.scripts?.build ?? '')) return 'npm run build is not the tsc build this start command expects'
+      // The node flags too: the service runs on Render as `npm start` runs it.
+      if (startCommand !== pkg.scripts?.start) return `startCommand "${startCommand}" is not the package.json start script "${String(pkg.scripts?.start)}"`
       return undefined
     },
   },
@@ -298,7 +301,8 @@ t.test('the checks catch broken variants of the real file', async (t) => {
     ['a typo in a variable name', (s) => s.replace('key: TRUST_PROXY', 'key: TRUST_PROXIES')],
     ['an invalid value', (s) => s.replace('value: uniquelocal', 'value: "true"')],
     ['build without dev dependencies', (s) => s.replace('npm ci --include=dev', 'npm ci')],
-    ['a start file that does not exist', (s) => s.replace('node dist/src/server.js', 'node dist/server.js')],
+    ['a start file that does not exist', (s) => s.replace(/node (.*)dist\/src\/server\.js/, 'node $1dist/server.js')],
+    ['node flags other than the start script\'s', (s) => s.replace(/startCommand: node .*dist\/src\/server\.js/, 'startCommand: node dist/src/server.js')],
   ]
   for (const [name, mutate] of variants) {
     const text = mutate(RENDER_YAML)
