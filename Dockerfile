@@ -38,6 +38,6 @@ EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/api/health/live', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 
-# Exec form: node is PID 1 and receives SIGTERM directly (no npm/sh in between). The node
-# flags are the package.json start script's (README, "Node flags").
-CMD ["node", "--no-concurrent-marking", "dist/src/server.js"]
+# Exec form: node is PID 1 and receives SIGTERM directly (no npm/sh in between). Node flags,
+# if any, are the package.json start script's (test/deploy checks they agree).
+CMD ["node", "dist/src/server.js"]

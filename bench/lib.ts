@@ -10,6 +10,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import path from 'node:path'
 import { getFreePort, startRedis, type RedisProcess } from '../test/helpers/redis-server.js'
 
 export { getFreePort, startRedis, type RedisProcess }
@@ -127,6 +128,17 @@ export async function runCleanups (): Promise<void> {
 // ---------------------------------------------------------------------------
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * The node flags of the package.json start script (`node [--flags] <file>`), which the
+ * Dockerfile and render.yaml repeat: the benchmarks run both servers with them.
+ */
+export function startScriptFlags (root: string): string[] {
+  const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }
+  const start = /^node\s+((?:--\S+\s+)*)\S+$/.exec(pkg.scripts?.start ?? '')
+  if (!start) throw new Error(`package.json start script is not "node [--flags] <file>": ${String(pkg.scripts?.start)}`)
+  return (start[1] ?? '').split(/\s+/).filter(Boolean)
+}
 
 export async function withTimeout<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined
@@ -323,7 +335,10 @@ export function readCpuSeconds (pid: number): number | null {
 interface AutocannonOptions {
   url: string
   connections: number
-  duration: number
+  /** Seconds of load, or… */
+  duration?: number
+  /** …this many requests. */
+  amount?: number
   requests: Array<{ method: string, path: string, headers?: Record<string, string>, body?: string }>
   timeout?: number
 }
@@ -347,6 +362,16 @@ interface AutocannonInstance {
 type Autocannon = (opts: AutocannonOptions, cb: (err: Error | null, result: AutocannonResult) => void) => AutocannonInstance
 
 const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon
+
+/** Sends `amount` GETs to `url` over `connections` connections; rejects unless all were 2xx. */
+export async function fireCount (url: string, amount: number, connections = 10): Promise<void> {
+  const result = await new Promise<AutocannonResult>((resolve, reject) => {
+    autocannon({ url, connections, amount, requests: [{ method: 'GET', path: new URL(url).pathname }] }, (err, res) => { if (err) reject(err); else resolve(res) })
+  })
+  if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
+    throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts in ${amount} requests`)
+  }
+}
 
 export interface Measurement {
   /** Mean of autocannon's per-second samples (all responses). */

@@ -12,14 +12,14 @@
  * Exit code 1 when a scenario could not run; a missed target is reported, not an error.
  */
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import {
   type BenchContext, type Cell, type Measurement, type RedisProcess, type Scenario, type ServerProcess,
-  StartError, errorText, fmt, getFreePort, installExitHooks, load, markdownTable, onCleanup, runCleanups,
+  StartError, errorText, fmt, getFreePort, installExitHooks, load, markdownTable, onCleanup, runCleanups, startScriptFlags,
   startRedis, startServer, textTable, toAutocannonRequests, withTimeout,
 } from './lib.js'
 
@@ -38,19 +38,12 @@ const SETUP_TIMEOUT_MS = 60_000
  * render.yaml): both servers run with them, so the service is measured as it ships and the
  * bare route on the same runtime settings.
  */
-const START_NODE_FLAGS = startScriptFlags()
+const START_NODE_FLAGS = startScriptFlags(ROOT)
 const SERVICE_NODE_ARGS = [...START_NODE_FLAGS, ...(process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)]
 
 // tsx by absolute URL: the service runs with a temp dir as cwd (so a developer's .env or
 // ./data never leaks into the figures), where a bare `--import tsx` would not resolve.
 const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href
-
-function startScriptFlags (): string[] {
-  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }
-  const start = /^node\s+((?:--\S+\s+)*)\S+$/.exec(pkg.scripts?.start ?? '')
-  if (!start) throw new Error(`package.json start script is not "node [--flags] <file>": ${String(pkg.scripts?.start)}`)
-  return (start[1] ?? '').split(/\s+/).filter(Boolean)
-}
 
 function envNumber (name: string, def: number): number {
   const raw = process.env[name]

@@ -302,7 +302,7 @@ t.test('the checks catch broken variants of the real file', async (t) => {
     ['an invalid value', (s) => s.replace('value: uniquelocal', 'value: "true"')],
     ['build without dev dependencies', (s) => s.replace('npm ci --include=dev', 'npm ci')],
     ['a start file that does not exist', (s) => s.replace(/node (.*)dist\/src\/server\.js/, 'node $1dist/server.js')],
-    ['node flags other than the start script\'s', (s) => s.replace(/startCommand: node .*dist\/src\/server\.js/, 'startCommand: node dist/src/server.js')],
+    ['node flags other than the start script\'s', (s) => s.replace(/startCommand: node .*dist\/src\/server\.js/, 'startCommand: node --no-concurrent-marking dist/src/server.js')],
   ]
   for (const [name, mutate] of variants) {
     const text = mutate(RENDER_YAML)
