@@ -5,7 +5,8 @@
  * `--no-concurrent-marking`). Writes bench/results/instructions.{md,json}.
  *
  * Why: req/s and CPU time on a shared 2-core VM move by 20 % and more from one process to
- * the next; a count of the instructions a process executes hardly moves. It counts user
+ * the next; the bare route's count of instructions hardly moves, and the service's moves
+ * when the work a process does moves (below). It counts user
  * space only (the kernel's side of a socket write is not in it) and is no stand-in for
  * time, so the targets stay with `npm run bench`. What it shows well is work one build does
  * and the other does not, such as Node 20's `process.nextTick` falling to V8's runtime

@@ -157,7 +157,7 @@ function installsProdOnly(command: string): boolean {
 // Dockerfile checks
 // ---------------------------------------------------------------------------------------
 
-type DockerContext = { buildIncludes: string[]; tscEntry: string; startScriptEntry: string | undefined; startScriptArgs: string[] | undefined };
+type DockerContext = { buildIncludes: string[]; tscEntry: string; startScriptArgs: string[] | undefined };
 
 const OFFICIAL_NODE20_SLIM = /^(docker\.io\/)?(library\/)?node:20(\.\d+){0,2}(-[a-z0-9]+)*-slim(@sha256:[0-9a-f]{64})?$/;
 
@@ -319,7 +319,7 @@ function dockerfileChecks(ctx: DockerContext): Array<Check<Dockerfile>> {
       name: 'CMD runs the package.json start script: the same node flags and file',
       run: (df) => {
         const argv = execForm(finalStage(df)?.instructions.filter((i) => i.cmd === 'CMD').at(-1)?.args ?? '');
-        if (!ctx.startScriptEntry || !ctx.startScriptArgs) return 'package.json start script is not `node [--flags] <file>`';
+        if (!ctx.startScriptArgs) return 'package.json start script is not `node [--flags] <file>`';
         const expected = ['node', ...ctx.startScriptArgs];
         return JSON.stringify(argv) === JSON.stringify(expected) ? undefined : `CMD ${JSON.stringify(argv)} vs start ${JSON.stringify(expected)}`;
       },
@@ -702,7 +702,6 @@ function dockerContext(): DockerContext {
   return {
     buildIncludes: (include ?? []).map((p) => p.split('/')[0]!).filter((p) => p && !p.includes('*')),
     tscEntry,
-    startScriptEntry,
     startScriptArgs: start && startScriptEntry ? [...(start[1] ?? '').split(/\s+/).filter(Boolean), startScriptEntry] : undefined,
   };
 }
