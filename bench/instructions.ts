@@ -25,7 +25,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { fireCount, getFreePort, markdownTable, sleep, startScriptFlags, textTable } from './lib.js'
+import { fireCount, getFreePort, installExitHooks, markdownTable, sleep, startScriptFlags, textTable, trackChild } from './lib.js'
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(BENCH_DIR, '..')
@@ -109,6 +109,7 @@ async function count (v: Variant): Promise<Count> {
   }
   const child = spawn('valgrind', ['--tool=callgrind', '--separate-threads=yes', '--instr-atstart=no', `--callgrind-out-file=${out}`,
     process.execPath, ...v.flags, '--import', TSX_LOADER, v.script], { cwd: dir, env, stdio: ['ignore', 'ignore', 'pipe'] })
+  trackChild(child)
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000) })
   const control = async (...args: string[]): Promise<void> => { await run('callgrind_control', [...args, String(child.pid)], { env }) }
@@ -140,6 +141,7 @@ async function count (v: Variant): Promise<Count> {
 }
 
 async function main (): Promise<void> {
+  installExitHooks()
   const flags = startScriptFlags(ROOT)
   const bare = { name: 'bare Fastify GET /', script: path.join(BENCH_DIR, 'bare-server.ts'), path: '/', readyPath: '/' }
   const quote = { name: 'GET /api/stocks/AAPL hot (L1 hit, no Redis)', script: path.join(ROOT, 'src/server.ts'), path: '/api/stocks/AAPL', readyPath: '/api/health/live' }

@@ -93,6 +93,12 @@ function killChildrenSync (): void {
   liveChildren.clear()
 }
 
+/** Kills `child` with the harness (installExitHooks), like the servers startServer starts. */
+export function trackChild (child: ChildProcess): void {
+  liveChildren.add(child)
+  child.on('exit', () => liveChildren.delete(child))
+}
+
 /**
  * 'exit' for normal ends and crashes; SIGINT/SIGTERM (Ctrl-C) kill the children and exit.
  * The redis helper installs its own hooks (they kill the redis-servers and hand the
@@ -206,8 +212,7 @@ async function startServerOnce (opts: StartServerOptions, port: number): Promise
     env: { ...opts.env, HOST: '127.0.0.1', PORT: String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
-  liveChildren.add(child)
-  child.on('exit', () => liveChildren.delete(child))
+  trackChild(child)
   let out = ''
   const collect = (d: Buffer): void => {
     out = (out + d.toString('utf8')).slice(-OUTPUT_TAIL_CHARS)
