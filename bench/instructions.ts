@@ -20,16 +20,14 @@
  */
 import { execFile, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
-import { fileURLToPath, pathToFileURL } from 'node:url'
-import { fireCount, getFreePort, installExitHooks, markdownTable, sleep, startScriptFlags, textTable, trackChild } from './lib.js'
+import { fileURLToPath } from 'node:url'
+import { TSX_LOADER, fireCount, getFreePort, installExitHooks, markdownTable, medianBy, sleep, startScriptFlags, textTable, trackChild } from './lib.js'
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(BENCH_DIR, '..')
-const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href
 const RUNS = intEnv('INSTR_RUNS', 2)
 const WARM = intEnv('INSTR_WARM', 60_000)
 const MEASURE = intEnv('INSTR_MEASURE', 20_000)
@@ -48,7 +46,7 @@ interface Variant { name: string, script: string, path: string, readyPath: strin
 interface Count { variant: string, flags: string, instructions: number, mainThread: number, runtimeCalls: number, runtimeInstructions: number }
 
 /** Sums a callgrind dump: all instructions, and the calls into (and inclusive cost of) RUNTIME_FN. */
-export function summarize (text: string): { thread: number, total: number, runtimeCalls: number, runtimeInstructions: number } {
+function summarize (text: string): { thread: number, total: number, runtimeCalls: number, runtimeInstructions: number } {
   const names = new Map<string, string>()
   let total = 0
   let thread = 1
@@ -157,8 +155,8 @@ async function main (): Promise<void> {
     process.stdout.write(`${counts.length}/${variants.length} processes counted\n`)
   }
   const bareRuns = counts.filter((c) => c.variant === bare.name && c.flags === (flags.join(' ') || '(none)'))
-  const bareAll = median(bareRuns.map((c) => c.instructions))
-  const bareMain = median(bareRuns.map((c) => c.mainThread))
+  const bareAll = medianBy(bareRuns, (c) => c.instructions).instructions
+  const bareMain = medianBy(bareRuns, (c) => c.mainThread).mainThread
   const n = (x: number): string => Math.round(x).toLocaleString('en-US')
   const header = ['target', 'node flags', 'instructions / request, main thread', 'bare ÷ this', 'all threads', 'bare ÷ this', `${RUNTIME_FN} calls / request`, 'their instructions / request']
   const rows = counts.map((c) => [c.variant, c.flags, n(c.mainThread), (bareMain / c.mainThread).toFixed(2), n(c.instructions), (bareAll / c.instructions).toFixed(2),
@@ -177,14 +175,7 @@ async function main (): Promise<void> {
   writeFileSync(path.join(resultsDir, 'instructions.json'), JSON.stringify({ date: new Date().toISOString(), node: process.version, runs: RUNS, warm: WARM, measure: MEASURE, startFlags: flags, counts }, null, 2) + '\n')
 }
 
-function median (xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.floor(s.length / 2)] ?? Number.NaN
-}
-
-if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
-    process.exit(1)
-  })
-}
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
+  process.exit(1)
+})

@@ -11,6 +11,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { getFreePort, startRedis, type RedisProcess } from '../test/helpers/redis-server.js'
 
 export { getFreePort, startRedis, type RedisProcess }
@@ -134,6 +135,18 @@ export async function runCleanups (): Promise<void> {
 // ---------------------------------------------------------------------------
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * tsx by absolute URL: servers run with a temp dir as cwd (so a developer's .env or ./data
+ * never leaks into the figures), where a bare `--import tsx` would not resolve.
+ */
+export const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href
+
+/** The item with the median value (the lower middle one for an even count). */
+export function medianBy<T> (items: T[], value: (item: T) => number): T {
+  const sorted = [...items].sort((a, b) => value(a) - value(b))
+  return sorted[Math.floor((sorted.length - 1) / 2)] as T
+}
 
 /**
  * The node flags of the package.json start script (`node [--flags] <file>`), which the

@@ -13,14 +13,13 @@
  */
 import { execFileSync } from 'node:child_process'
 import { mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import {
   type BenchContext, type Cell, type Measurement, type RedisProcess, type Scenario, type ServerProcess,
-  StartError, errorText, fmt, getFreePort, installExitHooks, load, markdownTable, onCleanup, runCleanups, startScriptFlags,
-  startRedis, startServer, textTable, toAutocannonRequests, withTimeout,
+  StartError, TSX_LOADER, errorText, fmt, getFreePort, installExitHooks, load, markdownTable, medianBy, onCleanup, runCleanups,
+  startRedis, startScriptFlags, startServer, textTable, toAutocannonRequests, withTimeout,
 } from './lib.js'
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url))
@@ -40,10 +39,6 @@ const SETUP_TIMEOUT_MS = 60_000
  */
 const START_NODE_FLAGS = startScriptFlags(ROOT)
 const SERVICE_NODE_ARGS = [...START_NODE_FLAGS, ...(process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)]
-
-// tsx by absolute URL: the service runs with a temp dir as cwd (so a developer's .env or
-// ./data never leaks into the figures), where a bare `--import tsx` would not resolve.
-const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href
 
 function envNumber (name: string, def: number): number {
   const raw = process.env[name]
@@ -164,12 +159,6 @@ interface Pair {
   ratio: number
   p99Ratio: number
   cpuRatio: number | null
-}
-
-/** The item with the median value (the lower middle one for an even count). */
-function medianBy<T> (items: T[], value: (item: T) => number): T {
-  const sorted = [...items].sort((a, b) => value(a) - value(b))
-  return sorted[Math.floor((sorted.length - 1) / 2)] as T
 }
 
 interface Bare { m: Measurement, runs: number[] }
