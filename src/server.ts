@@ -1,65 +1,8 @@
 /**
- * The process entry: read the config, build the app, listen, and shut down gracefully on
- * SIGTERM/SIGINT (readiness turns 503, in-flight requests finish, Redis connections close,
- * exit 0 — or exit 1 if that takes longer than SHUTDOWN_TIMEOUT_MS).
+ * The process entry (`npm start` runs its build): first hold-tick-records.ts, before any
+ * other module is evaluated, then the server (main.ts).
  */
-import { buildApp } from './app.js'
-import { ConfigError, loadConfig, loadDotEnv } from './config.js'
-
-async function main (): Promise<void> {
-  let config
-  try {
-    loadDotEnv()
-    config = loadConfig()
-  } catch (err) {
-    process.stderr.write(`${err instanceof ConfigError ? err.message : String(err)}\n`)
-    process.exit(1)
-  }
-
-  let app
-  try {
-    app = await buildApp(config)
-  } catch (err) {
-    // A plugin refused its options (a missing production secret, an unreadable database…):
-    // its message says what to fix; the stack would only bury it.
-    process.stderr.write(`Startup failed: ${err instanceof Error ? err.message : String(err)}\n`)
-    process.exit(1)
-  }
-  let closing = false
-  const shutdown = (signal: string): void => {
-    if (closing) return
-    closing = true
-    app.lifecycle.shuttingDown = true
-    app.log.info({ signal, delayMs: config.SHUTDOWN_DELAY_MS }, 'shutting down: readiness is 503, finishing in-flight requests')
-    const timer = setTimeout(() => {
-      app.log.error({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, 'shutdown took too long; exiting')
-      process.exit(1)
-    }, config.SHUTDOWN_TIMEOUT_MS)
-    timer.unref()
-    // Keep accepting for a moment so load balancers see readiness fail before the port closes.
-    const delay = new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DELAY_MS))
-    // Connections that finish an in-flight request after close() began would otherwise stay
-    // open until the client's keep-alive timeout: close them as soon as they turn idle.
-    const reaper = setInterval(() => app.server.closeIdleConnections(), 100)
-    reaper.unref()
-    delay.then(() => app.close()).then(() => {
-      app.log.info('shutdown complete')
-      process.exit(0)
-    }, (err: unknown) => {
-      app.log.error({ err }, 'shutdown failed')
-      process.exit(1)
-    })
-  }
-  process.once('SIGTERM', () => shutdown('SIGTERM'))
-  process.once('SIGINT', () => shutdown('SIGINT'))
-
-  try {
-    await app.listen({ host: config.HOST, port: config.PORT })
-  } catch (err) {
-    app.log.error({ err }, `could not listen on ${config.HOST}:${config.PORT}`)
-    await app.close()
-    process.exit(1)
-  }
-}
+import './hold-tick-records.js'
+import { main } from './main.js'
 
 void main()
