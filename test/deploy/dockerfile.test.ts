@@ -761,9 +761,11 @@ t.test('.ci/run: static checks', async (tt) => {
   for (const [name, re] of steps) tt.ok(at(re) >= 0, `runs ${name}`);
   const positions = steps.map(([, re]) => at(re));
   tt.same([...positions].sort((a, b) => a - b), positions, 'in the order ci, build, typecheck, lint, test');
-  tt.match(code, /command -v redis-server/, 'looks for redis-server on PATH');
+  tt.match(code, /command -v "\$cmd"/, 'looks for each tool on PATH');
+  tt.match(code, /^ensure_tool redis-server redis-server /m, 'ensures redis-server (package redis-server)');
+  tt.match(code, /^ensure_tool valgrind valgrind /m, 'ensures valgrind (package valgrind)');
   tt.match(code, /apt-get update/, 'runs apt-get update');
-  tt.match(code, /apt-get install -y (\S+ )*redis-server\b/, 'installs redis-server with apt-get');
+  tt.match(code, /apt-get install -y "\$pkg"/, 'installs a missing tool with apt-get');
   tt.match(code, /CI:?-?\}?"?\s*=+\s*"?true/, 'has a CI=true branch');
   tt.match(code, /exit 1/, 'has an exit 1 failure path');
   tt.notMatch(
@@ -777,12 +779,12 @@ const scratch = mkdtempSync(join(tmpdir(), 'ci-run-test-'));
 t.teardown(() => rmSync(scratch, { recursive: true, force: true }));
 
 let systemToolsDir: string | undefined;
-/** A directory of symlinks to every program on PATH except redis-server, npm, apt-get and sudo. */
+/** A directory of symlinks to every program on PATH except redis-server, valgrind, npm, apt-get and sudo. */
 function systemTools(): string {
   if (systemToolsDir) return systemToolsDir;
   const sys = join(scratch, 'sys');
   mkdirSync(sys);
-  const hidden = new Set(['redis-server', 'npm', 'apt-get', 'sudo']);
+  const hidden = new Set(['redis-server', 'valgrind', 'npm', 'apt-get', 'sudo']);
   for (const p of (process.env.PATH ?? '').split(':')) {
     let names: string[];
     try {
@@ -805,6 +807,9 @@ function runCiScript(opts: {
   ci: boolean;
   redisPresent: boolean;
   aptProvidesRedis: boolean;
+  /** valgrind on PATH (default true), and whether apt-get can install it. */
+  valgrindPresent?: boolean;
+  aptProvidesValgrind?: boolean;
   npmFailsOn?: string;
 }): { status: number | null; output: string; npm: string[]; apt: string[]; npmCwd: string[] } {
   const dir = mkdtempSync(join(scratch, 'run-'));
@@ -818,6 +823,8 @@ function runCiScript(opts: {
   };
   const redisStub = 'echo "redis-server stub"';
   if (opts.redisPresent) stub('redis-server', redisStub);
+  const valgrindStub = 'echo "valgrind stub"';
+  if (opts.valgrindPresent ?? true) stub('valgrind', valgrindStub);
   stub('npm', `echo "npm $* @ $PWD" >> "${log}"\n[ "$*" = "${opts.npmFailsOn ?? '<none>'}" ] && exit 1\nexit 0`);
   stub(
     'apt-get',
@@ -827,6 +834,11 @@ function runCiScript(opts: {
       opts.aptProvidesRedis
         ? `  printf '#!/bin/sh\\n${redisStub}\\n' > "${stubs}/redis-server"; chmod 755 "${stubs}/redis-server"; exit 0;;`
         : '  echo "E: Unable to locate package redis-server" >&2; exit 100;;',
+      'esac',
+      'case "$*" in *install*valgrind*)',
+      opts.aptProvidesValgrind
+        ? `  printf '#!/bin/sh\\n${valgrindStub}\\n' > "${stubs}/valgrind"; chmod 755 "${stubs}/valgrind"; exit 0;;`
+        : '  echo "E: Unable to locate package valgrind" >&2; exit 100;;',
       'esac',
       'exit 0',
     ].join('\n'),
@@ -880,6 +892,21 @@ t.test('.ci/run: behaviour with stubbed npm and apt-get', async (tt) => {
     t2.equal(r.status, 0, 'exits 0', { output: r.output });
     t2.match(r.output, /warning: .*redis-server/, 'warns about redis-server');
     t2.same(r.npm, ALL_STEPS, 'still runs every step');
+  });
+
+  tt.test('valgrind missing: apt-get installs it, then everything runs', async (t2) => {
+    const r = runCiScript({ ci: true, redisPresent: true, aptProvidesRedis: false, valgrindPresent: false, aptProvidesValgrind: true });
+    t2.equal(r.status, 0, 'exits 0', { output: r.output });
+    t2.same(r.apt.slice(0, 1), ['update'], 'apt-get update first');
+    t2.match(r.apt[1] ?? '', /^install -y (\S+ )*valgrind$/, 'then apt-get install -y valgrind');
+    t2.same(r.npm, ALL_STEPS, 'then npm ci, build, typecheck, lint, test');
+  });
+
+  tt.test('CI=true and valgrind still missing: exit 1 with a clear message, no tests', async (t2) => {
+    const r = runCiScript({ ci: true, redisPresent: true, aptProvidesRedis: false, valgrindPresent: false, aptProvidesValgrind: false });
+    t2.equal(r.status, 1, 'exits 1', { output: r.output });
+    t2.match(r.output, /valgrind is still not on PATH/, 'says valgrind is missing');
+    t2.notOk(r.npm.includes('test'), 'does not run the tests');
   });
 
   tt.test('a failing step fails the script and stops it', async (t2) => {
