@@ -1,12 +1,13 @@
 /**
  * `npm run bench [-- name…]`: measures the bare Fastify route, then each scenario against
  * the real service (a child process, with its own private redis-servers), then the bare
- * route again; prints the table and writes bench/results/latest.{json,md}.
+ * route again; prints the table and writes bench/results/latest.{json,md}. Both servers
+ * run compiled: it runs `npm run build` first (buildForBench in lib.ts says why).
  *
  * BENCH_DURATION (s, default 10) and BENCH_WARMUP (s, default 2, not measured) set the
  * load time per target; BENCH_RUNS (default 3) is how many fresh processes measure each
  * scenario with a target, and the bare route at each end (the median run counts: one
- * process can run ~20% slower than the next for its whole life on this kind of machine);
+ * process can run ~20% slower than the next for its whole life on this kind of machine).
  * Both servers get the node flags of the package.json start script; BENCH_NODE_ARGS adds
  * more to the service (e.g. --cpu-prof).
  * Exit code 1 when a scenario could not run; a missed target is reported, not an error.
@@ -18,7 +19,7 @@ import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import {
   type BenchContext, type Cell, type Measurement, type RedisProcess, type Scenario, type ServerProcess,
-  StartError, TSX_LOADER, errorText, fmt, getFreePort, installExitHooks, load, markdownTable, medianBy, onCleanup, runCleanups,
+  type BenchBuild, StartError, buildForBench, errorText, fmt, getFreePort, installExitHooks, load, markdownTable, medianBy, onCleanup, runCleanups,
   startRedis, startScriptFlags, startServer, textTable, toAutocannonRequests, withTimeout,
 } from './lib.js'
 
@@ -238,7 +239,7 @@ async function measureBare (label: string, warmupS = WARMUP_S): Promise<Measurem
   try {
     server = await startServer({
       name: 'bare server',
-      args: [...START_NODE_FLAGS, '--import', TSX_LOADER, path.join(BENCH_DIR, 'bare-server.ts')],
+      args: [...START_NODE_FLAGS, build().bare],
       env: baseEnv(),
       cwd: dir,
       readyPath: '/',
@@ -319,7 +320,7 @@ async function runScenario ({ file, scenario }: LoadedScenario): Promise<RunResu
     }
     service = await startServer({
       name: 'service',
-      args: [...SERVICE_NODE_ARGS, '--import', TSX_LOADER, path.join(ROOT, 'src/server.ts')],
+      args: [...SERVICE_NODE_ARGS, build().server],
       env,
       cwd: dir,
       readyPath: '/api/health/live',
@@ -484,6 +485,7 @@ function markdown (meta: Record<string, unknown>, table: string, results: RunRes
     `Run ${String(meta.date)} on ${m.cpuCount} × ${m.cpuModel} (${m.os}), Node ${m.node}.`,
     `Service at commit ${rev.commit}${rev.dirty.length > 0 ? ` plus uncommitted changes to ${rev.dirty.join(', ')}` : ''}.`,
     `Each target: ${WARMUP_S} s warmup (not measured), then ${DURATION_S} s of autocannon on loopback, ${DEFAULT_CONNECTIONS} connections unless noted; one target at a time.`,
+    'Both servers ran compiled (`npm run build`; the bare server transpiled from bench/bare-server.ts): the service as `node dist/src/server.js`, as `npm start` runs it.',
     `Node flags: ${START_NODE_FLAGS.length > 0 ? START_NODE_FLAGS.join(' ') : 'none'} for both servers (the package.json start script's)${SERVICE_NODE_ARGS.length > START_NODE_FLAGS.length ? `, plus ${SERVICE_NODE_ARGS.slice(START_NODE_FLAGS.length).join(' ')} for the service` : ''}.`,
     PIN
       ? `Servers (bare and service) pinned to CPU ${PIN.server}; the load generator and the redis-servers to CPU ${PIN.load} (BENCH_PIN=0: unpinned).`
@@ -519,9 +521,18 @@ function markdown (meta: Record<string, unknown>, table: string, results: RunRes
 // Main
 // ---------------------------------------------------------------------------
 
+let built: BenchBuild | undefined
+/** The compiled servers (main() builds them before anything is measured). */
+function build (): BenchBuild {
+  if (built === undefined) throw new Error('bench: the servers were not built')
+  return built
+}
+
 async function main (): Promise<number> {
   installExitHooks()
   const scenarios = await loadScenarios(process.argv.slice(2))
+  log('bench: building the service (npm run build) and the bare server')
+  built = buildForBench(ROOT)
   const loadStart = os.loadavg()
   if ((loadStart[0] ?? 0) > 0.5) log(`bench: warning: load average is ${loadStart[0]?.toFixed(2)}; other work on this machine will skew the figures`)
   log(`bench: ${scenarios.length} scenario(s), ${WARMUP_S} s warmup + ${DURATION_S} s each (${RUNS} runs for those with a target, each after a bare run), plus the bare route at both ends`)

@@ -5,7 +5,7 @@
  * Every request locks a resource of its own, so this measures the lock's round trips, not
  * waiting on a busy lock.
  *
- * The harness only sends HTTP to `src/server.ts`, and the service has no route that does
+ * The harness only sends HTTP to the service (dist/src/server.js), which has no route that does
  * nothing but take a lock; rather than add a production route, this file doubles as a
  * preload for the service process. The scenarios start the service with
  * NODE_OPTIONS="--import tsx --import <this file>" and AIC_BENCH_LOCK_ROUTE=1; loaded that
