@@ -144,22 +144,33 @@ export interface BenchBuild {
   bare: string
 }
 
+/** Bench files that run inside a server process, transpiled to dist/<same path>.js. */
+const SERVER_SIDE_FILES = ['bench/bare-server.ts', 'bench/scenarios/locks.ts']
+
+/** Where buildForBench puts the transpiled `file` (a path relative to the repository). */
+export function compiledPath (root: string, file: string): string {
+  return path.join(root, 'dist', file.replace(/\.ts$/, '.js'))
+}
+
 /**
- * Both servers run compiled, as the service ships: `npm run build`'s tsc (dist/), and
- * bench/bare-server.ts transpiled next to it. Under tsx, one callgrind count of the hot
- * quote had 61 000 instructions a request of young-generation garbage collection on the
- * JavaScript thread, against 200 for the compiled build: a cost production never pays.
+ * Both servers run compiled, as the service ships: `npm run build`'s tsc (dist/), and the
+ * bench files that run inside a server (SERVER_SIDE_FILES) transpiled next to it. Under tsx,
+ * one callgrind count of the hot quote had 61 000 instructions a request of young-generation
+ * garbage collection on the JavaScript thread, against 200 for the compiled build: a cost
+ * production never pays.
  */
 export function buildForBench (root: string): BenchBuild {
   const require = createRequire(import.meta.url)
   execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' })
   const ts = require('typescript') as typeof import('typescript')
-  const source = readFileSync(path.join(root, 'bench/bare-server.ts'), 'utf8')
-  const { outputText } = ts.transpileModule(source, { fileName: 'bare-server.ts', compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2023 } })
-  const bare = path.join(root, 'dist/bench/bare-server.js')
-  mkdirSync(path.dirname(bare), { recursive: true })
-  writeFileSync(bare, outputText)
-  return { server: path.join(root, 'dist/src/server.js'), main: path.join(root, 'dist/src/main.js'), bare }
+  for (const file of SERVER_SIDE_FILES) {
+    const source = readFileSync(path.join(root, file), 'utf8')
+    const { outputText } = ts.transpileModule(source, { fileName: path.basename(file), compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2023 } })
+    const out = compiledPath(root, file)
+    mkdirSync(path.dirname(out), { recursive: true })
+    writeFileSync(out, outputText)
+  }
+  return { server: path.join(root, 'dist/src/server.js'), main: path.join(root, 'dist/src/main.js'), bare: compiledPath(root, 'bench/bare-server.ts') }
 }
 
 /** The item with the median value (the lower middle one for an even count). */

@@ -7,8 +7,10 @@
  *
  * The harness only sends HTTP to the service (dist/src/server.js), which has no route that does
  * nothing but take a lock; rather than add a production route, this file doubles as a
- * preload for the service process. The scenarios start the service with
- * NODE_OPTIONS="--import tsx --import <this file>" and AIC_BENCH_LOCK_ROUTE=1; loaded that
+ * preload for the service process. The harness compiles it with the service (buildForBench
+ * in ../lib.ts: dist/bench/scenarios/locks.js), and the scenarios start the service with
+ * NODE_OPTIONS="--import <that file>" and AIC_BENCH_LOCK_ROUTE=1, so the service runs
+ * compiled here too; loaded that
  * way, the file subscribes to Fastify's `fastify.initialization` diagnostics channel and
  * registers `POST /bench/lock` on the app the server builds (before its other plugins, so
  * no rate-limit or auth hook runs on it; the route reads `locks` at request time). Loaded
@@ -17,8 +19,6 @@
  */
 import { execFile } from 'node:child_process'
 import diagnostics from 'node:diagnostics_channel'
-import { createRequire } from 'node:module'
-import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import type { BenchContext, Measurement, Scenario } from '../lib.js'
 
@@ -40,9 +40,10 @@ if (process.env.AIC_BENCH_LOCK_ROUTE === '1') {
   })
 }
 
-const TSX_URL = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href
+/** This file as the harness's buildForBench compiled it (dist/bench/scenarios/locks.js). */
+const COMPILED_SELF = new URL('../../dist/bench/scenarios/locks.js', import.meta.url).href
 const ENV = {
-  NODE_OPTIONS: `--import ${TSX_URL} --import ${pathToFileURL(fileURLToPath(import.meta.url)).href}`,
+  NODE_OPTIONS: `--import ${COMPILED_SELF}`,
   AIC_BENCH_LOCK_ROUTE: '1',
   // The portfolio jobs would add their own Redis traffic to the measurement.
   SCHEDULER_ENABLED: 'false',
