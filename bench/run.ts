@@ -259,7 +259,7 @@ async function measureBare (label: string, warmupS = WARMUP_S): Promise<Measurem
 /** The few variables a Node process needs; nothing else from the harness's environment. */
 function baseEnv (): Record<string, string | undefined> {
   const { PATH, HOME, LANG, TZ } = process.env
-  return { PATH, HOME, LANG, TZ, TSX_TSCONFIG_PATH: path.join(ROOT, 'tsconfig.json') }
+  return { PATH, HOME, LANG, TZ }
 }
 
 async function runScenario ({ file, scenario }: LoadedScenario): Promise<RunResult> {

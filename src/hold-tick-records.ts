@@ -10,7 +10,7 @@
  * them megamorphic for good, and from then on every `nextTick` (inlined into Node's stream
  * and HTTP code) defines three of its four keys through the runtime
  * (`Runtime_DefineKeyedOwnPropertyInLiteral`). Measured with callgrind on the hot quote:
- * about 30 such calls per request, 20–25 % of the request's instructions. Whether and when
+ * about 30 such calls per request, about 30 % of the request's instructions. Whether and when
  * it happens depends on when the collector runs, so it differs from one process to the
  * next; this service, with a larger heap than a bare Fastify app, hit it in nearly every
  * process.

@@ -62,4 +62,3 @@ export async function main (): Promise<void> {
     process.exit(1)
   }
 }
-

@@ -67,8 +67,9 @@ export function callgrindAvailable (): boolean {
 export async function countInstructions (target: CallgrindTarget): Promise<InstructionCount> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'aic-callgrind-'))
   const port = await getFreePort()
+  // HOST is also the address the service listens on (its HOST setting): 127.0.0.1 for both.
   const identity = { USER: 'callgrind', LOGNAME: 'callgrind', HOST: '127.0.0.1' }
-  const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, ...identity, ...target.env, PORT: String(port), HOST: '127.0.0.1' }
+  const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, ...target.env, ...identity, PORT: String(port) }
   // Through `env -i`: exactly `env` reaches the server. A test runner adds NODE_OPTIONS to
   // every child it spawns (tap: its coverage loader), and coverage changes how V8 compiles.
   const child = spawn('env', ['-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
