@@ -1,14 +1,19 @@
 /**
- * Preload for test/tick-records.test.ts (node --expose-gc): three full garbage collections,
- * two seconds apart, each from a timer, when no `process.nextTick` record is queued. That
- * is when a collection frees the records' hidden classes unless something holds one, so
- * the slow path shows up at start-up instead of whenever the heap next fills.
+ * Preload for test/tick-records.test.ts (node --expose-gc): every second, ten times, four full
+ * garbage collections in a row, from a timer, when no `process.nextTick` record is queued.
+ * That is when the records' hidden classes can be freed unless something holds one. V8
+ * keeps a class that optimised code or feedback refers to alive for a couple of full
+ * collections after its last object dies (--retain-maps-for-n-gc), hence several in a row;
+ * one collection at a time was not always enough. The slow path then shows up at start-up
+ * instead of whenever the heap next fills.
  */
 const gc = (globalThis as { gc?: () => void }).gc
 if (typeof gc !== 'function') throw new Error('full-gc-when-idle needs node --expose-gc')
-let runs = 0
+const ROUNDS = 10
+const IN_A_ROW = 4
+let rounds = 0
 const timer = setInterval(() => {
-  gc()
-  if (++runs === 3) clearInterval(timer)
-}, 2000)
+  for (let i = 0; i < IN_A_ROW; i++) gc()
+  if (++rounds === ROUNDS) clearInterval(timer)
+}, 1000)
 timer.unref()
