@@ -33,6 +33,13 @@ const target = (entry: string): CallgrindTarget => ({
   },
   warm: 5000,
   measure: 1000,
+  // Three bursts of full collections on the idle server (test/helpers/full-gc-when-idle.ts).
+  onReady: async (child) => {
+    for (let i = 0; i < 3; i++) {
+      child.kill('SIGUSR2')
+      await new Promise((resolve) => setTimeout(resolve, 2000))
+    }
+  },
 })
 
 t.test(`hot quote: the server entry makes no ${RUNTIME_FN} calls; without the held records it makes many`, { skip }, async (t) => {

@@ -40,6 +40,8 @@ export interface CallgrindTarget {
   measure: number
   /** Called with the valgrind child as soon as it exists (e.g. to kill it with the caller). */
   onChild?: (child: ChildProcess) => void
+  /** Called once the server answers, before the warm requests. */
+  onReady?: (child: ChildProcess) => Promise<void>
   readyTimeoutMs?: number
 }
 
@@ -84,6 +86,7 @@ export async function countInstructions (target: CallgrindTarget): Promise<Instr
   try {
     const base = `http://127.0.0.1:${port}`
     await waitReady(target.name, base + target.readyPath, target.readyTimeoutMs ?? 180_000, child, () => stderr)
+    await target.onReady?.(child)
     await fire(base + target.path, target.warm)
     await control('-i', 'on')
     await fire(base + target.path, target.measure)
