@@ -148,7 +148,7 @@ export interface BenchBuild {
 const SERVER_SIDE_FILES = ['bench/bare-server.ts', 'bench/scenarios/locks.ts']
 
 /** Where buildForBench puts the transpiled `file` (a path relative to the repository). */
-export function compiledPath (root: string, file: string): string {
+function compiledPath (root: string, file: string): string {
   return path.join(root, 'dist', file.replace(/\.ts$/, '.js'))
 }
 
@@ -384,10 +384,8 @@ export function readCpuSeconds (pid: number): number | null {
 interface AutocannonOptions {
   url: string
   connections: number
-  /** Seconds of load, or… */
-  duration?: number
-  /** …this many requests. */
-  amount?: number
+  /** Seconds of load. */
+  duration: number
   requests: Array<{ method: string, path: string, headers?: Record<string, string>, body?: string }>
   timeout?: number
 }
