@@ -34,18 +34,18 @@ const BatchSchema = Type.Object({
 const errors = { 400: ErrorSchema, 404: ErrorSchema, 502: ErrorSchema, 503: ErrorSchema, 504: ErrorSchema }
 
 /**
- * Serialised L1 quotes by their object (frozen and shared by every reader of the entry):
- * a hot quote is serialised once, not per request. Entries go when L1 drops the quote.
+ * Serialised quotes by their object. The cache hands out deeply frozen values, one object
+ * shared by every reader: of an L1 entry for as long as L1 holds it, and of one L2 read or
+ * load by all the requests that waited on it (with L1 off, a burst of requests for one
+ * ticker shares one Redis GET and so one serialisation). An entry goes with its object.
  */
 const serialized = new WeakMap<object, string>()
 
 function sendQuote (reply: FastifyReply, result: QuoteLookup): void {
-  // Only an L1 copy is shared by later readers; any other object is answered once.
-  const shared = result.layer === 'l1'
-  let json = shared ? serialized.get(result.quote) : undefined
+  let json = serialized.get(result.quote)
   if (json === undefined) {
     json = reply.serialize(result.quote) as string
-    if (shared) serialized.set(result.quote, json)
+    serialized.set(result.quote, json)
   }
   void reply.header('x-cache', result.cache).header('age', String(result.age)).type('application/json; charset=utf-8').send(json)
 }
