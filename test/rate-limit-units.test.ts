@@ -219,15 +219,35 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     t.equal(COALESCE_MS, 20, 'the default hold is 20 ms')
   })
 
-  t.test('a flood of early hits leaves as soon as MAX_BATCH are queued, not after the whole hold', async (t) => {
+  t.test('a busy client\'s hits leave once half its early allowance is unanswered, not after the whole hold', async (t) => {
     const counter = new WindowCounter({ state: stateFor(client), maxEntries: 100, coalesceMs: 60_000 })
-    for (let i = 0; i < 2 * MAX_BATCH + 10; i++) counter.hit('ip:10.4.0.9', 60_000, 1_000_000_000)
-    t.equal(counter.stats().earlyAdmits, 2 * MAX_BATCH + 10, 'all answered at once (allowance 1000)')
-    await waitFor(async () => Number(await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) >= MAX_BATCH, 2000)
-    t.pass(`at least ${MAX_BATCH} counted in Redis long before the 60 s hold`)
+    const max = 1_000_000_000
+    const half = earlyAllowance(max) / 2
+    t.equal(half, MAX_EARLY / 2)
+    for (let i = 0; i < half - 1; i++) t.notOk(counter.hit('ip:10.4.0.9', 60_000, max) instanceof Promise)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    t.equal(counter.stats().batches, 0, `${half - 1} early hits are held`)
+    t.equal(Number(await redis.command('EXISTS', 'pfx:rate_limit:ip:10.4.0.9')), 0, 'nothing in Redis yet')
+    t.notOk(counter.hit('ip:10.4.0.9', 60_000, max) instanceof Promise)
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) === String(half), 2000)
+    t.equal(counter.stats().batches, 1, `the ${half}th leaves with the others, long before the 60 s hold`)
+    // While that call was out, the other half of the allowance kept admitting at once.
+    for (let i = 0; i < 2 * half; i++) t.notOk(counter.hit('ip:10.4.0.9', 60_000, max) instanceof Promise)
+    t.equal(counter.stats().earlyAdmits, 3 * half, 'no request of this client waited for Redis')
     counter.flush()
-    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) === String(2 * MAX_BATCH + 10), 2000)
-    t.pass('and the rest with the next call')
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) === String(3 * half), 2000)
+    t.pass('and the rest with the next calls')
+  })
+
+  t.test(`hits of MAX_BATCH (${MAX_BATCH}) clients leave at once, not after the whole hold`, async (t) => {
+    const counter = new WindowCounter({ state: stateFor(client), maxEntries: 1000, coalesceMs: 60_000 })
+    for (let i = 0; i < MAX_BATCH - 1; i++) t.notOk(counter.hit(`ip:10.5.${i >> 8}.${i & 255}`, 60_000, 1_000_000) instanceof Promise)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    t.equal(counter.stats().batches, 0, `${MAX_BATCH - 1} clients' early hits are held`)
+    counter.hit('ip:10.5.9.9', 60_000, 1_000_000)
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.5.9.9')) === '1', 2000)
+    t.equal(counter.stats().batches, 1, 'one call with all of them')
+    t.equal(await redis.command('GET', 'pfx:rate_limit:ip:10.5.0.0'), '1')
   })
 
   t.test('hits queued on a window that is evicted before the call leaves are still counted', async (t) => {

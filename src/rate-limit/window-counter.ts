@@ -6,8 +6,9 @@
  * batch, with the hits of one client added in one INCRBY (the count and the expiry are set
  * inside the script: a counter never exists without a TTL, and never keeps a TTL longer
  * than its window; each hit still gets its own exact count). A batch leaves at the end of
- * the event-loop turn when a request is waiting for it, and up to COALESCE_MS later when
- * every hit in it was already answered (or as soon as MAX_BATCH hits are queued). One
+ * the event-loop turn when a request is waiting for it, when MAX_BATCH clients are queued,
+ * or when a client has used half its early allowance (below) without an answer; otherwise
+ * up to COALESCE_MS later, every hit in it already answered. One
  * command per batch instead of one per request is where the stock Redis store's throughput
  * goes; one INCRBY per client per batch keeps a flood from one client cheap for Redis too.
  * Until its batch leaves, a hit answered at once is only a number on its client's window
@@ -55,7 +56,7 @@ export const KEY_PREFIX = 'rate_limit:'
 
 /**
  * Largest number of distinct keys in one script call (a bigger batch is split), and the
- * number of queued hits that sends the batch without waiting for the hold to end.
+ * number of queued clients that sends the batch without waiting for the hold to end.
  */
 export const MAX_BATCH = 256
 
@@ -64,6 +65,8 @@ export const MAX_BATCH = 256
  * not loosen the bound (that is the early allowance); it only makes a busy client's hits
  * reach Redis in fewer, larger calls: each call is a write and a read on the Redis socket,
  * and on a small machine those wake-ups cost the service more than the counting does.
+ * A busy client's batch leaves sooner, once half its allowance is used (see `hit`), so the
+ * allowance never runs dry while its hits are held and its requests do not start waiting.
  */
 export const COALESCE_MS = 20
 
@@ -249,7 +252,6 @@ export class WindowCounter {
   readonly #coalesceMs: number
   /** Windows with hits queued for the next call, each once, in the order they were first queued. */
   #dirty: Window[] = []
-  #queuedHits = 0
   /** Someone waits for the queued batch: it leaves at the end of this turn. */
   #immediate: NodeJS.Immediate | null = null
   /** Only already-answered hits are queued: they may wait COALESCE_MS for company. */
@@ -283,16 +285,19 @@ export class WindowCounter {
     const current = w.count + w.inFlight
     if (w.count > max) {
       this.#stats.earlyRefusals++
-      this.#enqueue(w, false, null)
+      this.#enqueue(w, false, null, false)
       return { current, ttl: w.resetAt - now }
     }
-    if (current <= max && w.early < earlyAllowance(max)) {
+    const allowance = earlyAllowance(max)
+    if (current <= max && w.early < allowance) {
       w.early++
       this.#stats.earlyAdmits++
-      this.#enqueue(w, true, null)
+      // Half the allowance unanswered: send now rather than hold, so the rest covers the
+      // round trip and this client's next requests need not wait for Redis.
+      this.#enqueue(w, true, null, 2 * w.early >= allowance)
       return { current, ttl: w.resetAt - now }
     }
-    return new Promise((resolve) => { this.#enqueue(w, false, resolve) })
+    return new Promise((resolve) => { this.#enqueue(w, false, resolve, true) })
   }
 
   /** `hit` as a promise. */
@@ -309,14 +314,14 @@ export class WindowCounter {
     this.#flushNow()
   }
 
-  #enqueue (w: Window, early: boolean, resolve: ((hit: Hit) => void) | null): void {
+  /** Queues a hit; `urgent`: the batch leaves at the end of this turn, not after the hold. */
+  #enqueue (w: Window, early: boolean, resolve: ((hit: Hit) => void) | null, urgent: boolean): void {
     if (w.queued === 0) this.#dirty.push(w)
     if (resolve !== null) (w.waiters ??= []).push({ index: w.queued, resolve })
     w.queued++
     if (early) w.queuedEarly++
-    this.#queuedHits++
     if (this.#immediate !== null) return
-    if (resolve !== null || this.#queuedHits >= MAX_BATCH) {
+    if (urgent || this.#dirty.length >= MAX_BATCH) {
       if (this.#timer !== null) {
         clearTimeout(this.#timer)
         this.#timer = null
@@ -335,7 +340,6 @@ export class WindowCounter {
     const dirty = this.#dirty
     if (dirty.length === 0) return
     this.#dirty = []
-    this.#queuedHits = 0
     // Take each window's queued hits off it: what arrives from now on goes with the next call.
     const sent: Sent[] = new Array(dirty.length)
     for (let i = 0; i < dirty.length; i++) {
