@@ -212,8 +212,16 @@ export class FastHistogram {
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
   }
 
+  /**
+   * Zeroes every series in place. Callers keep series objects for their label sets, so
+   * dropping them would leave those callers observing into series nobody exposes.
+   */
   reset (): void {
-    this.#series.clear()
+    for (const series of this.#series.values()) {
+      series.counts.fill(0)
+      series.sum = 0
+      series.count = 0
+    }
   }
 }
 
