@@ -219,7 +219,7 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     t.equal(COALESCE_MS, 20, 'the default hold is 20 ms')
   })
 
-  t.test('a busy client\'s hits leave once half its early allowance is unanswered, not after the whole hold', async (t) => {
+  t.test('a busy client\'s held hits leave once they reach half its early allowance, not after the whole hold', async (t) => {
     const counter = new WindowCounter({ state: stateFor(client), maxEntries: 100, coalesceMs: 60_000 })
     const max = 1_000_000_000
     const half = earlyAllowance(max) / 2

@@ -7,7 +7,7 @@
  * inside the script: a counter never exists without a TTL, and never keeps a TTL longer
  * than its window; each hit still gets its own exact count). A batch leaves at the end of
  * the event-loop turn when a request is waiting for it, when MAX_BATCH clients are queued,
- * or when a client has used half its early allowance (below) without an answer; otherwise
+ * or when a client's held hits reach half its early allowance (below); otherwise
  * up to COALESCE_MS later, every hit in it already answered. One
  * command per batch instead of one per request is where the stock Redis store's throughput
  * goes; one INCRBY per client per batch keeps a flood from one client cheap for Redis too.
@@ -65,8 +65,8 @@ export const MAX_BATCH = 256
  * not loosen the bound (that is the early allowance); it only makes a busy client's hits
  * reach Redis in fewer, larger calls: each call is a write and a read on the Redis socket,
  * and on a small machine those wake-ups cost the service more than the counting does.
- * A busy client's batch leaves sooner, once half its allowance is used (see `hit`), so the
- * allowance never runs dry while its hits are held and its requests do not start waiting.
+ * A busy client's batch leaves sooner, once its held hits reach half its allowance (see `hit`),
+ * so the allowance never runs dry while its hits are held and its requests do not wait.
  */
 export const COALESCE_MS = 20
 
@@ -292,9 +292,11 @@ export class WindowCounter {
     if (current <= max && w.early < allowance) {
       w.early++
       this.#stats.earlyAdmits++
-      // Half the allowance unanswered: send now rather than hold, so the rest covers the
-      // round trip and this client's next requests need not wait for Redis.
-      this.#enqueue(w, true, null, 2 * w.early >= allowance)
+      // Half the allowance held back: send now rather than hold on, so the other half
+      // covers the round trip and this client's next requests need not wait for Redis.
+      // (Counting the hits already sent as well would make every hit urgent while a
+      // call is out.)
+      this.#enqueue(w, true, null, 2 * (w.queuedEarly + 1) >= allowance)
       return { current, ttl: w.resetAt - now }
     }
     return new Promise((resolve) => { this.#enqueue(w, false, resolve, true) })
