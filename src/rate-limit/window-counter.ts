@@ -7,8 +7,8 @@
  * inside the script: a counter never exists without a TTL, and never keeps a TTL longer
  * than its window; each hit still gets its own exact count). A batch leaves at the end of
  * the event-loop turn when a request is waiting for it, when MAX_BATCH clients are queued,
- * or when a client's held hits reach half its early allowance (below); otherwise
- * up to COALESCE_MS later, every hit in it already answered. One
+ * or when a client's held hits reach half its early allowance (below); otherwise up to
+ * COALESCE_MS later, every hit in it already answered. One
  * command per batch instead of one per request is where the stock Redis store's throughput
  * goes; one INCRBY per client per batch keeps a flood from one client cheap for Redis too.
  * Until its batch leaves, a hit answered at once is only a number on its client's window
@@ -252,7 +252,7 @@ export class WindowCounter {
   readonly #coalesceMs: number
   /** Windows with hits queued for the next call, each once, in the order they were first queued. */
   #dirty: Window[] = []
-  /** Someone waits for the queued batch: it leaves at the end of this turn. */
+  /** The queued batch leaves at the end of this turn (a request waits for it, or it is urgent). */
   #immediate: NodeJS.Immediate | null = null
   /** Only already-answered hits are queued: they may wait COALESCE_MS for company. */
   #timer: NodeJS.Timeout | null = null
