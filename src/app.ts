@@ -63,7 +63,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   await app.register(configPlugin, { config })
   await app.register(underPressurePlugin)
-  await app.register(docsPlugin)
   await app.register(redisPlugin)
   await app.register(dbPlugin)
   await app.register(locksPlugin)
@@ -71,6 +70,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(authPlugin)
   await app.register(sessionsPlugin)
   await app.register(rateLimitPlugin)
+  // After the limiter (its onRoute hook then limits /docs too), before every route it documents.
+  await app.register(docsPlugin)
   await app.register(metricsPlugin)
   await app.register(schedulerPlugin)
   await app.register(portfolioPlugin)

@@ -137,3 +137,16 @@ t.test('GET /docs serves Swagger UI; DOCS_ENABLED=false removes both', async (t)
   t.equal((await off.inject('/docs')).statusCode, 404)
   t.equal((await off.inject('/docs/json')).statusCode, 404)
 })
+
+t.test('the docs are rate limited like any route', async (t) => {
+  const { app } = await build(t, { ...AUTH_ENV, RATE_LIMIT_MAX: '3' })
+  for (let i = 1; i <= 3; i++) {
+    const res = await app.inject({ method: 'GET', url: '/docs/json' })
+    t.equal(res.statusCode, 200)
+    t.equal(res.headers['x-ratelimit-limit'], '3')
+    t.equal(res.headers['x-ratelimit-remaining'], String(3 - i))
+  }
+  const refused = await app.inject({ method: 'GET', url: '/docs' })
+  t.equal(refused.statusCode, 429, 'the 4th request in the window, to the UI')
+  t.ok(Number(refused.headers['retry-after']) > 0, 'with Retry-After')
+})
