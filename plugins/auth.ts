@@ -117,9 +117,8 @@ export default fp(async function authPlugin (fastify) {
       allowedIss: config.JWT_ISSUER,
       allowedAud: config.JWT_AUDIENCE,
       requiredClaims: ['exp', 'iat', 'iss', 'aud', 'sub', 'role', 'sid'],
-      // For other callers of fastify.jwt.verify (the rate limiter keys clients by user):
-      // successful verifications are cached until the token's own expiry, never longer.
-      cache: 2000,
+      // No fast-jwt cache: every caller (authentication, the rate limiter's client key)
+      // goes through identity.verifyToken, which caches verified tokens itself.
     },
   })
 
