@@ -50,9 +50,10 @@ t.test(`hot quote: the server entry makes no ${RUNTIME_FN} calls; without the he
   t.comment(`with the held records: ${held.runtimeCalls.toFixed(2)} calls and ${Math.round(held.mainThread)} main-thread instructions per request`)
   t.comment(`without: ${control.runtimeCalls.toFixed(2)} calls and ${Math.round(control.mainThread)} main-thread instructions per request`)
   // The slow path is three runtime calls per nextTick, about 30 a request. Code that runs
-  // unoptimised for a moment (after the forced collections) makes a few calls either way.
+  // unoptimised for a moment after the forced collections makes a few calls either way
+  // (seen: 0.00–0.06 a request with the held records).
   t.ok(control.runtimeCalls >= 10, `the measurement sees the slow path without the held records (${control.runtimeCalls.toFixed(2)} calls per request)`)
-  t.ok(held.runtimeCalls < 3, `with the held records, nextTick records stay off the runtime (${held.runtimeCalls.toFixed(2)} calls per request)`)
+  t.ok(held.runtimeCalls < 0.5, `with the held records, nextTick records stay off the runtime (${held.runtimeCalls.toFixed(2)} calls per request)`)
 })
 
 t.test('two records are caught and held (a Node without TickObject init events would hold none)', async (t) => {
