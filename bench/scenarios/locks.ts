@@ -10,8 +10,7 @@
  * preload for the service process. The harness compiles it with the service (buildForBench
  * in ../lib.ts: dist/bench/scenarios/locks.js), and the scenarios start the service with
  * NODE_OPTIONS="--import <that file>" and AIC_BENCH_LOCK_ROUTE=1, so the service runs
- * compiled here too; loaded that
- * way, the file subscribes to Fastify's `fastify.initialization` diagnostics channel and
+ * compiled here too; loaded that way, the file subscribes to Fastify's `fastify.initialization` diagnostics channel and
  * registers `POST /bench/lock` on the app the server builds (before its other plugins, so
  * no rate-limit or auth hook runs on it; the route reads `locks` at request time). Loaded
  * by the harness it only exports the scenarios (its `../lib.js` import is type-only, so the
