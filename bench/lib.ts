@@ -55,6 +55,12 @@ export interface Scenario {
   target?: Target
   /** Env for the service process, merged over the harness defaults. */
   env?: Record<string, string>
+  /**
+   * What answers the load: the service (the default), or the bare server (bench/bare-server.ts)
+   * for a reference row that measures plain Fastify doing part of the service's work. A bare
+   * scenario runs without Redis and without `env`.
+   */
+  server?: 'service' | 'bare'
   /** 'up': private redis-server; 'down': REDIS_URL to a port with nothing listening; 'none' (default): no REDIS_URL. */
   redis?: 'none' | 'up' | 'down'
   /** Extra independent redis-servers; their URLs comma-joined in REDLOCK_URLS. */

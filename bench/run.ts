@@ -318,14 +318,13 @@ async function runScenario ({ file, scenario }: LoadedScenario): Promise<RunResu
       REDLOCK_URLS: masterUrls.join(','),
       ...scenario.env,
     }
-    service = await startServer({
-      name: 'service',
-      args: [...SERVICE_NODE_ARGS, build().server],
-      env,
-      cwd: dir,
-      readyPath: '/api/health/live',
-      ...(PIN ? { cpus: PIN.server } : {}),
-    })
+    const pin = PIN ? { cpus: PIN.server } : {}
+    if (scenario.server === 'bare') {
+      if (redisMode !== 'none' || masterUrls.length > 0 || scenario.env !== undefined) throw new Error('a bare-server scenario takes no Redis and no env')
+      service = await startServer({ name: 'bare server', args: [...START_NODE_FLAGS, build().bare], env: baseEnv(), cwd: dir, readyPath: '/', ...pin })
+    } else {
+      service = await startServer({ name: 'service', args: [...SERVICE_NODE_ARGS, build().server], env, cwd: dir, readyPath: '/api/health/live', ...pin })
+    }
     ctx.baseUrl = service.baseUrl
 
     if (scenario.setup) await withTimeout(scenario.setup(ctx), SETUP_TIMEOUT_MS, 'setup')
