@@ -1,9 +1,11 @@
 /**
  * `npm run bench:instructions`: instructions per request, counted by callgrind (valgrind),
- * for the bare route, the service's hot quote (an L1 hit, no Redis) as `npm start` runs it
- * (dist/src/server.js), and the same server without the nextTick records its entry holds
- * (dist/src/main.js started directly; src/hold-tick-records.ts says why they matter). All
- * compiled, with the start script's node flags. Writes bench/results/instructions.{md,json}.
+ * for the bare route; the bare route with the five headers a limited quote carries (a
+ * reference: what they cost plain Fastify); the service's hot quote (an L1 hit) as
+ * `npm start` runs it (dist/src/server.js), without Redis and with a private redis-server;
+ * and the same server without the nextTick records its entry holds (dist/src/main.js
+ * started directly; src/hold-tick-records.ts says why they matter). All compiled, with the
+ * start script's node flags. Writes bench/results/instructions.{md,json}.
  *
  * Why: req/s and CPU time on a shared 2-core VM move by 20 % and more from one process to
  * the next; a count of instructions moves only when the work a process does moves. It
@@ -17,13 +19,13 @@
  * counted (20000), 10 connections; INSTR_RUNS (default 2) fresh processes per row group.
  * Timers count too: under valgrind a process answers a few hundred requests a second, so a
  * once-a-second timer weighs ~100× more per request than at full speed. Needs valgrind and
- * callgrind_control; two processes run at a time. Takes about 8 minutes here.
+ * callgrind_control; two processes run at a time. Takes about 13 minutes here.
  */
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { RUNTIME_FN, countInstructions, type InstructionCount } from '../test/helpers/callgrind.js'
-import { buildForBench, installExitHooks, markdownTable, medianBy, startScriptFlags, textTable, trackChild } from './lib.js'
+import { buildForBench, installExitHooks, markdownTable, medianBy, startRedis, startScriptFlags, textTable, trackChild } from './lib.js'
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(BENCH_DIR, '..')
@@ -37,9 +39,20 @@ function intEnv (name: string, def: number): number {
   return n
 }
 
-interface Variant { name: string, nodeArgs: string[], path: string, readyPath: string }
+interface Variant {
+  name: string
+  nodeArgs: string[]
+  path: string
+  readyPath: string
+  /** Give the service a private redis-server (REDIS_URL) and count the limiter's script calls. */
+  redis?: boolean
+}
 
-interface Count extends InstructionCount { variant: string }
+interface Count extends InstructionCount {
+  variant: string
+  /** With Redis: the rate limiter's script calls (EVALSHA and EVAL) per request, warm-up included. */
+  scriptCalls: number | null
+}
 
 /** The service's environment: no Redis, nothing but the hot quote to answer. */
 const SERVICE_ENV = {
@@ -49,8 +62,44 @@ const SERVICE_ENV = {
 }
 
 async function count (v: Variant): Promise<Count> {
-  const counted = await countInstructions({ name: v.name, nodeArgs: v.nodeArgs, path: v.path, readyPath: v.readyPath, env: SERVICE_ENV, warm: WARM, measure: MEASURE, onChild: trackChild })
-  return { variant: v.name, ...counted }
+  const redis = v.redis === true ? await startRedis() : null
+  try {
+    const env = redis === null ? SERVICE_ENV : { ...SERVICE_ENV, REDIS_URL: redis.url }
+    const counted = await countInstructions({
+      name: v.name, nodeArgs: v.nodeArgs, path: v.path, readyPath: v.readyPath, env, warm: WARM, measure: MEASURE, onChild: trackChild,
+      ...(redis === null ? {} : { onReady: async () => { await redis.command('CONFIG', 'RESETSTAT') } }),
+    })
+    const scriptCalls = redis === null ? null : scriptCallsIn(await redis.command('INFO', 'commandstats')) / (WARM + MEASURE)
+    return { variant: v.name, ...counted, scriptCalls }
+  } finally {
+    await redis?.stop()
+  }
+}
+
+/**
+ * What Redis being up adds to the hot quote, put per limiter script call: under valgrind a
+ * process answers about a thousand requests a second, so the limiter's 20 ms hold gathers a
+ * few dozen hits a call instead of the hundreds it gathers at full speed, and its per-call
+ * cost weighs that much more per request. Null without both rows.
+ */
+function perScriptCall (counts: Count[], upName: string | undefined, noneName: string | undefined): string | null {
+  const up = counts.filter((c) => c.variant === upName)
+  const none = counts.filter((c) => c.variant === noneName)
+  if (up.length === 0 || none.length === 0) return null
+  const upMain = medianBy(up, (c) => c.mainThread).mainThread
+  const noneMain = medianBy(none, (c) => c.mainThread).mainThread
+  const calls = medianBy(up, (c) => c.scriptCalls ?? 0).scriptCalls ?? 0
+  const extra = upMain - noneMain
+  const round = (x: number): string => Math.round(x).toLocaleString('en-US')
+  return `Redis up adds ${round(extra)} instructions a request on the JavaScript thread (medians) with ${calls.toFixed(3)} limiter script calls a request (${calls > 0 ? (1 / calls).toFixed(0) : '—'} hits a call): ` +
+    `${calls > 0 ? round(extra / calls) : '—'} instructions a script call, if the calls account for all of it. At full speed a call carries hundreds of hits (\`redis-cli INFO commandstats\` against the requests sent), so the same calls cost that many times less a request.`
+}
+
+/** EVALSHA + EVAL calls in an `INFO commandstats` answer. */
+function scriptCallsIn (info: string): number {
+  let calls = 0
+  for (const m of info.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm)) calls += Number(m[1])
+  return calls
 }
 
 async function main (): Promise<void> {
@@ -60,7 +109,9 @@ async function main (): Promise<void> {
   const quote = { path: '/api/stocks/AAPL', readyPath: '/api/health/live' }
   const targets: Variant[] = [
     { name: 'bare Fastify GET /', nodeArgs: [...flags, built.bare], path: '/', readyPath: '/' },
+    { name: 'bare Fastify GET / with the 5 headers a limited quote carries', nodeArgs: [...flags, built.bare], path: '/with-headers', readyPath: '/' },
     { name: 'hot quote (L1 hit, no Redis), as npm start runs it', nodeArgs: [...flags, built.server], ...quote },
+    { name: 'hot quote (L1 hit), Redis up', nodeArgs: [...flags, built.server], ...quote, redis: true },
     { name: 'hot quote, without the held nextTick records', nodeArgs: [...flags, '--input-type=module', '-e', `import(${JSON.stringify(pathToFileURL(built.main).href)}).then((m) => m.main())`], ...quote },
   ]
   const variants = targets.flatMap((t) => Array.from({ length: RUNS }, () => t))
@@ -73,10 +124,12 @@ async function main (): Promise<void> {
   const bareAll = medianBy(bareRuns, (c) => c.instructions).instructions
   const bareMain = medianBy(bareRuns, (c) => c.mainThread).mainThread
   const n = (x: number): string => Math.round(x).toLocaleString('en-US')
-  const header = ['target', 'instructions / request, main thread', 'bare ÷ this', 'all threads', 'bare ÷ this', `${RUNTIME_FN} calls / request`, 'their instructions / request']
+  const header = ['target', 'instructions / request, main thread', 'bare ÷ this', 'all threads', 'bare ÷ this', `${RUNTIME_FN} calls / request`, 'their instructions / request', 'limiter script calls / request']
   const rows = counts.map((c) => [c.variant, n(c.mainThread), (bareMain / c.mainThread).toFixed(2), n(c.instructions), (bareAll / c.instructions).toFixed(2),
-    c.runtimeCalls.toFixed(1), n(c.runtimeInstructions)])
+    c.runtimeCalls.toFixed(1), n(c.runtimeInstructions), c.scriptCalls === null ? '—' : c.scriptCalls.toFixed(3)])
+  const perCall = perScriptCall(counts, targets.find((t) => t.redis === true)?.name, targets.find((t) => t.path === quote.path && t.redis !== true)?.name)
   process.stdout.write(`\n${textTable(header, rows, [0])}\n`)
+  if (perCall !== null) process.stdout.write(`\n${perCall}\n`)
   const md = [
     '# Instructions per request (callgrind)',
     '',
@@ -84,6 +137,7 @@ async function main (): Promise<void> {
     '',
     markdownTable(header, rows, [0]),
     '',
+    ...(perCall === null ? [] : [perCall, '']),
   ].join('\n')
   const resultsDir = path.join(BENCH_DIR, 'results')
   writeFileSync(path.join(resultsDir, 'instructions.md'), md)
