@@ -27,7 +27,7 @@ let used = 0
 app.get('/with-headers', async (_request, reply) => {
   used++
   void reply.header('x-ratelimit-limit', String(LIMIT)).header('x-ratelimit-remaining', String(LIMIT - used)).header('x-ratelimit-reset', '60')
-    .header('x-cache', 'HIT').header('age', String(Math.floor(process.uptime()) % 20))
+    .header('x-cache', 'HIT').header('age', String(Math.floor(Date.now() / 1000) % 20))
   return payload()
 })
 
