@@ -19,7 +19,7 @@
  * counted (20000), 10 connections; INSTR_RUNS (default 2) fresh processes per row group.
  * Timers count too: under valgrind a process answers a few hundred requests a second, so a
  * once-a-second timer weighs ~100× more per request than at full speed. Needs valgrind and
- * callgrind_control; two processes run at a time. Takes about 13 minutes here.
+ * callgrind_control; two processes run at a time. Takes about 7 minutes here.
  */
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
