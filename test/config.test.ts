@@ -112,3 +112,21 @@ t.test('the README configuration table names every variable', async (t) => {
   const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
   for (const key of configKeys) t.ok(readme.includes(`\`${key}\``), `${key} is in README.md`)
 })
+
+t.test('.env.example and the README give each variable the default the schema applies', async (t) => {
+  const defaults = loadConfig({}) as Record<string, unknown>
+  const example = new Map([...readFileSync(new URL('../.env.example', import.meta.url), 'utf8')
+    .matchAll(/^#?\s*([A-Z][A-Z0-9_]+)=(.*)$/gm)].map((m) => [m[1], m[2]]))
+  const readme = new Map([...readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+    .matchAll(/^\| `([A-Z][A-Z0-9_]+)` \| ([^|]*) \|/gm)].map((m) => [m[1], m[2]?.trim()]))
+  for (const key of configKeys) {
+    const value = defaults[key]
+    if (value === undefined) {
+      // No default: .env.example shows an example (or nothing), the README a dash.
+      t.equal(readme.get(key), '—', `${key}: no default, and the README says so`)
+      continue
+    }
+    t.equal(example.get(key), String(value), `${key}: .env.example shows the default`)
+    t.equal(readme.get(key), `\`${String(value) === '' ? '(empty)' : String(value)}\``, `${key}: the README shows the default`)
+  }
+})
