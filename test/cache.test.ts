@@ -80,6 +80,71 @@ t.test('N instances × M concurrent misses = 1 loader call (Redis lock, waiters 
   t.equal(await redis.command('EXISTS', 'lock:fill:stock:B'), '0', 'the lock was released')
 })
 
+t.test('concurrent misses share one loader call without Redis: the in-process flight is then the only guard', async (t) => {
+  const { cache } = await engine(t, null)
+  const loader = counting(() => ({ price: 2 }), 100)
+  const results = await Promise.all(Array.from({ length: 100 }, () => cache.wrapEntry('stock:S1', { ttl: 20 }, loader)))
+  t.equal(loader.calls, 1, 'one call for 100 concurrent misses')
+  t.ok(results.every((r) => r.cache === 'MISS' && (r.value as { price: number }).price === 2))
+})
+
+t.test('concurrent misses share one loader call while Redis is down', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache, state } = await engine(t, redis)
+  await redis.kill()
+  await waitFor(() => !state.available, 5000)
+  const loader = counting(() => ({ price: 3 }), 100)
+  const results = await Promise.all(Array.from({ length: 100 }, () => cache.wrapEntry('stock:S2', { ttl: 20 }, loader)))
+  t.equal(loader.calls, 1, 'one call for 100 concurrent misses, no fill lock to lean on')
+  t.ok(results.every((r) => (r.value as { price: number }).price === 3))
+})
+
+t.test('the fill lock is released by its owner only: a lock someone else holds when the load ends stays', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache } = await engine(t, redis)
+  const loader = counting(() => 1, 300)
+  const loading = cache.wrap('stock:OWN', { ttl: 20 }, loader)
+  await waitFor(async () => (await redis.command('EXISTS', 'lock:fill:stock:OWN')) === '1', 2000)
+  // As if this instance's lock had expired and another instance had taken it.
+  await redis.command('SET', 'lock:fill:stock:OWN', 'another-owner', 'PX', '10000')
+  t.equal(await loading, 1)
+  t.equal(await redis.command('GET', 'lock:fill:stock:OWN'), 'another-owner', 'not deleted by the instance whose lock it no longer was')
+  const pttl = Number(await redis.command('PTTL', 'lock:fill:stock:OWN'))
+  t.ok(pttl > 5000, `nor shortened by its renewal (PTTL ${pttl} ms of 10000)`)
+})
+
+t.test('the fill lock is renewed while a load outlasts its TTL: another instance waits for L2 instead of loading', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const a = await engine(t, redis, { lockTtlMs: 200 })
+  const b = await engine(t, redis, { lockTtlMs: 200 })
+  const loader = counting(() => ({ price: 5 }), 800)
+  const first = a.cache.wrapEntry('stock:LONG', { ttl: 20 }, loader)
+  await sleep(500)
+  t.equal(await redis.command('EXISTS', 'lock:fill:stock:LONG'), '1', 'still held 500 ms into the load, past its 200 ms TTL')
+  const second = await b.cache.wrapEntry('stock:LONG', { ttl: 20 }, loader)
+  t.equal(loader.calls, 1, 'the second instance did not load')
+  t.equal(second.layer, 'l2-wait')
+  t.equal((await first).layer, 'loader')
+  t.equal(await redis.command('EXISTS', 'lock:fill:stock:LONG'), '0', 'released once the load was stored')
+})
+
+t.test('a batch loads at most `concurrency` misses at a time', async (t) => {
+  const { cache } = await engine(t, null)
+  let inFlight = 0
+  let most = 0
+  const loader = async (key: string): Promise<string> => {
+    inFlight++
+    most = Math.max(most, inFlight)
+    await sleep(30)
+    inFlight--
+    return key
+  }
+  const keys = Array.from({ length: 10 }, (_v, i) => `stock:BATCH${i}`)
+  const settled = await cache.wrapMany(keys, { ttl: 20 }, loader, 3)
+  t.equal(most, 3, 'three at a time: never more, and not one by one')
+  t.same(settled.map((s) => (s.status === 'fulfilled' ? s.value.value : null)), keys)
+})
+
 t.test('a lock left by a crashed instance delays a load at most until it expires', redisOpts, async (t) => {
   const redis = await privateRedis(t)
   const { cache } = await engine(t, redis)
