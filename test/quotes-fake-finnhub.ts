@@ -27,6 +27,9 @@ export interface FakeFinnhub {
   readonly url: string
   /** Requests received (all symbols). */
   readonly calls: number
+  /** Requests being answered now, and the most at once so far. */
+  readonly inFlight: number
+  readonly maxInFlight: number
   callsFor (symbol: string): number
   /** Request URLs and the token header, in order. */
   readonly seen: Array<{ url: string, token: string | undefined }>
@@ -41,9 +44,11 @@ export interface FakeFinnhub {
 export async function startFakeFinnhub (options: { delayMs?: number } = {}): Promise<FakeFinnhub> {
   const counts = new Map<string, number>()
   const hanging = new Set<http.ServerResponse>()
-  const fake: FakeFinnhub & { calls: number, url: string } = {
+  const fake: FakeFinnhub & { calls: number, url: string, inFlight: number, maxInFlight: number } = {
     url: '',
     calls: 0,
+    inFlight: 0,
+    maxInFlight: 0,
     seen: [],
     mode: 'ok',
     modes: new Map(),
@@ -60,6 +65,16 @@ export async function startFakeFinnhub (options: { delayMs?: number } = {}): Pro
     const url = new URL(req.url ?? '/', 'http://fake')
     const symbol = url.searchParams.get('symbol') ?? ''
     fake.calls++
+    fake.inFlight++
+    fake.maxInFlight = Math.max(fake.maxInFlight, fake.inFlight)
+    let finished = false
+    const done = (): void => {
+      if (finished) return
+      finished = true
+      fake.inFlight--
+    }
+    res.once('finish', done)
+    res.once('close', done)
     const n = (counts.get(symbol) ?? 0) + 1
     counts.set(symbol, n)
     const tokenHeader = req.headers['x-finnhub-token']

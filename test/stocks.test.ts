@@ -398,6 +398,43 @@ t.test('without Redis configured the quotes work from L1 and the provider', asyn
   t.equal(fake.calls, 2)
 })
 
+t.test('the cache settings reach the service: QUOTE_BATCH_CONCURRENCY bounds upstream calls in flight, CACHE_L1_MAX_ENTRIES bounds L1', async (t) => {
+  const fake = await fakeFinnhub(t, 50)
+  const { app } = await build(t, env(fake, null, { QUOTE_BATCH_CONCURRENCY: '2', CACHE_L1_MAX_ENTRIES: '5' }))
+  const tickers = Array.from({ length: 12 }, (_v, i) => `T${i}`)
+  const res = await app.inject(`/api/stocks?tickers=${tickers.join(',')}`)
+  t.equal(res.statusCode, 200)
+  t.equal(res.json<{ quotes: QuoteBody[] }>().quotes.length, 12)
+  t.equal(fake.calls, 12)
+  t.equal(fake.maxInFlight, 2, 'two upstream calls at a time')
+  t.equal(app.cache.stats().l1.entries, 5, 'L1 kept five quotes')
+})
+
+t.test('CACHE_L1_ENABLED=false: no L1 (without Redis, then, every request asks the provider)', async (t) => {
+  const fake = await fakeFinnhub(t)
+  const { app } = await build(t, env(fake, null, { CACHE_L1_ENABLED: 'false' }))
+  t.equal((await quote(app, 'AAPL')).cache, 'MISS')
+  t.equal((await quote(app, 'AAPL')).cache, 'MISS')
+  t.equal(fake.calls, 2)
+  t.equal(app.cache.stats().l1.enabled, false)
+})
+
+t.test('a batch of 50 distinct tickers is answered, with X-Cache and Age (the oldest quote\'s) for the whole', async (t) => {
+  const { app } = await build(t, { DATABASE_PATH: ':memory:', LOG_LEVEL: 'warn' })
+  const url = `/api/stocks?tickers=${Array.from({ length: 50 }, (_v, i) => `B${i}`).join(',')}`
+  const started = Date.now()
+  const first = await app.inject(url)
+  t.equal(first.statusCode, 200)
+  t.equal(first.json<{ quotes: QuoteBody[] }>().quotes.length, 50)
+  t.equal(first.headers['x-cache'], 'MISS')
+  t.equal(first.headers.age, '0')
+  await sleep(1100)
+  const second = await app.inject(url)
+  const age = Number(second.headers.age)
+  t.equal(second.headers['x-cache'], 'HIT')
+  t.ok(age >= 1 && age <= Math.ceil((Date.now() - started) / 1000), `Age ${age} s: the quotes' age, in whole seconds`)
+})
+
 t.test('the default simulated provider labels its quotes', async (t) => {
   const { app } = await build(t, { DATABASE_PATH: ':memory:', LOG_LEVEL: 'warn' })
   const res = await quote(app, 'brk.b')
