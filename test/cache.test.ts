@@ -237,6 +237,34 @@ t.test('XFetch: a hot key is refreshed before it expires, so no reader sees it e
   t.ok(seen.has('MISS'), 'without it a reader waits for the reload')
 })
 
+t.test('XFetch also refreshes early for batch reads, and with L1 off for reads from L2', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const paths = [
+    { name: 'batch (wrapMany, L1 on)', key: 'stock:HOTBATCH', options: {}, batch: true },
+    { name: 'L1 off (wrapEntry from L2)', key: 'stock:HOTL2', options: { l1: { enabled: false } }, batch: false },
+  ]
+  for (const path of paths) {
+    const { cache } = await engine(t, redis, { random: () => 0.001, ...path.options })
+    let version = 0
+    const loader = counting(() => ++version, 40)
+    const read = async (): Promise<string> => {
+      if (!path.batch) return (await cache.wrapEntry(path.key, { ttl: 0.6 }, loader)).cache
+      const [settled] = await cache.wrapMany([path.key], { ttl: 0.6 }, loader)
+      if (settled?.status !== 'fulfilled') throw new Error('the batch read failed')
+      return settled.value.cache
+    }
+    t.equal(await read(), 'MISS', `${path.name}: the first read loads`)
+    const statuses = new Set<string>()
+    const until = Date.now() + 2000
+    while (Date.now() < until) {
+      statuses.add(await read())
+      await sleep(10)
+    }
+    t.same([...statuses], ['HIT'], `${path.name}: every read for 2 s (3+ TTLs) was a HIT`)
+    t.ok(loader.calls >= 4, `${path.name}: refreshed in the background (${loader.calls} loads)`)
+  }
+})
+
 t.test('L1 is bounded by entries and by bytes', async (t) => {
   const { cache } = await engine(t, null, { l1: { maxEntries: 10 } })
   for (let i = 0; i < 50; i++) await cache.wrap(`stock:K${i}`, { ttl: 60 }, async () => i)

@@ -93,6 +93,11 @@ export class TwoTierCache {
   readonly #l1: LRUCache<string, L1Entry> | null
   readonly #l1Limits: { maxEntries: number, maxBytes: number }
   readonly #inflight = new Map<string, Flight>()
+  /**
+   * Early refreshes of L2 hits while L1 is off. They run beside the readers, not in their
+   * way: a reader keeps reading the copy in L2 (still fresh) instead of joining the load.
+   */
+  readonly #refreshing = new Map<string, Flight>()
   readonly #counters = new Map<string, CacheCounters>()
   readonly #names: ReadonlyArray<readonly [string, string]>
   readonly #channel: string
@@ -341,10 +346,10 @@ export class TwoTierCache {
       case 'l2':
         counters.hitsL2++
         // Without an L1, hits on L2 are the hot path: early refresh applies to them.
-        if (this.#l1 === null && !this.#inflight.has(key) &&
+        if (this.#l1 === null && !this.#refreshing.has(key) &&
             shouldRefreshEarly(now, resolved.t + resolved.ttl, resolved.d, resolved.ttl, this.#random, this.#xfetch)) {
           counters.earlyRefreshes++
-          this.#startFlight(key, options, loader, counters, undefined, resolved.t, false)
+          this.#refreshBeside(key, options, loader, counters, resolved.t)
         }
         return toResult(resolved.value, resolved.t, 'HIT', 'l2', now)
       case 'stale':
@@ -374,6 +379,15 @@ export class TwoTierCache {
     flight.promise.catch(() => {})
     this.#inflight.set(key, flight)
     return flight
+  }
+
+  /** An early refresh that readers do not join (L1 off: they read L2 meanwhile). */
+  #refreshBeside (key: string, options: WrapOptions, loader: () => Promise<unknown>, counters: CacheCounters, newerThan: number): void {
+    const flight: Flight = { promise: Promise.resolve() as unknown as Promise<Resolved>, invalidated: false }
+    flight.promise = this.#fill(key, options, loader, counters, undefined, newerThan, false, flight)
+      .finally(() => { if (this.#refreshing.get(key) === flight) this.#refreshing.delete(key) })
+    flight.promise.catch(() => {})
+    this.#refreshing.set(key, flight)
   }
 
   /**
@@ -535,10 +549,12 @@ export class TwoTierCache {
   #dropLocal (keys: readonly string[]): void {
     for (const key of keys) {
       this.#l1?.delete(key)
-      const flight = this.#inflight.get(key)
-      if (flight !== undefined) {
-        flight.invalidated = true
-        this.#inflight.delete(key)
+      for (const flights of [this.#inflight, this.#refreshing]) {
+        const flight = flights.get(key)
+        if (flight !== undefined) {
+          flight.invalidated = true
+          flights.delete(key)
+        }
       }
     }
   }
@@ -547,10 +563,12 @@ export class TwoTierCache {
     if (this.#l1 !== null) {
       for (const [key] of [...this.#l1.entries()]) if (key.startsWith(prefix)) this.#l1.delete(key)
     }
-    for (const [key, flight] of [...this.#inflight]) {
-      if (key.startsWith(prefix)) {
-        flight.invalidated = true
-        this.#inflight.delete(key)
+    for (const flights of [this.#inflight, this.#refreshing]) {
+      for (const [key, flight] of [...flights]) {
+        if (key.startsWith(prefix)) {
+          flight.invalidated = true
+          flights.delete(key)
+        }
       }
     }
   }
