@@ -202,6 +202,24 @@ t.test('grace: a failed load after expiry serves the stale value, marked STALE, 
   t.equal(await cache.wrap('stock:F', options, loader), 2)
 })
 
+t.test('grace: a load abandoned at the loader timeout serves the stale value, marked STALE', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache } = await engine(t, redis, { loaderTimeoutMs: 200 })
+  let hang = false
+  const loader = async (): Promise<number> => (hang ? new Promise<never>(() => {}) : 1)
+  const options = { ttl: 0.3, grace: 5 }
+  t.equal((await cache.wrapEntry('stock:TO', options, loader)).value, 1)
+  await sleep(350)
+  hang = true
+  const started = performance.now()
+  const stale = await cache.wrapEntry('stock:TO', options, loader)
+  const ms = performance.now() - started
+  t.equal(stale.cache, 'STALE')
+  t.equal(stale.value, 1)
+  t.ok(ms >= 150 && ms < 1500, `served once the 200 ms loader timeout passed (${ms.toFixed(0)} ms)`)
+  t.equal(await redis.command('EXISTS', 'lock:fill:stock:TO'), '0', 'the abandoned load left no lock behind')
+})
+
 t.test('XFetch: a hot key is refreshed before it expires, so no reader sees it expire', redisOpts, async (t) => {
   t.ok(shouldRefreshEarly(1000, 1010, 50, 20_000, () => 0.5), '-50·ln(0.5) ≈ 35 ms ≥ the 10 ms left')
   t.notOk(shouldRefreshEarly(1000, 2000, 50, 20_000, () => 0.5), 'not 1 s before expiry')

@@ -22,6 +22,8 @@ export type FakeMode =
   | 'rate-limited'
   /** HTTP 500 for the first call for a symbol, then answers. */
   | 'fail-first'
+  /** The connection is cut, with no answer, on the first call for a symbol (a network error); then answers. */
+  | 'drop-first'
 
 export interface FakeFinnhub {
   readonly url: string
@@ -90,6 +92,9 @@ export async function startFakeFinnhub (options: { delayMs?: number } = {}): Pro
         case 'fail': return json(res, 500, { error: 'internal' })
         case 'fail-first':
           if (n === 1) return json(res, 500, { error: 'internal' })
+          break
+        case 'drop-first':
+          if (n === 1) return void req.socket.destroy()
           break
         case 'unauthorized': return json(res, 401, { error: 'Invalid API key' })
         case 'rate-limited': return json(res, 429, { error: 'API limit reached' })

@@ -104,6 +104,17 @@ t.test('finnhub: bounded retries with a timeout per attempt', async (t) => {
   t.equal(flaky.stats().failures, 0, 'a call that succeeded on retry is not a failure')
 })
 
+t.test('finnhub: a network error is retried, and is a 503 "unreachable" once the retries are spent', async (t) => {
+  const fake = await fakeFinnhub(t)
+  fake.modes.set('NET', 'drop-first')
+  const q = await finnhub(fake, { retries: 1 }).quote('NET')
+  t.equal(q.price, 102, 'the retry got the second answer')
+  t.equal(fake.callsFor('NET'), 2)
+  fake.modes.set('NET2', 'drop-first')
+  await t.rejects(finnhub(fake, { retries: 0 }).quote('NET2'), { statusCode: 503, message: 'The quote provider is unreachable' })
+  t.equal(fake.callsFor('NET2'), 1, 'no retry left')
+})
+
 t.test('finnhub: the circuit breaker makes a dead provider fail fast, then tries again', async (t) => {
   const fake = await fakeFinnhub(t)
   fake.mode = 'fail'
