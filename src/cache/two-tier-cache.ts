@@ -349,7 +349,7 @@ export class TwoTierCache {
         if (this.#l1 === null && !this.#refreshing.has(key) &&
             shouldRefreshEarly(now, resolved.t + resolved.ttl, resolved.d, resolved.ttl, this.#random, this.#xfetch)) {
           counters.earlyRefreshes++
-          this.#refreshBeside(key, options, loader, counters, resolved.t)
+          this.#startFlight(key, options, loader, counters, undefined, resolved.t, false, this.#refreshing)
         }
         return toResult(resolved.value, resolved.t, 'HIT', 'l2', now)
       case 'stale':
@@ -370,24 +370,17 @@ export class TwoTierCache {
     staleEntry: L1Entry | undefined,
     newerThan: number,
     prefetched: boolean,
+    /** Where the flight is found while it runs: readers join those in #inflight. */
+    flights = this.#inflight,
   ): Flight {
     const flight: Flight = { promise: Promise.resolve() as unknown as Promise<Resolved>, invalidated: false }
     flight.promise = this.#fill(key, options, loader, counters, staleEntry, newerThan, prefetched, flight)
-      .finally(() => { if (this.#inflight.get(key) === flight) this.#inflight.delete(key) })
+      .finally(() => { if (flights.get(key) === flight) flights.delete(key) })
     // Callers who left on a soft timeout (or an early refresh nobody awaits) must not leave
     // an unhandled rejection behind.
     flight.promise.catch(() => {})
-    this.#inflight.set(key, flight)
+    flights.set(key, flight)
     return flight
-  }
-
-  /** An early refresh that readers do not join (L1 off: they read L2 meanwhile). */
-  #refreshBeside (key: string, options: WrapOptions, loader: () => Promise<unknown>, counters: CacheCounters, newerThan: number): void {
-    const flight: Flight = { promise: Promise.resolve() as unknown as Promise<Resolved>, invalidated: false }
-    flight.promise = this.#fill(key, options, loader, counters, undefined, newerThan, false, flight)
-      .finally(() => { if (this.#refreshing.get(key) === flight) this.#refreshing.delete(key) })
-    flight.promise.catch(() => {})
-    this.#refreshing.set(key, flight)
   }
 
   /**
