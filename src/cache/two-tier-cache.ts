@@ -542,13 +542,7 @@ export class TwoTierCache {
   #dropLocal (keys: readonly string[]): void {
     for (const key of keys) {
       this.#l1?.delete(key)
-      for (const flights of [this.#inflight, this.#refreshing]) {
-        const flight = flights.get(key)
-        if (flight !== undefined) {
-          flight.invalidated = true
-          flights.delete(key)
-        }
-      }
+      this.#abandonFlights(key)
     }
   }
 
@@ -556,13 +550,17 @@ export class TwoTierCache {
     if (this.#l1 !== null) {
       for (const [key] of [...this.#l1.entries()]) if (key.startsWith(prefix)) this.#l1.delete(key)
     }
+    const keys = new Set([...this.#inflight.keys(), ...this.#refreshing.keys()])
+    for (const key of keys) if (key.startsWith(prefix)) this.#abandonFlights(key)
+  }
+
+  /** A load or refresh of `key` under way keeps answering its waiters but stores nothing. */
+  #abandonFlights (key: string): void {
     for (const flights of [this.#inflight, this.#refreshing]) {
-      for (const [key, flight] of [...flights]) {
-        if (key.startsWith(prefix)) {
-          flight.invalidated = true
-          flights.delete(key)
-        }
-      }
+      const flight = flights.get(key)
+      if (flight === undefined) continue
+      flight.invalidated = true
+      flights.delete(key)
     }
   }
 
