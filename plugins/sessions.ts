@@ -23,6 +23,7 @@ export default fp(async function sessionsPlugin (fastify) {
     ttlSeconds: config.SESSION_TTL_SECONDS,
     fallback: config.SESSION_FALLBACK as SessionFallbackPolicy,
     tokenTtlSeconds: durationToSeconds(config.JWT_EXPIRES_IN),
+    maxTombstones: config.FALLBACK_MAX_ENTRIES,
     log,
   })
   fastify.decorate('sessions', sessions)

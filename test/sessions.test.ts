@@ -219,6 +219,55 @@ t.test('logout during an outage: refused at once, and replayed into Redis when i
   t.equal((await me(app, keep.token)).statusCode, 200)
 })
 
+t.test('a logout during an outage is not pushed out of memory by the sessions created after it', redisOpts, async (t) => {
+  const { app, redis } = await setup(t, { SESSION_FALLBACK: 'allow', FALLBACK_MAX_ENTRIES: '100' })
+  const s = await registerAndLogin(app, 'sal@example.com')
+  redis.pause()
+  t.teardown(() => redis.resume())
+  t.equal((await me(app, s.token)).statusCode, 200, 'accepted under allow')
+  t.equal((await app.inject({ method: 'POST', url: '/api/auth/logout', headers: bearer(s.token) })).statusCode, 204)
+  // 100 logins' worth of sessions (session + index: 200 entries) in a fallback store of 100.
+  for (let i = 0; i < 100; i++) await app.sessions.create({ userId: `flood-${i}`, role: 'user', ip: '127.0.0.1' })
+  t.equal(app.store.memory.size, 100, 'the fallback store is full and has evicted')
+  t.equal((await me(app, s.token)).statusCode, 401, 'the revoked token is still refused')
+
+  redis.resume()
+  await waitFor(() => app.redisState.available, 5000)
+  await waitFor(async () => (await redis.command('EXISTS', `session:${s.sid}`)) === '0', 3000)
+  t.pass('and the logout was replayed into Redis')
+  t.equal(app.sessions.stats().tombstonesDropped, 0)
+})
+
+t.test('more outage logouts than FALLBACK_MAX_ENTRIES: the oldest are dropped, unverifiable tokens refused until Redis is back', redisOpts, async (t) => {
+  const { app, redis, logs } = await setup(t, { SESSION_FALLBACK: 'allow', FALLBACK_MAX_ENTRIES: '100' })
+  const keep = await registerAndLogin(app, 'kim@example.com')
+  const last = await login(app, 'kim@example.com')
+  redis.pause()
+  t.teardown(() => redis.resume())
+  t.equal((await me(app, keep.token)).statusCode, 200, 'accepted under allow')
+  for (let i = 0; i < 99; i++) await app.sessions.revoke(randomBytes(16).toString('base64url'), `gone-${i}`)
+  t.equal((await app.inject({ method: 'POST', url: '/api/auth/logout', headers: bearer(last.token) })).statusCode, 204)
+  t.equal((await me(app, keep.token)).statusCode, 200, '100 logouts fit')
+  t.equal(app.sessions.stats().tombstonesDropped, 0)
+  await app.sessions.revoke(randomBytes(16).toString('base64url'), 'gone-99')
+  await app.sessions.revoke(randomBytes(16).toString('base64url'), 'gone-100')
+  t.equal(app.sessions.stats().tombstonesDropped, 2)
+  t.equal((await me(app, keep.token)).statusCode, 401, 'a dropped logout could be any token: none is trusted unchecked')
+  t.equal((await me(app, last.token)).statusCode, 401, 'the newer logouts are kept')
+  const full = logs.lines.filter((l) => String(l.msg).includes('more logouts during this Redis outage than FALLBACK_MAX_ENTRIES'))
+  t.equal(full.length, 1, 'logged once')
+  t.match(full[0], { level: 50, dropped: 1 })
+
+  redis.resume()
+  await waitFor(() => app.redisState.available, 5000)
+  await waitFor(async () => (await redis.command('EXISTS', `session:${last.sid}`)) === '0', 3000)
+  t.equal((await me(app, keep.token)).statusCode, 200, 'checked in Redis again')
+  // The logouts still held are in Redis now: a second outage trusts unchecked tokens again.
+  redis.pause()
+  await waitFor(async () => { await me(app, keep.token); return !app.redisState.available }, 5000)
+  t.equal((await me(app, keep.token)).statusCode, 200, 'accepted under allow in the next outage')
+})
+
 t.test('logout everywhere during an outage covers the sessions Redis holds', redisOpts, async (t) => {
   const { app, redis } = await setup(t, { SESSION_FALLBACK: 'allow' })
   await register(app, 'quin@example.com')

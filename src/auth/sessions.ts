@@ -6,8 +6,8 @@
  *
  * Outages. Sessions created while Redis is away live in the in-process store, and are looked
  * up there whenever Redis misses (also after it returns). A logout during an outage leaves a
- * tombstone in memory (`session_revoked:<sid>`, `user_sessions_revoked:<userId>`) that every
- * check consults and that is replayed into Redis when it comes back. A token whose session
+ * tombstone (tombstones.ts: per session, or per user for logout everywhere) that every check
+ * consults and that is replayed into Redis when it comes back. A token whose session
  * cannot be checked because Redis is unreachable is accepted (policy `allow`: signature and
  * expiry are still verified) or refused (`deny`). With Redis not configured at all, memory is
  * the session store and a miss is a miss.
@@ -19,11 +19,10 @@ import type { MemoryStore } from '../store/memory-store.js'
 import type { ResilientStore } from '../store/resilient-store.js'
 import { isRole, type Role, type SessionRecord, type SessionSource, type SessionView, type TokenClaims } from './types.js'
 import { dropOldest } from './token-cache.js'
+import { Tombstones } from './tombstones.js'
 
 export const sessionKey = (sid: string): string => `session:${sid}`
 export const userSessionsKey = (userId: string): string => `user_sessions:${userId}`
-const REVOKED_SESSION = 'session_revoked:'
-const REVOKED_USER = 'user_sessions_revoked:'
 
 /** 128 random bits, base64url. */
 export const SESSION_ID_RE = /^[A-Za-z0-9_-]{22}$/
@@ -31,6 +30,7 @@ export const SESSION_ID_RE = /^[A-Za-z0-9_-]{22}$/
 export type SessionFallbackPolicy = 'allow' | 'deny'
 
 export interface SessionLogger {
+  error (obj: object, msg: string): void
   warn (obj: object, msg: string): void
   info (obj: object, msg: string): void
 }
@@ -56,6 +56,8 @@ export interface SessionStoreOptions {
   fallback: SessionFallbackPolicy
   /** The longest a token lives: tombstones must outlive any token they stop. */
   tokenTtlSeconds: number
+  /** How many outage logouts are kept (FALLBACK_MAX_ENTRIES); see tombstones.ts. */
+  maxTombstones?: number
   slideEveryMs?: number
   log: SessionLogger
 }
@@ -76,6 +78,8 @@ export interface SessionStats {
   revoked: number
   revokedAll: number
   reconciled: number
+  /** Outage logouts dropped because more were made than `maxTombstones` keeps. */
+  tombstonesDropped: number
 }
 
 // For each session key: GET, and a sliding PEXPIRE when the last one is at least ARGV[2] ms
@@ -131,14 +135,15 @@ export class SessionStore {
   readonly #store: ResilientStore
   readonly #state: SessionStoreOptions['state']
   readonly #slideMs: number
-  readonly #tombstoneMs: number
+  readonly #tombstones: Tombstones
+  #overflowLogged = false
   readonly #log: SessionLogger
   #fallbackLogged = false
   /** This turn's checks by session id. */
   readonly #pending = new Map<string, PendingTouch>()
   #flushScheduled = false
   readonly #parsed = new Map<string, Parsed>()
-  readonly #stats: SessionStats = {
+  readonly #stats: Omit<SessionStats, 'tombstonesDropped'> = {
     created: 0,
     checks: 0,
     accepted: { redis: 0, memory: 0, fallback: 0 },
@@ -154,13 +159,16 @@ export class SessionStore {
     this.ttlMs = options.ttlSeconds * 1000
     this.policy = options.fallback
     this.#slideMs = Math.min(options.slideEveryMs ?? 60_000, this.ttlMs / 2)
-    this.#tombstoneMs = Math.max(this.ttlMs, options.tokenTtlSeconds * 1000) + 60_000
+    this.#tombstones = new Tombstones({
+      max: options.maxTombstones ?? 50_000,
+      ttlMs: Math.max(this.ttlMs, options.tokenTtlSeconds * 1000) + 60_000,
+    })
     this.#log = options.log
     if (options.state.client !== null) defineSessionScripts(options.state.client)
   }
 
   stats (): SessionStats {
-    return structuredClone(this.#stats)
+    return { ...structuredClone(this.#stats), tombstonesDropped: this.#tombstones.dropped }
   }
 
   async create (input: NewSession): Promise<SessionView> {
@@ -212,7 +220,7 @@ export class SessionStore {
       this.#memoryDelete(this.#store.memory, userId, [sid])
     }, (memory) => {
       this.#memoryDelete(memory, userId, [sid])
-      if (this.#state.status !== 'disabled') void memory.set(REVOKED_SESSION + sid, userId, this.#tombstoneMs)
+      if (this.#state.status !== 'disabled') this.#tombstone(() => { this.#tombstones.revokeSession(sid, userId) })
     })
     this.#stats.revoked++
   }
@@ -229,7 +237,7 @@ export class SessionStore {
       return removed + this.#memoryDeleteAll(this.#store.memory, userId)
     }, (memory) => {
       const removed = this.#memoryDeleteAll(memory, userId)
-      if (this.#state.status !== 'disabled') void memory.set(REVOKED_USER + userId, String(Date.now()), this.#tombstoneMs)
+      if (this.#state.status !== 'disabled') this.#tombstone(() => { this.#tombstones.revokeUser(userId, Date.now()) })
       return removed
     })
     this.#stats.revokedAll++
@@ -242,28 +250,24 @@ export class SessionStore {
    */
   async reconcile (): Promise<number> {
     this.#fallbackLogged = false
-    const memory = this.#store.memory
-    const sessions = [...memory.keysWithPrefix(REVOKED_SESSION)]
-    const users = [...memory.keysWithPrefix(REVOKED_USER)]
-    if (sessions.length === 0 && users.length === 0) return 0
+    const sessions = this.#tombstones.sessions()
+    const users = this.#tombstones.users()
+    if (sessions.length === 0 && users.length === 0) {
+      this.#endOverflow()
+      return 0
+    }
     return this.#store.use('session.reconcile', async (client) => {
       let deleted = 0
       if (sessions.length > 0) {
         const pipe = client.pipeline()
-        for (const tombstone of sessions) {
-          const sid = tombstone.slice(REVOKED_SESSION.length)
-          const userId = memory.getSync(tombstone)
-          pipe.del(sessionKey(sid))
-          if (userId !== null) pipe.srem(userSessionsKey(userId), sid)
-        }
-        for (const [err, result] of await pipe.exec() ?? []) {
+        for (const [sid, userId] of sessions) pipe.del(sessionKey(sid)).srem(userSessionsKey(userId), sid)
+        // Each tombstone queued a DEL then an SREM: the DELs' replies count the sessions removed.
+        for (const [i, [err, result]] of (await pipe.exec() ?? []).entries()) {
           if (err) throw err
-          if (typeof result === 'number' && result > 0) deleted++
+          if (i % 2 === 0 && Number(result) > 0) deleted++
         }
       }
-      for (const tombstone of users) {
-        const userId = tombstone.slice(REVOKED_USER.length)
-        const before = Number(memory.getSync(tombstone))
+      for (const [userId, before] of users) {
         const index = userSessionsKey(userId)
         const ids = await client.smembers(index)
         if (ids.length === 0) continue
@@ -277,6 +281,7 @@ export class SessionStore {
       }
       this.#stats.reconciled += deleted
       if (deleted > 0) this.#log.info({ deleted }, 'sessions revoked during the Redis outage removed from Redis')
+      this.#endOverflow()
       return deleted
     }, () => 0)
   }
@@ -398,7 +403,8 @@ export class SessionStore {
         ? 'sessions: Redis unreachable, accepting signed unexpired tokens without a session check (SESSION_FALLBACK=allow)'
         : 'sessions: Redis unreachable, refusing tokens whose session cannot be checked (SESSION_FALLBACK=deny)')
     }
-    if (this.policy === 'deny') {
+    // Logouts were dropped (see #tombstone): a token may be one of them, so none is trusted.
+    if (this.policy === 'deny' || this.#tombstones.overflowed) {
       this.#stats.rejected.denied++
       return null
     }
@@ -411,10 +417,22 @@ export class SessionStore {
   }
 
   #isRevoked (sid: string, userId: string, createdAtMs: number): boolean {
-    const memory = this.#store.memory
-    if (memory.getSync(REVOKED_SESSION + sid) !== null) return true
-    const before = memory.getSync(REVOKED_USER + userId)
-    return before !== null && !(createdAtMs > Number(before))
+    return this.#tombstones.size > 0 && this.#tombstones.isRevoked(sid, userId, createdAtMs)
+  }
+
+  /** Records an outage logout; says once when the table is full and logouts are dropped. */
+  #tombstone (add: () => void): void {
+    add()
+    if (!this.#tombstones.overflowed || this.#overflowLogged) return
+    this.#overflowLogged = true
+    this.#log.error({ dropped: this.#tombstones.dropped },
+      'sessions: more logouts during this Redis outage than FALLBACK_MAX_ENTRIES keeps; the oldest were dropped, so tokens whose session cannot be checked are refused until Redis is back')
+  }
+
+  /** Redis has every logout this instance still holds: unverified tokens may be trusted again. */
+  #endOverflow (): void {
+    this.#tombstones.clearOverflow()
+    this.#overflowLogged = false
   }
 
   async #fromMemory (memory: MemoryStore, sid: string): Promise<Found | null> {
