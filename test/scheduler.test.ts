@@ -105,6 +105,33 @@ t.test('Redis down: ticks are skipped, not run, and the log says so once; they r
   t.equal(logs.withMsg('job ticks resume: the lock can be taken again').filter((l) => l.job === 'fail-closed').length, 1)
 })
 
+t.test('Redis freezing during the lock claim itself: the tick is skipped, never run under an in-process lock', redisOpts, async (t) => {
+  const redis = await server(t)
+  const { app, logs } = await build(t, { REDIS_URL: redis.url, SCHEDULER_ENABLED: 'false', ...FAST })
+  let runs = 0
+  app.scheduler.add({ name: 'frozen-claim', every: 60_000, run: async () => { runs++ } })
+  // Still connected and believed up: the claim goes to Redis, which then never answers.
+  t.equal(app.locks.backend(), 'redlock', 'the claim starts against Redis')
+  redis.pause()
+  t.teardown(() => redis.resume())
+  const outcome = await app.scheduler.runTick('frozen-claim', { id: 'frozen', scheduledAt: new Date() })
+  t.equal(outcome, 'skipped')
+  t.equal(runs, 0, 'never run without the Redis lock')
+  const job = jobOf(app, 'frozen-claim')
+  t.equal(job.lastSkipReason, 'redis unavailable')
+  t.equal(job.runs, 0)
+  t.equal(logs.withMsg(SKIP_LOG).filter((l) => l.job === 'frozen-claim').length, 1, 'the skip is logged')
+
+  // The claim itself, which the run lock's claim would otherwise cover for: strict claims
+  // (the scheduler's) refuse; others take the in-process lock, as documented.
+  redis.resume()
+  await waitFor(() => app.redisState.mode === 'redis', 5000)
+  redis.pause()
+  await t.rejects(app.locks.claim('lock:job:frozen-claim:strict', 60_000, { strict: true }), { statusCode: 503 }, 'a strict claim frozen mid-way is refused')
+  const lease = await app.locks.claim('lock:job:frozen-claim:lenient', 60_000, { strict: false })
+  t.equal(lease?.backend, 'fallback', 'a lenient one falls back to the in-process lock')
+})
+
 t.test('without REDIS_URL (one instance) jobs run under in-process locks', async (t) => {
   const { app } = await build(t, {})
   t.equal(app.locks.backend(), 'local')
