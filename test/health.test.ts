@@ -152,6 +152,45 @@ t.test('Redis frozen (SIGSTOP): health answers within 1 s; after SIGCONT no repl
   t.equal(logs.count(LOG_OPERATION_FAILED), 1)
 })
 
+t.test('fifty calls failing at once: ⚠️ logged once per transition, once more for a second outage', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { app, logs } = await build(t, { REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '300' })
+  t.teardown(() => redis.resume())
+  for (const outage of [1, 2]) {
+    await app.store.set('shared', 'v', 60_000)
+    redis.pause()
+    const answers = await Promise.all(Array.from({ length: 50 }, async (_v, i) => app.store.get(i % 2 === 0 ? 'shared' : `k${i}`)))
+    t.equal(answers.filter((a) => a === null).length, 50, `outage ${outage}: all fifty answered by the fallback`)
+    t.equal(app.redisState.mode, 'fallback')
+    t.equal(logs.count(LOG_OPERATION_FAILED), outage, `outage ${outage}: ⚠️ logged ${outage} time(s) in all`)
+    redis.resume()
+    await waitFor(() => app.redisState.mode === 'redis', 3000)
+  }
+  t.equal(app.redisState.activations, 2)
+})
+
+t.test('health\'s own PING gives up after 250 ms, however long the command timeout: DEGRADED, responseTime null', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { app, config } = await build(t, { REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '3000' })
+  t.equal((await health(app)).body.redis.mode, 'redis')
+  redis.pause()
+  t.teardown(() => redis.resume())
+  await sleep(1100) // past the PING cache: the next health call sends its own PING, the first command of the freeze
+  const { code, body, ms } = await health(app)
+  t.ok(ms < 1000, `health answered in ${ms.toFixed(0)} ms (command timeout ${config.REDIS_COMMAND_TIMEOUT_MS} ms)`)
+  t.equal(code, 200)
+  t.equal(body.status, 'DEGRADED', 'an unanswered PING is a failure like any other')
+  t.equal(body.redis.mode, 'fallback')
+  t.equal(body.redis.responseTime, null, 'nothing measured')
+  redis.resume()
+  await waitFor(async () => (await health(app)).body.redis.mode === 'redis', 3000)
+  const back = await health(app)
+  t.equal(back.body.status, 'OK')
+  t.type(back.body.redis.responseTime, 'number')
+})
+
 t.test('black-holed through a proxy: health answers within 1 s; after the flush replies stay matched', skipUnlessRedis(), async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())

@@ -21,6 +21,13 @@ t.test('backoff is capped, exponential and jittered', async (t) => {
     const d = backoff(i, 1000)
     t.ok(d >= 10 && d <= 1000, `attempt ${i}: ${d} ms`)
   }
+  // Doubling from 50 ms, each delay within [0.5, 1) of its step, until the cap.
+  for (let times = 0; times <= 7; times++) {
+    const step = 50 * 2 ** times
+    const seen = Array.from({ length: 20 }, () => backoff(times, 10_000))
+    t.ok(seen.every((d) => d >= step / 2 && d <= step), `attempt ${times}: ${Math.min(...seen)}–${Math.max(...seen)} ms, within [${step / 2}, ${step}]`)
+  }
+  t.ok(Array.from({ length: 20 }, () => backoff(8, 10_000)).every((d) => d >= 5_000 && d <= 10_000), 'then capped')
   const late = new Set(Array.from({ length: 50 }, () => backoff(30, 1000)))
   t.ok(late.size > 5, 'jitter spreads the reconnects of many instances')
 })
