@@ -30,6 +30,8 @@ export function createRedisStateFromConfig (config: Config, log: Parameters<type
     maxRetriesPerRequest: config.REDIS_MAX_RETRIES_PER_REQUEST,
     keepAliveMs: config.REDIS_KEEPALIVE_MS,
     family: config.REDIS_FAMILY,
+    readyCheck: config.REDIS_READY_CHECK,
+    lazyConnect: config.REDIS_LAZY_CONNECT,
     tlsCa: config.REDIS_TLS_CA,
     tlsRejectUnauthorized: config.REDIS_TLS_REJECT_UNAUTHORIZED,
     log,

@@ -34,6 +34,8 @@ export const ConfigSchema = Type.Object({
   REDIS_MAX_RETRIES_PER_REQUEST: Int(1, 0, 10),
   REDIS_KEEPALIVE_MS: Int(30_000, 0, 3_600_000),
   REDIS_FAMILY: Type.Union([Type.Literal(4), Type.Literal(6), Type.Literal(0)], { default: 4 }),
+  REDIS_READY_CHECK: Bool(true),
+  REDIS_LAZY_CONNECT: Bool(false),
   REDIS_TLS_CA: Opt(Type.String({ minLength: 1 })),
   REDIS_TLS_REJECT_UNAUTHORIZED: Bool(true),
   FALLBACK_MAX_ENTRIES: Int(50_000, 100, 10_000_000),

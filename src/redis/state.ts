@@ -35,6 +35,10 @@ export interface RedisStateOptions {
   maxRetriesPerRequest?: number
   keepAliveMs?: number
   family?: 0 | 4 | 6
+  /** Wait for INFO loading:0 before a new connection is used (ioredis enableReadyCheck). */
+  readyCheck?: boolean
+  /** `start()` dials in the background and returns at once instead of waiting for the connection. */
+  lazyConnect?: boolean
   tlsCa?: string | undefined
   tlsRejectUnauthorized?: boolean
   /** PING timeout for health and the probe; kept below the command timeout. */
@@ -89,6 +93,8 @@ export class RedisState extends EventEmitter {
       maxRetriesPerRequest: 1,
       keepAliveMs: 30_000,
       family: 4,
+      readyCheck: true,
+      lazyConnect: false,
       tlsRejectUnauthorized: true,
       pingTimeoutMs: Math.min(250, options.commandTimeoutMs ?? 500),
       pingCacheMs: 1000,
@@ -118,13 +124,18 @@ export class RedisState extends EventEmitter {
   /**
    * Starts connecting and waits at most the connect timeout for the first answer, so that
    * a service whose Redis is there starts in redis mode, and one whose Redis is not starts
-   * at once in fallback and switches over when Redis arrives.
+   * at once in fallback and switches over when Redis arrives. With `lazyConnect` it does
+   * not wait at all: the service starts in fallback and switches over on the first answer.
    */
   async start (): Promise<void> {
     const client = this.client
     if (client === null) return
     this.#probeTimer = setInterval(() => { void this.#probe() }, this.#opts.probeIntervalMs)
     this.#probeTimer.unref()
+    if (this.#opts.lazyConnect) {
+      client.connect().catch(() => {})
+      return
+    }
     await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer)
@@ -229,7 +240,7 @@ export class RedisState extends EventEmitter {
     return {
       lazyConnect: true,
       enableOfflineQueue: false,
-      enableReadyCheck: true,
+      enableReadyCheck: o.readyCheck,
       connectTimeout: o.connectTimeoutMs,
       commandTimeout: o.commandTimeoutMs,
       maxRetriesPerRequest: o.maxRetriesPerRequest,
