@@ -2,7 +2,9 @@
  * A lock holder frozen past its lock's TTL (a GC pause or SIGSTOP: here a child process
  * whose event loop is blocked, so nothing extends its lock) right before its commit: the
  * lock expires, another instance takes it and commits, and the frozen holder's commit is
- * refused by the portfolio's version check when it wakes up.
+ * refused by the portfolio's version check when it wakes up. And split locks: an instance
+ * cut off from Redis writes under its in-process lock while another writes under the Redis
+ * lock; the same version check refuses the stale commit.
  */
 import { fork } from 'node:child_process'
 import { once } from 'node:events'
@@ -10,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { build, waitFor } from './helper.js'
 import { registerAndLogin } from './auth-helpers.js'
-import { skipUnlessRedis, startRedis } from './helpers/redis-server.js'
+import { getFreePort, skipUnlessRedis, startRedis } from './helpers/redis-server.js'
 import { getPortfolio, portfolioEnv, postTrade, sharesOf, tempDatabase } from './portfolio-helpers.js'
 
 const redisOpts = skipUnlessRedis()
@@ -54,4 +56,40 @@ t.test('a holder frozen past its lock TTL (300 ms TTL, 500 ms pause) is refused 
   t.equal(view.version, 2)
   const log = await app.portfolio.transactions(user.userId)
   t.same(log.map((x) => x.shares), [2, 1])
+})
+
+t.test('split locks: an instance cut off from Redis writes under its in-process lock while another holds none; the version check refuses the stale commit', redisOpts, async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const db = tempDatabase(t)
+  const { app } = await build(t, portfolioEnv(redis.url, db))
+  const user = await registerAndLogin(app, 'split@example.com')
+  t.equal((await postTrade(app, user.token, { ticker: 'SPLIT', side: 'buy', shares: 1, price: 100 })).statusCode, 201)
+
+  // The child's Redis is a port nobody listens on: it runs on its fallbacks, with in-process locks.
+  const unreachable = `redis://127.0.0.1:${await getFreePort()}`
+  const child = fork(fileURLToPath(new URL('./portfolio-paused-writer.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, ...portfolioEnv(unreachable, db), USER_ID: user.userId, TICKER: 'SPLIT', PAUSE_MS: '500' },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const messages: Array<{ type: string, at: number, [k: string]: unknown }> = []
+  child.on('message', (m) => { messages.push(m as (typeof messages)[number]) })
+  await waitFor(() => messages.some((m) => m.type === 'holding'), 20_000)
+  t.equal(await redis.command('EXISTS', `lock:portfolio:${user.userId}`), '0', 'its lock is not in Redis')
+
+  const write = await postTrade(app, user.token, { ticker: 'SPLIT', side: 'buy', shares: 2, price: 100 })
+  t.equal(write.statusCode, 201, 'this instance takes the Redis lock and commits meanwhile')
+
+  await waitFor(() => messages.some((m) => m.type === 'done'), 10_000)
+  const done = messages.find((m) => m.type === 'done') as unknown as { outcome: { ok: boolean, statusCode?: number, message?: string }, stats: { conflicts: number }, locks: { fallbackAcquisitions: number } }
+  t.ok(done.locks.fallbackAcquisitions >= 1, 'the child wrote under an in-process lock')
+  t.match(done.outcome, { ok: false, statusCode: 409, message: /changed while this request was applied/ }, "the child's stale write was refused")
+  t.equal(done.stats.conflicts, 1, 'by the version check')
+  await once(child, 'exit')
+
+  const { view } = await getPortfolio(app, user.token)
+  t.equal(sharesOf(view, 'SPLIT'), 3, '1 + 2: no lost update, the stale 7 are not there')
+  t.equal(view.version, 2)
 })

@@ -1,5 +1,5 @@
 /**
- * Child process for test/portfolio-concurrency.test.ts: an instance that takes the
+ * Child process for test/portfolio-lock-expiry.test.ts: an instance that takes the
  * portfolio lock, reads the portfolio, and then stops dead (the whole process, as in a long
  * GC pause or SIGSTOP: no timers run, so nothing extends its lock) for PAUSE_MS right
  * before its commit. It reports over IPC when it is holding the lock and how its write ended.
