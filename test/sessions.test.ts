@@ -12,11 +12,11 @@ import { AUTH_ENV, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, bearer, hs256, login, m
 
 const redisOpts = skipUnlessRedis()
 
-async function setup (t: TapTest, env: Record<string, string> = {}): Promise<{ app: FastifyInstance, redis: RedisProcess, logs: Awaited<ReturnType<typeof build>>['logs'] }> {
+async function setup (t: TapTest, env: Record<string, string> = {}): Promise<{ app: FastifyInstance, redis: RedisProcess } & Omit<Awaited<ReturnType<typeof build>>, 'app'>> {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
-  const { app, logs } = await build(t, { ...AUTH_ENV, REDIS_URL: redis.url, ...env })
-  return { app, redis, logs }
+  const { app, logs, config } = await build(t, { ...AUTH_ENV, REDIS_URL: redis.url, ...env })
+  return { app, redis, logs, config }
 }
 
 async function timedMe (app: FastifyInstance, token: string): Promise<{ statusCode: number, ms: number }> {
@@ -139,11 +139,14 @@ t.test('a session record changed in Redis is read again, not taken from the pars
 })
 
 t.test('concurrent checks while Redis is frozen all take the fallback (allow), logged once', redisOpts, async (t) => {
-  const { app, redis, logs } = await setup(t, { SESSION_FALLBACK: 'allow' })
+  const { app, redis, logs, config } = await setup(t, { SESSION_FALLBACK: 'allow' })
   const s = await registerAndLogin(app, 'freeze@example.com')
   redis.pause()
   t.teardown(() => redis.resume())
+  const started = performance.now()
   const results = await Promise.all(Array.from({ length: 6 }, () => me(app, s.token)))
+  const ms = performance.now() - started
+  t.ok(ms < config.REDIS_COMMAND_TIMEOUT_MS + 150, `all six answered after one command timeout at most (${ms.toFixed(0)} ms; timeout ${config.REDIS_COMMAND_TIMEOUT_MS} ms)`)
   t.same(results.map((r) => r.statusCode), Array.from({ length: 6 }, () => 200))
   t.same(results.map((r) => r.body.email), Array.from({ length: 6 }, () => 'freeze@example.com'), 'the email comes from the database then')
   t.equal(app.redisState.available, false)
