@@ -250,10 +250,12 @@ export class SessionStore {
    */
   async reconcile (): Promise<number> {
     this.#fallbackLogged = false
+    // Logouts dropped after this snapshot (Redis failing again meanwhile) keep the overflow on.
+    const dropped = this.#tombstones.dropped
     const sessions = this.#tombstones.sessions()
     const users = this.#tombstones.users()
     if (sessions.length === 0 && users.length === 0) {
-      this.#endOverflow()
+      this.#endOverflow(dropped)
       return 0
     }
     return this.#store.use('session.reconcile', async (client) => {
@@ -281,7 +283,7 @@ export class SessionStore {
       }
       this.#stats.reconciled += deleted
       if (deleted > 0) this.#log.info({ deleted }, 'sessions revoked during the Redis outage removed from Redis')
-      this.#endOverflow()
+      this.#endOverflow(dropped)
       return deleted
     }, () => 0)
   }
@@ -430,7 +432,8 @@ export class SessionStore {
   }
 
   /** Redis has every logout this instance still holds: unverified tokens may be trusted again. */
-  #endOverflow (): void {
+  #endOverflow (droppedBefore: number): void {
+    if (this.#tombstones.dropped !== droppedBefore) return
     this.#tombstones.clearOverflow()
     this.#overflowLogged = false
   }
