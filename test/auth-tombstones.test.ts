@@ -1,6 +1,8 @@
 /**
- * The outage-logout table on its own: lookups by session and by user, expiry, the bound
- * (oldest dropped first, expired ones before any live one) and the overflow flag.
+ * The outage-logout table on its own: lookups by session and by user, expiry, what is still
+ * to be replayed, the bound (expired ones first, then those Redis already has, then the
+ * oldest, which is a drop) and the overflow a drop starts, which ends when cleared or when
+ * every dropped tombstone would have expired.
  */
 import t from 'tap'
 import { Tombstones } from '../src/auth/tombstones.js'
@@ -8,6 +10,11 @@ import { Tombstones } from '../src/auth/tombstones.js'
 function clock (start = 1_000_000): { now: () => number, advance: (ms: number) => void } {
   let at = start
   return { now: () => at, advance: (ms) => { at += ms } }
+}
+
+function pendingIds (stones: Tombstones): { sessions: string[], users: string[] } {
+  const { sessions, users } = stones.pending()
+  return { sessions: sessions.map(([sid]) => sid), users: users.map(([userId]) => userId) }
 }
 
 t.test('a revoked session, and a user logged out everywhere before a session was made', async (t) => {
@@ -21,8 +28,9 @@ t.test('a revoked session, and a user logged out everywhere before a session was
   t.equal(stones.isRevoked('s3', 'u2', c.now()), true, 'made at the same millisecond')
   t.equal(stones.isRevoked('s4', 'u2', c.now() + 1), false, 'made after it')
   t.equal(stones.isRevoked('s5', 'u2', Number.NaN), true, 'an unknown creation time counts as before')
-  t.same(stones.sessions(), [['s1', 'u1']])
-  t.same(stones.users(), [['u2', c.now()]])
+  const { sessions, users } = stones.pending()
+  t.same(sessions.map(([sid, s]) => [sid, s.userId]), [['s1', 'u1']])
+  t.same(users.map(([userId, u]) => [userId, u.before]), [['u2', c.now()]])
 })
 
 t.test('tombstones expire after ttlMs and are then neither consulted nor replayed', async (t) => {
@@ -34,11 +42,45 @@ t.test('tombstones expire after ttlMs and are then neither consulted nor replaye
   t.equal(stones.isRevoked('s1', 'u1', Infinity), true)
   c.advance(1)
   t.equal(stones.isRevoked('s1', 'u1', 0), false)
-  t.same(stones.sessions(), [])
-  t.same(stones.users(), [])
+  t.same(pendingIds(stones), { sessions: [], users: [] })
 })
 
-t.test('the bound: expired tombstones go first, then the oldest live one, and overflow is flagged', async (t) => {
+t.test('replayed tombstones still refuse their tokens, are not replayed again, and make room first without a drop', async (t) => {
+  const c = clock()
+  const stones = new Tombstones({ max: 3, ttlMs: 1000, now: c.now })
+  stones.revokeSession('a', 'u')
+  stones.revokeUser('v', c.now())
+  const replay = stones.pending()
+  stones.revokeSession('b', 'u') // during the replay: not part of it
+  stones.revokeUser('v', c.now() + 5) // written again during the replay: a new tombstone
+  stones.markReplayed(replay)
+  t.same(pendingIds(stones), { sessions: ['b'], users: ['v'] }, 'only what the replay did not carry')
+  t.equal(stones.isRevoked('a', 'u', 0), true, 'a replayed logout still refuses its token here')
+
+  stones.revokeSession('c', 'u') // one too many: a, b, v and c
+  t.equal(stones.size, 3)
+  t.equal(stones.dropped, 0, 'the replayed one made room: nothing lost')
+  t.equal(stones.overflowed, false)
+  t.equal(stones.isRevoked('a', 'u', 0), false, 'it was the one to go')
+  stones.revokeSession('d', 'u')
+  t.equal(stones.dropped, 1, 'with no replayed one left, the oldest pending one is dropped')
+  t.equal(stones.isRevoked('b', 'u', 0), false)
+})
+
+t.test('a replayed tombstone makes room before an older one that Redis lacks', async (t) => {
+  const c = clock()
+  const stones = new Tombstones({ max: 2, ttlMs: 1000, now: c.now })
+  stones.revokeSession('older', 'u')
+  c.advance(1)
+  stones.revokeSession('replayed', 'u')
+  const { sessions } = stones.pending()
+  stones.markReplayed({ sessions: sessions.filter(([sid]) => sid === 'replayed'), users: [] })
+  stones.revokeSession('new', 'u')
+  t.same(pendingIds(stones).sessions, ['older', 'new'])
+  t.equal(stones.dropped, 0)
+})
+
+t.test('the bound: expired tombstones go first, then the oldest live one, which is a drop and starts an overflow', async (t) => {
   const c = clock()
   const stones = new Tombstones({ max: 3, ttlMs: 1000, now: c.now })
   stones.revokeSession('old', 'u')
@@ -54,15 +96,32 @@ t.test('the bound: expired tombstones go first, then the oldest live one, and ov
   stones.revokeSession('c', 'u')
   t.equal(stones.overflowed, true)
   t.equal(stones.dropped, 1)
+  t.equal(stones.overflowEpisodes, 1)
   t.equal(stones.isRevoked('a', 'u', 0), false, 'the oldest live one was dropped')
   t.equal(stones.isRevoked('x', 'v', 0), true, 'the user tombstone, made just after it, is kept')
   stones.revokeSession('d', 'u')
   t.equal(stones.isRevoked('x', 'v', 0), false, 'then it is the oldest, and goes')
   t.equal(stones.dropped, 2)
-  t.same(stones.sessions().map(([sid]) => sid), ['b', 'c', 'd'])
+  t.equal(stones.overflowEpisodes, 1, 'one overflow, still on')
+  t.same(pendingIds(stones).sessions, ['b', 'c', 'd'])
   stones.clearOverflow()
   t.equal(stones.overflowed, false)
   t.equal(stones.dropped, 2, 'the count of dropped ones stays')
+  stones.revokeSession('e', 'u')
+  t.equal(stones.overflowEpisodes, 2, 'a drop after clearing starts another overflow')
+})
+
+t.test('an overflow ends by itself once every dropped tombstone would have expired', async (t) => {
+  const c = clock()
+  const stones = new Tombstones({ max: 1, ttlMs: 1000, now: c.now })
+  stones.revokeSession('a', 'u')
+  c.advance(100)
+  stones.revokeSession('b', 'u') // drops 'a', which would have lived until 1000 after it was made
+  t.equal(stones.overflowed, true)
+  c.advance(899)
+  t.equal(stones.overflowed, true, 'a token the dropped logout stopped may still be alive')
+  c.advance(1)
+  t.equal(stones.overflowed, false, 'no token it could stop is alive any more')
 })
 
 t.test('revoking a session again makes it the youngest', async (t) => {
@@ -75,5 +134,5 @@ t.test('revoking a session again makes it the youngest', async (t) => {
   stones.revokeSession('a', 'u')
   c.advance(1)
   stones.revokeSession('c', 'u')
-  t.same(stones.sessions().map(([sid]) => sid), ['a', 'c'])
+  t.same(pendingIds(stones).sessions, ['a', 'c'])
 })

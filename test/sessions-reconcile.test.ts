@@ -19,8 +19,8 @@ t.test('logouts dropped while a replay runs keep unverifiable tokens refused unt
     pipeline () {
       const queued: Array<[null, number]> = []
       const pipe = {
-        del (key: string) { replayed.push(key); queued.push([null, 0]); return pipe },
-        srem () { queued.push([null, 0]); return pipe },
+        del (key: string) { replayed.push(key); queued.push([null, 1]); return pipe },
+        srem () { queued.push([null, 1]); return pipe },
         exec: () => new Promise<Array<[null, number]>>((resolve) => { gate = () => resolve(queued) }),
       }
       return pipe
@@ -53,6 +53,7 @@ t.test('logouts dropped while a replay runs keep unverifiable tokens refused unt
   gate!()
   await replay
   t.same(replayed, ['session:s2', 'session:s3'], 'the replay carried the logouts it started with')
+  t.equal(sessions.stats().reconciled, 2, 'two sessions removed (the DELs counted, not the SREMs)')
   t.equal(await sessions.check(token), null, 'still refused: logouts were dropped after the replay began')
 
   up = true

@@ -136,7 +136,7 @@ export class SessionStore {
   readonly #state: SessionStoreOptions['state']
   readonly #slideMs: number
   readonly #tombstones: Tombstones
-  #overflowLogged = false
+  #overflowLogged = 0
   readonly #log: SessionLogger
   #fallbackLogged = false
   /** This turn's checks by session id. */
@@ -220,7 +220,9 @@ export class SessionStore {
       this.#memoryDelete(this.#store.memory, userId, [sid])
     }, (memory) => {
       this.#memoryDelete(memory, userId, [sid])
-      if (this.#state.status !== 'disabled') this.#tombstone(() => { this.#tombstones.revokeSession(sid, userId) })
+      if (this.#state.status === 'disabled') return
+      this.#tombstones.revokeSession(sid, userId)
+      this.#noteOverflow()
     })
     this.#stats.revoked++
   }
@@ -237,7 +239,10 @@ export class SessionStore {
       return removed + this.#memoryDeleteAll(this.#store.memory, userId)
     }, (memory) => {
       const removed = this.#memoryDeleteAll(memory, userId)
-      if (this.#state.status !== 'disabled') this.#tombstone(() => { this.#tombstones.revokeUser(userId, Date.now()) })
+      if (this.#state.status !== 'disabled') {
+        this.#tombstones.revokeUser(userId, Date.now())
+        this.#noteOverflow()
+      }
       return removed
     })
     this.#stats.revokedAll++
@@ -252,8 +257,8 @@ export class SessionStore {
     this.#fallbackLogged = false
     // Logouts dropped after this snapshot (Redis failing again meanwhile) keep the overflow on.
     const dropped = this.#tombstones.dropped
-    const sessions = this.#tombstones.sessions()
-    const users = this.#tombstones.users()
+    const pending = this.#tombstones.pending()
+    const { sessions, users } = pending
     if (sessions.length === 0 && users.length === 0) {
       this.#endOverflow(dropped)
       return 0
@@ -262,14 +267,14 @@ export class SessionStore {
       let deleted = 0
       if (sessions.length > 0) {
         const pipe = client.pipeline()
-        for (const [sid, userId] of sessions) pipe.del(sessionKey(sid)).srem(userSessionsKey(userId), sid)
+        for (const [sid, { userId }] of sessions) pipe.del(sessionKey(sid)).srem(userSessionsKey(userId), sid)
         // Each tombstone queued a DEL then an SREM: the DELs' replies count the sessions removed.
         for (const [i, [err, result]] of (await pipe.exec() ?? []).entries()) {
           if (err) throw err
           if (i % 2 === 0 && Number(result) > 0) deleted++
         }
       }
-      for (const [userId, before] of users) {
+      for (const [userId, { before }] of users) {
         const index = userSessionsKey(userId)
         const ids = await client.smembers(index)
         if (ids.length === 0) continue
@@ -283,6 +288,7 @@ export class SessionStore {
       }
       this.#stats.reconciled += deleted
       if (deleted > 0) this.#log.info({ deleted }, 'sessions revoked during the Redis outage removed from Redis')
+      this.#tombstones.markReplayed(pending)
       this.#endOverflow(dropped)
       return deleted
     }, () => 0)
@@ -422,20 +428,19 @@ export class SessionStore {
     return this.#tombstones.size > 0 && this.#tombstones.isRevoked(sid, userId, createdAtMs)
   }
 
-  /** Records an outage logout; says once when the table is full and logouts are dropped. */
-  #tombstone (add: () => void): void {
-    add()
-    if (!this.#tombstones.overflowed || this.#overflowLogged) return
-    this.#overflowLogged = true
+  /** After an outage logout: says once per overflow that logouts are being dropped. */
+  #noteOverflow (): void {
+    const episode = this.#tombstones.overflowEpisodes
+    if (!this.#tombstones.overflowed || this.#overflowLogged === episode) return
+    this.#overflowLogged = episode
     this.#log.error({ dropped: this.#tombstones.dropped },
-      'sessions: more logouts during this Redis outage than FALLBACK_MAX_ENTRIES keeps; the oldest were dropped, so tokens whose session cannot be checked are refused until Redis is back')
+      'sessions: more logouts during this Redis outage than FALLBACK_MAX_ENTRIES keeps; the oldest were dropped, so tokens whose session cannot be checked are refused until Redis is back or those tokens have expired')
   }
 
   /** Redis has every logout this instance still holds: unverified tokens may be trusted again. */
   #endOverflow (droppedBefore: number): void {
     if (this.#tombstones.dropped !== droppedBefore) return
     this.#tombstones.clearOverflow()
-    this.#overflowLogged = false
   }
 
   async #fromMemory (memory: MemoryStore, sid: string): Promise<Found | null> {

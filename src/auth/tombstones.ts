@@ -8,11 +8,20 @@
  * least recently used entries, so a flood of logins or rate-limit counters during a long
  * outage would push logouts out and bring revoked tokens back to life. Here only tombstones
  * compete for room. They all live as long (`ttlMs`), so the oldest are the first to expire.
- * When more than `max` are alive, the oldest is dropped anyway and `overflowed` turns true:
- * the caller must then stop trusting tokens it cannot check, until `clearOverflow()`.
+ * Those already replayed into Redis are kept too (this instance still refuses their tokens in a
+ * later outage) but make room first. When more than `max` that Redis lacks are alive, the
+ * oldest is dropped anyway and `overflowed` turns true: the caller must then stop trusting
+ * tokens it cannot check, until `clearOverflow()` or until every dropped one would have expired.
  */
-interface SessionTombstone { userId: string, until: number }
-interface UserTombstone { before: number, until: number }
+interface Tombstone { until: number, replayed: boolean }
+interface SessionTombstone extends Tombstone { userId: string }
+interface UserTombstone extends Tombstone { before: number }
+
+/** The tombstones not yet replayed into Redis, as handed to `markReplayed` afterwards. */
+export interface PendingTombstones {
+  sessions: Array<[sid: string, tombstone: SessionTombstone]>
+  users: Array<[userId: string, tombstone: UserTombstone]>
+}
 
 export class Tombstones {
   readonly #sessions = new Map<string, SessionTombstone>()
@@ -20,8 +29,10 @@ export class Tombstones {
   readonly #max: number
   readonly #ttlMs: number
   readonly #now: () => number
-  #overflowed = false
+  /** Until when a dropped logout may still stop a token (0: none dropped). */
+  #overflowUntil = 0
   #dropped = 0
+  #episodes = 0
 
   constructor (options: { max: number, ttlMs: number, now?: () => number }) {
     this.#max = Math.max(1, options.max)
@@ -33,26 +44,34 @@ export class Tombstones {
     return this.#sessions.size + this.#users.size
   }
 
-  /** True once a tombstone was dropped before its time (see the file's comment). */
+  /**
+   * True while a logout dropped before it reached Redis may still stop a live token: from
+   * the drop until the dropped tombstone would have expired, or until `clearOverflow()`.
+   */
   get overflowed (): boolean {
-    return this.#overflowed
+    return this.#overflowUntil > this.#now()
   }
 
-  /** Tombstones dropped before their time, in all. */
+  /** How many overflows began (a drop while none was on): one log line each. */
+  get overflowEpisodes (): number {
+    return this.#episodes
+  }
+
+  /** Tombstones dropped before their time and before Redis had them, in all. */
   get dropped (): number {
     return this.#dropped
   }
 
   revokeSession (sid: string, userId: string): void {
     this.#sessions.delete(sid) // re-inserted last: insertion order is age order
-    this.#sessions.set(sid, { userId, until: this.#now() + this.#ttlMs })
+    this.#sessions.set(sid, { userId, until: this.#now() + this.#ttlMs, replayed: false })
     this.#bound()
   }
 
   /** Every session of `userId` created at or before `before` (ms) is revoked. */
   revokeUser (userId: string, before: number): void {
     this.#users.delete(userId)
-    this.#users.set(userId, { before, until: this.#now() + this.#ttlMs })
+    this.#users.set(userId, { before, until: this.#now() + this.#ttlMs, replayed: false })
     this.#bound()
   }
 
@@ -64,42 +83,62 @@ export class Tombstones {
     return user !== undefined && user.until > now && !(createdAtMs > user.before)
   }
 
-  /** The live session tombstones, as [sid, userId]. */
-  sessions (): Array<[string, string]> {
+  /** The live tombstones Redis does not have yet. */
+  pending (): PendingTombstones {
     const now = this.#now()
-    return [...this.#sessions].filter(([, t]) => t.until > now).map(([sid, t]) => [sid, t.userId])
+    const live = <T extends Tombstone>(map: Map<string, T>): Array<[string, T]> => [...map].filter(([, t]) => t.until > now && !t.replayed)
+    return { sessions: live(this.#sessions), users: live(this.#users) }
   }
 
-  /** The live user tombstones, as [userId, before]. */
-  users (): Array<[string, number]> {
-    const now = this.#now()
-    return [...this.#users].filter(([, t]) => t.until > now).map(([userId, t]) => [userId, t.before])
+  /**
+   * Redis has these now. They stay, so that this instance keeps refusing those tokens in a
+   * later outage, but they are the first to make room and are not counted as dropped. A
+   * tombstone written again since `pending()` is a new one, and stays pending.
+   */
+  markReplayed (replayed: PendingTombstones): void {
+    for (const [sid, t] of replayed.sessions) if (this.#sessions.get(sid) === t) t.replayed = true
+    for (const [userId, t] of replayed.users) if (this.#users.get(userId) === t) t.replayed = true
   }
 
   clearOverflow (): void {
-    this.#overflowed = false
+    this.#overflowUntil = 0
   }
 
   #bound (): void {
     if (this.size <= this.#max) return
     const now = this.#now()
-    for (const map of [this.#sessions, this.#users] as Array<Map<string, { until: number }>>) {
+    const maps: Array<Map<string, Tombstone>> = [this.#sessions, this.#users]
+    // Expired ones first (the oldest: they all live as long), then the ones Redis has.
+    for (const map of maps) {
       for (const [key, t] of map) {
         if (t.until > now) break
         map.delete(key)
       }
     }
-    while (this.size > this.#max) {
-      const session = this.#sessions.entries().next().value
-      const user = this.#users.entries().next().value
-      // The older of the two oldest goes.
-      if (user === undefined || (session !== undefined && session[1].until <= user[1].until)) {
-        this.#sessions.delete(session![0])
-      } else {
-        this.#users.delete(user[0])
+    for (const map of maps) {
+      for (const [key, t] of map) {
+        if (this.size <= this.#max) return
+        if (t.replayed) map.delete(key)
       }
+    }
+    while (this.size > this.#max) {
+      const session = first(this.#sessions)
+      const user = first(this.#users)
+      // The older of the two oldest goes.
+      let victim: [Map<string, Tombstone>, string, Tombstone]
+      if (session !== null && (user === null || session[1].until <= user[1].until)) victim = [this.#sessions, ...session]
+      else if (user !== null) victim = [this.#users, ...user]
+      else return // cannot happen: size > max ≥ 1
+      const [map, key, t] = victim
+      map.delete(key)
       this.#dropped++
-      this.#overflowed = true
+      if (!this.overflowed) this.#episodes++
+      this.#overflowUntil = Math.max(this.#overflowUntil, t.until)
     }
   }
+}
+
+function first<T> (map: Map<string, T>): [string, T] | null {
+  const entry = map.entries().next()
+  return entry.done === true ? null : entry.value
 }
