@@ -238,6 +238,7 @@ export class RedisState extends EventEmitter {
     const o = this.#opts
     const isTls = options.url?.startsWith('rediss://') ?? false
     return {
+      // Always: start() dials. REDIS_LAZY_CONNECT (o.lazyConnect) decides whether boot waits.
       lazyConnect: true,
       enableOfflineQueue: false,
       enableReadyCheck: o.readyCheck,
