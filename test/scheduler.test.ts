@@ -122,14 +122,21 @@ t.test('Redis freezing during the lock claim itself: the tick is skipped, never 
   t.equal(job.runs, 0)
   t.equal(logs.withMsg(SKIP_LOG).filter((l) => l.job === 'frozen-claim').length, 1, 'the skip is logged')
 
-  // The claim itself, which the run lock's claim would otherwise cover for: strict claims
-  // (the scheduler's) refuse; others take the in-process lock, as documented.
-  redis.resume()
-  await waitFor(() => app.redisState.mode === 'redis', 5000)
-  redis.pause()
-  const refused = await app.locks.claim('lock:job:frozen-claim:strict', 60_000, { strict: true }).then(() => null, (err: unknown) => err)
+  // The claim itself, which the run lock's claim would otherwise cover for: each time Redis
+  // is believed up when the claim starts, and freezes under it. Strict claims (the
+  // scheduler's) refuse; lenient ones take the in-process lock, as documented.
+  const freezeUnder = async (claim: () => Promise<unknown>): Promise<unknown> => {
+    redis.resume()
+    await waitFor(() => app.redisState.mode === 'redis', 5000)
+    redis.pause()
+    t.equal(app.locks.backend(), 'redlock', 'believed up when the claim starts')
+    return claim().then((lease) => lease, (err: unknown) => err)
+  }
+  const unavailableBefore = app.locks.stats().unavailable
+  const refused = await freezeUnder(async () => app.locks.claim('lock:job:frozen-claim:strict', 60_000, { strict: true }))
   t.ok(isLockError(refused) && refused.statusCode === 503, 'a strict claim frozen mid-way is refused with a 503')
-  const lease = await app.locks.claim('lock:job:frozen-claim:lenient', 60_000, { strict: false })
+  t.equal(app.locks.stats().unavailable, unavailableBefore + 1)
+  const lease = await freezeUnder(async () => app.locks.claim('lock:job:frozen-claim:lenient', 60_000, { strict: false })) as { backend?: string } | null
   t.equal(lease?.backend, 'fallback', 'a lenient one falls back to the in-process lock')
 })
 
