@@ -411,7 +411,7 @@ export class SessionStore {
         ? 'sessions: Redis unreachable, accepting signed unexpired tokens without a session check (SESSION_FALLBACK=allow)'
         : 'sessions: Redis unreachable, refusing tokens whose session cannot be checked (SESSION_FALLBACK=deny)')
     }
-    // Logouts were dropped (see #tombstone): a token may be one of them, so none is trusted.
+    // Logouts were dropped (see #noteOverflow): a token may be one of them, so none is trusted.
     if (this.policy === 'deny' || this.#tombstones.overflowed) {
       this.#stats.rejected.denied++
       return null
