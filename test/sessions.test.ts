@@ -256,6 +256,7 @@ t.test('more outage logouts than FALLBACK_MAX_ENTRIES: the oldest are dropped, u
   await app.sessions.revoke(randomBytes(16).toString('base64url'), 'gone-99')
   await app.sessions.revoke(randomBytes(16).toString('base64url'), 'gone-100')
   t.equal(app.sessions.stats().tombstonesDropped, 2)
+  t.match((await app.inject('/metrics')).body, /^aic_session_outage_logouts_dropped_total 2$/m, 'and exported')
   t.equal((await me(app, keep.token)).statusCode, 401, 'a dropped logout could be any token: none is trusted unchecked')
   const full = logs.lines.filter((l) => String(l.msg).includes('more logouts during this Redis outage than FALLBACK_MAX_ENTRIES'))
   t.equal(full.length, 1, 'logged once')

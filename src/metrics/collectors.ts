@@ -56,6 +56,7 @@ export interface AuthStatsView {
 export interface SessionStatsView {
   accepted: Record<string, number>
   rejected: Record<string, number>
+  tombstonesDropped: number
 }
 export interface SheddingStatsView {
   enabled: boolean
@@ -385,6 +386,8 @@ export function createMetrics (sources: MetricsSources, options: { defaultMetric
     () => map(sources.sessions(), (s) => Object.entries(s.accepted).map(([source, n]) => [{ source }, n] as const)))
   lazyCounter(registry, 'aic_session_rejections_total', 'Tokens refused because of their session, by reason.', ['reason'],
     () => map(sources.sessions(), (s) => Object.entries(s.rejected).map(([reason, n]) => [{ reason }, n] as const)))
+  lazyCounter(registry, 'aic_session_outage_logouts_dropped_total', 'Logouts made while Redis was away and dropped before they reached it (more than FALLBACK_MAX_ENTRIES).', [],
+    () => map(sources.sessions(), (s) => one(s.tombstonesDropped)))
 
   return {
     registry,
