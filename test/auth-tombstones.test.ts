@@ -7,9 +7,11 @@
 import t from 'tap'
 import { Tombstones } from '../src/auth/tombstones.js'
 
-function clock (start = 1_000_000): { now: () => number, advance: (ms: number) => void } {
-  let at = start
-  return { now: () => at, advance: (ms) => { at += ms } }
+/** A table of `max` tombstones living 1000 ms each, on a clock the test moves. */
+function table (max: number): { stones: Tombstones, c: { now: () => number, advance: (ms: number) => void } } {
+  let at = 1_000_000
+  const c = { now: () => at, advance: (ms: number) => { at += ms } }
+  return { stones: new Tombstones({ max, ttlMs: 1000, now: c.now }), c }
 }
 
 function pendingIds (stones: Tombstones): { sessions: string[], users: string[] } {
@@ -18,8 +20,7 @@ function pendingIds (stones: Tombstones): { sessions: string[], users: string[] 
 }
 
 t.test('a revoked session, and a user logged out everywhere before a session was made', async (t) => {
-  const c = clock()
-  const stones = new Tombstones({ max: 10, ttlMs: 1000, now: c.now })
+  const { stones, c } = table(10)
   stones.revokeSession('s1', 'u1')
   stones.revokeUser('u2', c.now())
   t.equal(stones.isRevoked('s1', 'u1', 0), true)
@@ -34,8 +35,7 @@ t.test('a revoked session, and a user logged out everywhere before a session was
 })
 
 t.test('tombstones expire after ttlMs and are then neither consulted nor replayed', async (t) => {
-  const c = clock()
-  const stones = new Tombstones({ max: 10, ttlMs: 1000, now: c.now })
+  const { stones, c } = table(10)
   stones.revokeSession('s1', 'u1')
   stones.revokeUser('u1', c.now())
   c.advance(999)
@@ -46,8 +46,7 @@ t.test('tombstones expire after ttlMs and are then neither consulted nor replaye
 })
 
 t.test('replayed tombstones still refuse their tokens, are not replayed again, and make room first without a drop', async (t) => {
-  const c = clock()
-  const stones = new Tombstones({ max: 3, ttlMs: 1000, now: c.now })
+  const { stones, c } = table(3)
   stones.revokeSession('a', 'u')
   stones.revokeUser('v', c.now())
   const replay = stones.pending()
@@ -68,8 +67,7 @@ t.test('replayed tombstones still refuse their tokens, are not replayed again, a
 })
 
 t.test('a replayed tombstone makes room before an older one that Redis lacks', async (t) => {
-  const c = clock()
-  const stones = new Tombstones({ max: 2, ttlMs: 1000, now: c.now })
+  const { stones, c } = table(2)
   stones.revokeSession('older', 'u')
   c.advance(1)
   stones.revokeSession('replayed', 'u')
@@ -81,8 +79,7 @@ t.test('a replayed tombstone makes room before an older one that Redis lacks', a
 })
 
 t.test('the bound: expired tombstones go first, then the oldest live one, which is a drop and starts an overflow', async (t) => {
-  const c = clock()
-  const stones = new Tombstones({ max: 3, ttlMs: 1000, now: c.now })
+  const { stones, c } = table(3)
   stones.revokeSession('old', 'u')
   c.advance(1000) // 'old' has expired
   stones.revokeSession('a', 'u')
@@ -112,8 +109,7 @@ t.test('the bound: expired tombstones go first, then the oldest live one, which 
 })
 
 t.test('an overflow ends by itself once every dropped tombstone would have expired', async (t) => {
-  const c = clock()
-  const stones = new Tombstones({ max: 1, ttlMs: 1000, now: c.now })
+  const { stones, c } = table(1)
   stones.revokeSession('a', 'u')
   c.advance(100)
   stones.revokeSession('b', 'u') // drops 'a', which would have lived until 1000 after it was made
@@ -125,8 +121,7 @@ t.test('an overflow ends by itself once every dropped tombstone would have expir
 })
 
 t.test('revoking a session again makes it the youngest', async (t) => {
-  const c = clock()
-  const stones = new Tombstones({ max: 2, ttlMs: 1000, now: c.now })
+  const { stones, c } = table(2)
   stones.revokeSession('a', 'u')
   c.advance(1)
   stones.revokeSession('b', 'u')
