@@ -112,7 +112,7 @@ t.test('the bearer scheme is declared, and every route that answers 401 without 
 })
 
 t.test('implicit answers are documented: 429 where rate limited, 503 where load shedding applies', async (t) => {
-  const { app } = await build(t, { ...AUTH_ENV, LOG_LEVEL: 'warn' })
+  const { app } = await build(t, { ...AUTH_ENV, MAX_EVENT_LOOP_DELAY_MS: '1000', LOG_LEVEL: 'warn' })
   const doc = await docOf(app)
   t.ok(doc.paths['/api/stocks/{ticker}']?.get?.responses?.['429'], 'a rate-limited route')
   t.ok(doc.paths['/api/stocks/{ticker}']?.get?.responses?.['503'], 'a route that may be shed')
