@@ -305,6 +305,54 @@ t.test('logout everywhere during an outage covers the sessions Redis holds', red
   t.equal((await me(app, fresh.token)).statusCode, 200, 'the session made after the logout survives')
 })
 
+t.test('an index of the wrong type holds back only its own logout when the outage logouts are replayed', redisOpts, async (t) => {
+  const { app, redis, logs } = await setup(t, { SESSION_FALLBACK: 'allow' })
+  const broken = await registerAndLogin(app, 'wrongtype-one@example.com')
+  const brokenAll = await registerAndLogin(app, 'wrongtype-all@example.com')
+  const everywhere = await registerAndLogin(app, 'fine-all@example.com')
+  const plain = await registerAndLogin(app, 'fine-one@example.com')
+  const keep = await login(app, 'fine-one@example.com')
+  // Another writer left strings where two users' session indexes should be.
+  for (const s of [broken, brokenAll]) {
+    await redis.command('DEL', `user_sessions:${s.userId}`)
+    await redis.command('SET', `user_sessions:${s.userId}`, 'not a set')
+  }
+
+  redis.pause()
+  t.teardown(() => redis.resume())
+  t.equal((await me(app, plain.token)).statusCode, 200, 'accepted under allow')
+  t.equal(app.redisState.available, false)
+  for (const s of [broken, plain]) {
+    t.equal((await app.inject({ method: 'POST', url: '/api/auth/logout', headers: bearer(s.token) })).statusCode, 204)
+  }
+  // The user whose index is broken logs out everywhere first, so the other's replay comes after it.
+  for (const s of [brokenAll, everywhere]) {
+    t.equal((await app.inject({ method: 'DELETE', url: '/api/auth/sessions', headers: bearer(s.token) })).statusCode, 200)
+  }
+
+  redis.resume()
+  await waitFor(() => app.redisState.available, 5000)
+  await waitFor(async () => (await redis.command('EXISTS', `session:${everywhere.sid}`)) === '0', 3000)
+  t.pass('the logout everywhere after the broken one reached Redis')
+  t.equal(await redis.command('EXISTS', `session:${broken.sid}`, `session:${plain.sid}`), '0', 'both single logouts reached Redis')
+  t.equal(await redis.command('EXISTS', `session:${brokenAll.sid}`), '1', 'the one whose index cannot be read could not')
+  t.equal(app.sessions.stats().reconciled, 3)
+  t.equal(logs.lines.filter((l) => l.level === 50 && /could not be replayed/.test(String(l.msg)) && l.userId === brokenAll.userId).length, 1, 'logged once, with the user')
+  t.equal((await me(app, brokenAll.token)).statusCode, 401, 'its tombstone still refuses the token here')
+  t.equal(app.redisState.available, true, 'a refusal does not take the service off Redis')
+
+  // Once the index is readable again, the next return of Redis replays the logout.
+  await redis.command('DEL', `user_sessions:${brokenAll.userId}`)
+  await redis.command('SADD', `user_sessions:${brokenAll.userId}`, brokenAll.sid)
+  redis.pause()
+  t.equal((await me(app, keep.token)).statusCode, 200, 'accepted under allow')
+  await waitFor(() => !app.redisState.available, 5000)
+  redis.resume()
+  await waitFor(() => app.redisState.available, 5000)
+  await waitFor(async () => (await redis.command('EXISTS', `session:${brokenAll.sid}`)) === '0', 3000)
+  t.pass('replayed on the next return')
+})
+
 t.test('without REDIS_URL, memory is the session store: a miss is a miss, logout works', async (t) => {
   const { app } = await build(t, { ...AUTH_ENV, SESSION_FALLBACK: 'allow' })
   await register(app, 'solo@example.com')

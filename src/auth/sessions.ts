@@ -14,12 +14,12 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { ChainableCommander, Redis } from 'ioredis'
-import type { RedisStatus } from '../redis/state.js'
+import { isCommandRefusal, type RedisStatus } from '../redis/state.js'
 import type { MemoryStore } from '../store/memory-store.js'
 import type { ResilientStore } from '../store/resilient-store.js'
 import { isRole, type Role, type SessionRecord, type SessionSource, type SessionView, type TokenClaims } from './types.js'
 import { dropOldest } from './token-cache.js'
-import { Tombstones } from './tombstones.js'
+import { Tombstones, type PendingTombstones } from './tombstones.js'
 
 export const sessionKey = (sid: string): string => `session:${sid}`
 export const userSessionsKey = (userId: string): string => `user_sessions:${userId}`
@@ -265,33 +265,56 @@ export class SessionStore {
     }
     return this.#store.use('session.reconcile', async (client) => {
       let deleted = 0
+      // What Redis now has. A refusal (a key of the wrong type) concerns one entry: the
+      // others are still replayed, and that one stays pending for the next return of Redis.
+      const replayed: PendingTombstones = { sessions: [], users: [] }
       if (sessions.length > 0) {
         const pipe = client.pipeline()
         for (const [sid, { userId }] of sessions) pipe.del(sessionKey(sid)).srem(userSessionsKey(userId), sid)
         // Each tombstone queued a DEL then an SREM: the DELs' replies count the sessions removed.
-        for (const [i, [err, result]] of (await pipe.exec() ?? []).entries()) {
-          if (err) throw err
-          if (i % 2 === 0 && Number(result) > 0) deleted++
+        const replies = await pipe.exec() ?? []
+        for (const [i, entry] of sessions.entries()) {
+          const [delErr, removed] = replies[2 * i] ?? [new Error('no reply to DEL')]
+          if (delErr) throw delErr
+          if (Number(removed) > 0) deleted++
+          const [sremErr] = replies[2 * i + 1] ?? [new Error('no reply to SREM')]
+          // A refused SREM leaves a stale id in an index that is not a set; the session, which
+          // is what a check reads, is gone.
+          if (sremErr && !isCommandRefusal(sremErr)) throw sremErr
+          replayed.sessions.push(entry)
         }
       }
-      for (const [userId, { before }] of users) {
-        const index = userSessionsKey(userId)
-        const ids = await client.smembers(index)
-        if (ids.length === 0) continue
-        const values = await client.mget(...ids.map(sessionKey))
-        const stale = ids.filter((_id, i) => {
-          const record = parseRecord(values[i] ?? null)
-          return record === null || Date.parse(record.createdAt) <= before
-        })
-        if (stale.length === 0) continue
-        deleted += Number(checkResults(await client.multi().del(...stale.map(sessionKey)).srem(index, ...stale).exec(), 2)[0]?.[1])
+      for (const entry of users) {
+        try {
+          deleted += await this.#replayUser(client, entry[0], entry[1].before)
+          replayed.users.push(entry)
+        } catch (err) {
+          if (!isCommandRefusal(err)) throw err
+          this.#state.reportFailure(err, 'session.reconcile')
+          this.#log.error({ userId: entry[0], reason: err instanceof Error ? err.message : String(err) },
+            'sessions: a logout everywhere made during the Redis outage could not be replayed (kept, retried when Redis next returns)')
+        }
       }
       this.#stats.reconciled += deleted
       if (deleted > 0) this.#log.info({ deleted }, 'sessions revoked during the Redis outage removed from Redis')
-      this.#tombstones.markReplayed(pending)
+      this.#tombstones.markReplayed(replayed)
       this.#endOverflow(dropped)
       return deleted
     }, () => 0)
+  }
+
+  /** Removes the sessions of `userId` created at or before `before` from Redis; resolves to how many. */
+  async #replayUser (client: Redis, userId: string, before: number): Promise<number> {
+    const index = userSessionsKey(userId)
+    const ids = await client.smembers(index)
+    if (ids.length === 0) return 0
+    const values = await client.mget(...ids.map(sessionKey))
+    const stale = ids.filter((_id, i) => {
+      const record = parseRecord(values[i] ?? null)
+      return record === null || Date.parse(record.createdAt) <= before
+    })
+    if (stale.length === 0) return 0
+    return Number(checkResults(await client.multi().del(...stale.map(sessionKey)).srem(index, ...stale).exec(), 2)[0]?.[1])
   }
 
   /**
