@@ -258,6 +258,8 @@ t.test('more outage logouts than FALLBACK_MAX_ENTRIES: the oldest are dropped, u
   t.equal(app.sessions.stats().tombstonesDropped, 2)
   t.match((await app.inject('/metrics')).body, /^aic_session_outage_logouts_dropped_total 2$/m, 'and exported')
   t.equal((await me(app, keep.token)).statusCode, 401, 'a dropped logout could be any token: none is trusted unchecked')
+  t.match(app.sessions.stats().rejected, { overflow: 1, denied: 0 }, 'counted as an overflow refusal, not as the policy\'s')
+  t.match((await app.inject('/metrics')).body, /^aic_session_rejections_total\{reason="overflow"\} 1$/m)
   const full = logs.lines.filter((l) => String(l.msg).includes('more logouts during this Redis outage than FALLBACK_MAX_ENTRIES'))
   t.equal(full.length, 1, 'logged once')
   t.match(full[0], { level: 50, dropped: 1 })

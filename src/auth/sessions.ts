@@ -74,7 +74,7 @@ export interface SessionStats {
   created: number
   checks: number
   accepted: Record<SessionSource, number>
-  rejected: { missing: number, revoked: number, mismatch: number, denied: number }
+  rejected: { missing: number, revoked: number, mismatch: number, denied: number, overflow: number }
   revoked: number
   revokedAll: number
   reconciled: number
@@ -147,7 +147,7 @@ export class SessionStore {
     created: 0,
     checks: 0,
     accepted: { redis: 0, memory: 0, fallback: 0 },
-    rejected: { missing: 0, revoked: 0, mismatch: 0, denied: 0 },
+    rejected: { missing: 0, revoked: 0, mismatch: 0, denied: 0, overflow: 0 },
     revoked: 0,
     revokedAll: 0,
     reconciled: 0,
@@ -435,8 +435,12 @@ export class SessionStore {
         : 'sessions: Redis unreachable, refusing tokens whose session cannot be checked (SESSION_FALLBACK=deny)')
     }
     // Logouts were dropped (see #noteOverflow): a token may be one of them, so none is trusted.
-    if (this.policy === 'deny' || this.#tombstones.overflowed) {
+    if (this.policy === 'deny') {
       this.#stats.rejected.denied++
+      return null
+    }
+    if (this.#tombstones.overflowed) {
+      this.#stats.rejected.overflow++
       return null
     }
     if (this.#isRevoked(claims.sid, claims.sub, claims.iat * 1000)) {
