@@ -550,7 +550,7 @@ export class TwoTierCache {
     if (this.#l1 !== null) {
       for (const [key] of [...this.#l1.entries()]) if (key.startsWith(prefix)) this.#l1.delete(key)
     }
-    const keys = new Set([...this.#inflight.keys(), ...this.#refreshing.keys()])
+    const keys = new Set([...this.#inflight, ...this.#refreshing].map(([key]) => key))
     for (const key of keys) if (key.startsWith(prefix)) this.#abandonFlights(key)
   }
 
