@@ -145,3 +145,30 @@ t.test('the real login route', skipUnlessRedis(), async (t) => {
   t.ok(Number(sixth.headers['retry-after']) > 0)
   t.equal((await login(app, email, password, '203.0.113.50')).statusCode, 200, 'from another address the owner gets in')
 })
+
+t.test('an email sent as a one-element array is counted as the email it is validated as', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const config = loadConfig({ ...TEST_ENV, LOG_LEVEL: 'warn', REDIS_URL: redis.url, LOGIN_RATE_LIMIT_MAX: '3', LOGIN_EMAIL_RATE_LIMIT_MAX: '5' })
+  const app = await buildApp(config, { logStream: new LogCapture() })
+  await app.ready()
+  t.teardown(() => app.close())
+  const email = 'array-victim@example.com'
+  const password = 'a-long-enough-password'
+  t.equal((await app.inject({ method: 'POST', url: '/api/auth/register', payload: { email, password } })).statusCode, 201)
+  const attempt = (payload: object, remoteAddress: string): Promise<number> =>
+    app.inject({ method: 'POST', url: '/api/auth/login', payload, remoteAddress }).then((res) => res.statusCode)
+
+  // The validator unwraps ["x"] into "x" (coerceTypes: 'array'), so the login itself works that way.
+  t.equal(await attempt({ email: [email], password }, '198.51.100.7'), 200, 'the array form logs in')
+  const wrong = []
+  for (let i = 0; i < 2; i++) wrong.push(await attempt({ email: [email], password: `wrong-guess-${i}` }, '198.51.100.7'))
+  t.same(wrong, [401, 401])
+  t.equal(await attempt({ email, password }, '198.51.100.7'), 429, 'the string form shares the address + email budget')
+  t.equal(await attempt({ email: [email], password }, '198.51.100.7'), 429, 'and so does the array form, even with the right password')
+  // Per email, across addresses: 5 attempts in all, whatever the form (the two refused above
+  // were stopped by the address + email limit before this one counted them).
+  t.equal(await attempt({ email: [email], password: 'wrong-guess-x' }, '198.51.100.8'), 401)
+  t.equal(await attempt({ email: [email], password: 'wrong-guess-y' }, '198.51.100.8'), 401)
+  t.equal(await attempt({ email: [email], password }, '198.51.100.9'), 429, 'the per-email limit counts the array form too')
+})

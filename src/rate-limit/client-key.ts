@@ -84,8 +84,11 @@ export function clientKey (request: { ip: string, headers: { authorization?: str
  * personal data in Redis, and cannot be steered by odd characters in the input.
  */
 export function emailKey (email: unknown): string | null {
-  if (typeof email !== 'string') return null
-  const normalized = email.trim().toLowerCase()
+  // The body is not validated yet. Validation unwraps a one-element array into its element
+  // (coerceTypes: 'array'), so `["a@b.c"]` logs in as "a@b.c" and must be counted as it.
+  const value: unknown = Array.isArray(email) && email.length === 1 ? email[0] : email
+  if (typeof value !== 'string') return null
+  const normalized = value.trim().toLowerCase()
   if (normalized === '') return null
   return hash(normalized)
 }
