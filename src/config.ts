@@ -179,9 +179,26 @@ function redactValue (key: string, value: unknown): unknown {
   return value
 }
 
-/** `redis://user:secret@host` → `redis://user:***@host`; works on comma-separated lists. */
+/**
+ * `redis://user:secret@host` → `redis://user:***@host`, and `?password=…` → `?password=***`
+ * (ioredis reads both); works on comma-separated lists. The password runs from the first ':'
+ * of the userinfo to the authority's LAST '@', as the URL parser (and so ioredis) reads it:
+ * a raw '@' inside the password must not leave its tail in the logs.
+ */
 export function redactUrl (value: string): string {
-  return value.replace(/(\/\/[^:/@]*:)[^@/]*@/g, '$1***@')
+  return value.split(',').map(redactOneUrl).join(',')
+}
+
+function redactOneUrl (url: string): string {
+  const queryAt = url.search(/[?#]/)
+  const base = queryAt === -1 ? url : url.slice(0, queryAt)
+  const rest = queryAt === -1 ? '' : url.slice(queryAt).replace(/([?&]password=)[^&#]*/gi, '$1***')
+  const start = base.indexOf('//')
+  const at = base.lastIndexOf('@')
+  if (start === -1 || at < start) return base + rest
+  const colon = base.indexOf(':', start + 2)
+  if (colon === -1 || colon > at) return base + rest // a user name alone is not a secret
+  return `${base.slice(0, colon + 1)}***${base.slice(at)}${rest}`
 }
 
 function dedupe (items: string[]): string[] {

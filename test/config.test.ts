@@ -66,6 +66,13 @@ t.test('a bad value never echoes a secret', async (t) => {
   const err = t.throws(() => loadConfig({ REDIS_URL: 'redis://:topsecret@host:6379/abc' })) as unknown as ConfigError
   t.notMatch(err.message, /topsecret/)
   t.equal(redactUrl('redis://user:pw@a:1,redis://:pw2@b:2'), 'redis://user:***@a:1,redis://:***@b:2')
+  // The URL parser (and ioredis) splits the userinfo at the last '@': all of the password goes.
+  t.equal(redactUrl('redis://app:s3cr@tPW@127.0.0.1:6380/2'), 'redis://app:***@127.0.0.1:6380/2')
+  t.equal(new URL('redis://app:s3cr@tPW@127.0.0.1:6380').password, 's3cr%40tPW', 'what ioredis would send as the password')
+  t.equal(redactUrl('rediss://u:p%40ss@h:1/0,redis://:a@b@c@h2:2'), 'rediss://u:***@h:1/0,redis://:***@h2:2')
+  t.equal(redactUrl('redis://h:1?db=1&password=hunter2&family=4'), 'redis://h:1?db=1&password=***&family=4', 'a password in the query too')
+  t.equal(redactUrl('redis://only-a-user@h:1'), 'redis://only-a-user@h:1', 'a user name alone is shown')
+  t.equal(redactUrl('redis://h:1/0'), 'redis://h:1/0')
 })
 
 t.test('the server refuses to start on a bad value, naming the variable, exit code 1', async (t) => {
