@@ -131,3 +131,17 @@ t.test('revoking a session again makes it the youngest', async (t) => {
   stones.revokeSession('c', 'u')
   t.same(pendingIds(stones).sessions, ['a', 'c'])
 })
+
+t.test('a logout made in Redis is consulted but never replayed, and makes room without a drop', async (t) => {
+  const { stones, c } = table(2)
+  stones.revokeSession('pending', 'u1')
+  stones.revokeSession('in-redis', 'u2', true)
+  t.equal(stones.isRevoked('in-redis', 'u2', 0), true)
+  stones.revokeUser('u3', c.now(), true)
+  t.equal(stones.size, 2, 'the oldest of those Redis has made room')
+  t.equal(stones.isRevoked('in-redis', 'u2', 0), false)
+  t.equal(stones.isRevoked('any', 'u3', c.now()), true)
+  t.same(pendingIds(stones), { sessions: ['pending'], users: [] }, 'only the outage logout is to be replayed')
+  t.equal(stones.dropped, 0)
+  t.equal(stones.overflowed, false)
+})

@@ -223,6 +223,32 @@ t.test('logout during an outage: refused at once, and replayed into Redis when i
   t.equal((await me(app, keep.token)).statusCode, 200)
 })
 
+t.test('a logout made while Redis is up is still refused by that instance in a later outage', redisOpts, async (t) => {
+  const { app, redis } = await setup(t, { SESSION_FALLBACK: 'allow' })
+  await register(app, 'uma@example.com')
+  const one = await login(app, 'uma@example.com')
+  const all = await registerAndLogin(app, 'vic@example.com')
+  const other = await registerAndLogin(app, 'wes@example.com')
+  t.equal((await app.inject({ method: 'POST', url: '/api/auth/logout', headers: bearer(one.token) })).statusCode, 204)
+  t.equal((await app.inject({ method: 'DELETE', url: '/api/auth/sessions', headers: bearer(all.token) })).statusCode, 200)
+  t.equal((await me(app, one.token)).statusCode, 401)
+  t.equal((await me(app, all.token)).statusCode, 401)
+  t.equal(await redis.command('EXISTS', `session:${one.sid}`, `session:${all.sid}`), '0', 'both logouts were made in Redis')
+
+  redis.pause()
+  t.teardown(() => redis.resume())
+  t.equal((await me(app, other.token)).statusCode, 200, 'accepted under allow')
+  t.equal(app.redisState.available, false)
+  t.equal((await me(app, one.token)).statusCode, 401, 'the token logged out earlier is not trusted unchecked')
+  t.equal((await me(app, all.token)).statusCode, 401, 'nor one whose user logged out everywhere')
+  t.equal(app.sessions.stats().tombstonesDropped, 0)
+
+  redis.resume()
+  await waitFor(() => app.redisState.available, 5000)
+  t.equal((await me(app, one.token)).statusCode, 401)
+  t.equal((await me(app, other.token)).statusCode, 200)
+})
+
 t.test('a logout during an outage is not pushed out of memory by the sessions created after it', redisOpts, async (t) => {
   const { app, redis } = await setup(t, { SESSION_FALLBACK: 'allow', FALLBACK_MAX_ENTRIES: '100' })
   const s = await registerAndLogin(app, 'sal@example.com')

@@ -218,6 +218,8 @@ export class SessionStore {
     await this.#store.use('session.revoke', async (client) => {
       checkResults(await client.multi().del(sessionKey(sid)).srem(userSessionsKey(userId), sid).exec(), 2)
       this.#memoryDelete(this.#store.memory, userId, [sid])
+      // So that this instance still refuses the token if Redis is unreachable later.
+      this.#tombstones.revokeSession(sid, userId, true)
     }, (memory) => {
       this.#memoryDelete(memory, userId, [sid])
       if (this.#state.status === 'disabled') return
@@ -236,6 +238,7 @@ export class SessionStore {
       if (ids.length > 0) {
         removed = Number(checkResults(await client.multi().del(...ids.map(sessionKey)).srem(index, ...ids).exec(), 2)[0]?.[1])
       }
+      this.#tombstones.revokeUser(userId, Date.now(), true)
       return removed + this.#memoryDeleteAll(this.#store.memory, userId)
     }, (memory) => {
       const removed = this.#memoryDeleteAll(memory, userId)

@@ -1,8 +1,9 @@
 /**
- * Logouts made while Redis is away: one tombstone per revoked session (`sid` → its user) and
- * one per user logged out everywhere (`userId` → the time: sessions created before it are
- * revoked). Every session check consults them, and they are replayed into Redis when it
- * returns.
+ * Logouts this instance made: one tombstone per revoked session (`sid` → its user) and one
+ * per user logged out everywhere (`userId` → the time: sessions created before it are
+ * revoked). Every session check that cannot ask Redis consults them. Those made while Redis
+ * is away are replayed into it when it returns; those made in Redis start out replayed, kept
+ * so that a token logged out here is not trusted unchecked in a later outage.
  *
  * They are kept apart from the in-process fallback store on purpose: that store evicts its
  * least recently used entries, so a flood of logins or rate-limit counters during a long
@@ -62,16 +63,17 @@ export class Tombstones {
     return this.#dropped
   }
 
-  revokeSession (sid: string, userId: string): void {
+  /** `inRedis`: the logout was made in Redis already (kept only so this instance refuses the token in an outage). */
+  revokeSession (sid: string, userId: string, inRedis = false): void {
     this.#sessions.delete(sid) // re-inserted last: insertion order is age order
-    this.#sessions.set(sid, { userId, until: this.#now() + this.#ttlMs, replayed: false })
+    this.#sessions.set(sid, { userId, until: this.#now() + this.#ttlMs, replayed: inRedis })
     this.#bound()
   }
 
   /** Every session of `userId` created at or before `before` (ms) is revoked. */
-  revokeUser (userId: string, before: number): void {
+  revokeUser (userId: string, before: number, inRedis = false): void {
     this.#users.delete(userId)
-    this.#users.set(userId, { before, until: this.#now() + this.#ttlMs, replayed: false })
+    this.#users.set(userId, { before, until: this.#now() + this.#ttlMs, replayed: inRedis })
     this.#bound()
   }
 
