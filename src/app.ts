@@ -2,7 +2,7 @@
  * Builds the application: config → plugins in dependency order → routes. The server and
  * the tests build it through this one function.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { DestinationStream } from 'pino'
 import type { Config } from './config.js'
@@ -45,6 +45,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: true, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    // URLs the router refuses (bad percent-encoding, an over-long path parameter): the usual
+    // error body instead of Fastify's own (which echoes the path), and counted by the limiter.
+    frameworkErrors: (err, request, reply) => { answerFrameworkError(app, err, request, reply) },
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   app.setErrorHandler(function rootErrorHandler (err: FastifyError, request, reply) {
@@ -88,6 +91,27 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(debugLocksRoutes)
   await app.register(portfolioRoutes)
   return app
+}
+
+/** What the router's own refusals are answered with (anything else: a 500). */
+const FRAMEWORK_ERRORS: Record<string, { statusCode: number, message: string }> = {
+  FST_ERR_BAD_URL: { statusCode: 400, message: 'The URL is not validly percent-encoded' },
+  // A path parameter (a ticker, an id) that long can only be malformed: a 400, as a bad one is.
+  FST_ERR_MAX_PARAM_LENGTH: { statusCode: 400, message: 'A path parameter is too long' },
+}
+
+function answerFrameworkError (app: FastifyInstance, err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const known = FRAMEWORK_ERRORS[err.code]
+  if (known === undefined) request.log.error({ err }, 'request failed')
+  const { statusCode, message } = known ?? { statusCode: 500, message: 'Internal Server Error' }
+  const answer = (code: number, text: string): void => {
+    void reply.code(code).send({ statusCode: code, error: httpReason(code), message: text })
+  }
+  // The limiter's hook sets its headers; over the limit it hands back the 429 to send.
+  app.rateLimiter.hook(request, reply, (limited) => {
+    if (limited === undefined) answer(statusCode, message)
+    else answer((limited as FastifyError).statusCode ?? 429, limited.message)
+  })
 }
 
 const REASONS: Record<number, string> = {

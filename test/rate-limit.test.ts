@@ -293,3 +293,22 @@ t.test('unknown URLs count against the limit too', async (t) => {
   for (let i = 0; i < 5; i++) codes.push((await app.inject(`/api/probe-${i}`)).statusCode)
   t.same(codes, [404, 404, 404, 429, 429], 'route probing is limited like any request')
 })
+
+t.test('malformed URLs: the usual error body, the limiter\'s headers, and counted', async (t) => {
+  const { app } = await build(t, { RATE_LIMIT_MAX: '3' })
+  const bad = await app.inject('/api/stocks/%E0%A4%A')
+  t.equal(bad.statusCode, 400)
+  t.same(bad.json(), { statusCode: 400, error: 'Bad Request', message: 'The URL is not validly percent-encoded' }, 'no code, no echo of the path')
+  t.equal(bad.headers['x-ratelimit-limit'], '3')
+  t.equal(bad.headers['x-ratelimit-remaining'], '2')
+  const long = await app.inject(`/api/stocks/${'A'.repeat(101)}`)
+  t.equal(long.statusCode, 400, 'a ticker past the router\'s parameter length is a 400 like any malformed one')
+  t.same(long.json(), { statusCode: 400, error: 'Bad Request', message: 'A path parameter is too long' })
+  const codes = []
+  for (let i = 0; i < 2; i++) codes.push((await app.inject('/api/stocks/%E0%A4%A')).statusCode)
+  t.same(codes, [400, 429], 'the fourth request in the window is refused')
+  const refused = await app.inject('/api/stocks/%E0%A4%A')
+  t.equal(refused.statusCode, 429)
+  t.match(refused.json(), { statusCode: 429, error: 'Too Many Requests', message: /^Rate limit exceeded, retry in / })
+  t.match(refused.headers['retry-after'], /^\d+$/)
+})
