@@ -47,7 +47,7 @@ const TradeHeadersSchema = Type.Object({
     minLength: 1,
     maxLength: 255,
     pattern: '^[\\x21-\\x7E]+$',
-    description: 'Makes retries safe for 24 h: the same key and body answer the first response without a second effect; the same key with another body is a 422.',
+    description: 'Makes retries safe for IDEMPOTENCY_TTL_SECONDS (24 h by default): the same key and body answer the first response without a second effect; the same key with another body is a 422.',
   })),
 })
 

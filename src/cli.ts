@@ -23,7 +23,8 @@ import sessionsPlugin from '../plugins/sessions.js'
 
 const USAGE = `usage:
   npm run -s cli -- create-admin <email>   create the admin, or promote the user and set its password (read from stdin)
-  npm run -s cli -- token <email>          print a bearer token with a fresh session (needs JWT_SECRET and REDIS_URL)`
+  npm run -s cli -- token <email>          print a bearer token with a fresh session (needs JWT_SECRET and REDIS_URL)
+in a deployed build (no tsx, no src/): node dist/src/cli.js create-admin <email>, and so on`
 
 class CliError extends Error {}
 
