@@ -27,6 +27,7 @@ import stocksRoutes from '../routes/stocks.js'
 import authRoutes from '../routes/auth.js'
 import debugRoutes from '../routes/debug.js'
 import debugLocksRoutes from '../routes/debug-locks.js'
+import debugCacheRoutes from '../routes/debug-cache.js'
 import portfolioRoutes from '../routes/portfolio.js'
 
 export interface BuildOptions {
@@ -89,6 +90,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(authRoutes)
   await app.register(debugRoutes)
   await app.register(debugLocksRoutes)
+  await app.register(debugCacheRoutes)
   await app.register(portfolioRoutes)
   return app
 }

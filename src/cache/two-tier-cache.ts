@@ -279,17 +279,25 @@ export class TwoTierCache {
     this.#remember(key, null)
   }
 
-  /** Removes the key from L2 and from every instance's L1 (within milliseconds while Redis is up). */
-  async invalidate (key: string): Promise<void> {
+  /**
+   * Removes the key from L2 and from every instance's L1 (within milliseconds while Redis is
+   * up). Resolves to true when Redis took it; false when only this L1 was cleared (the rest is
+   * replayed when Redis returns, or there is no Redis and so no other copy).
+   */
+  async invalidate (key: string): Promise<boolean> {
     this.#dropLocal([key])
-    if (!(await this.#invalidateRemote([key]))) this.#remember(key, null)
+    const reached = await this.#invalidateRemote([key])
+    if (!reached) this.#remember(key, null)
+    return reached
   }
 
-  /** Removes every key starting with `prefix` (SCAN, never KEYS) from L2 and from every L1. */
-  async invalidatePrefix (prefix: string): Promise<void> {
+  /** Removes every key starting with `prefix` (SCAN, never KEYS) from L2 and from every L1; resolves as `invalidate`. */
+  async invalidatePrefix (prefix: string): Promise<boolean> {
     if (typeof prefix !== 'string' || prefix.length === 0) throw new TypeError('invalidatePrefix needs a non-empty prefix')
     this.#dropLocalPrefix(prefix)
-    if (!(await this.#invalidatePrefixRemote(prefix))) this.#remember(null, prefix)
+    const reached = await this.#invalidatePrefixRemote(prefix)
+    if (!reached) this.#remember(null, prefix)
+    return reached
   }
 
   stats (): CacheStats {
