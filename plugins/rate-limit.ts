@@ -18,13 +18,15 @@
  *  - the login route also counts every attempt per address + email and per email (so a
  *    guess spread over many addresses still stops), before the handler runs, so a correct
  *    password after the limit is still a 429;
+ *  - the registration route also counts every attempt per address (REGISTER_RATE_LIMIT_MAX),
+ *    bounding both account creation in bulk and probing which emails have accounts;
  *  - unknown URLs are limited like any route (`rateLimiter.hook` on the 404 handler).
  * Adds `fastify.rateLimiter` (the hook, stats for metrics, the client key of a request).
  */
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import { clientKey, emailKey, ipClient, type TokenVerifier } from '../src/rate-limit/client-key.js'
-import { TooManyRequestsError, LOGIN_URL, isAdminUrl, retryText } from '../src/rate-limit/limits.js'
+import { TooManyRequestsError, LOGIN_URL, REGISTER_URL, isAdminUrl, retryText } from '../src/rate-limit/limits.js'
 import { WindowCounter, type Hit } from '../src/rate-limit/window-counter.js'
 
 declare module 'fastify' {
@@ -56,7 +58,7 @@ const HEADER_RESET = 'x-ratelimit-reset'
 export function createRateLimiter (fastify: FastifyInstance) {
   const config = fastify.config
   const counter = new WindowCounter({ state: fastify.redisState, maxEntries: config.FALLBACK_MAX_ENTRIES })
-  const limited = { global: 0, admin: 0, login: 0, loginEmail: 0 }
+  const limited = { global: 0, admin: 0, login: 0, loginEmail: 0, register: 0 }
   // Found on first use: the auth plugin may be registered before or after this one.
   // `identity.verifyToken` caches verified tokens until their exp, so a token is checked
   // once, not on every request; plain `jwt.verify` is the fallback.
@@ -147,6 +149,20 @@ export function createRateLimiter (fastify: FastifyInstance) {
       tighten(reply, config.LOGIN_EMAIL_RATE_LIMIT_MAX, perEmail)
     },
 
+    /**
+     * The registration limit per address, as a preValidation hook like the login limits: an
+     * attempt counts whatever its body, so probing which emails have accounts (a 409) and
+     * creating accounts in bulk are both bounded.
+     */
+    async registerHook (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+      const hit = await counter.hitAsync(`register:${ipClient(request.ip)}`, config.REGISTER_RATE_LIMIT_WINDOW_MS, config.REGISTER_RATE_LIMIT_MAX)
+      if (hit.current > config.REGISTER_RATE_LIMIT_MAX) {
+        limited.register++
+        refuse(reply, config.REGISTER_RATE_LIMIT_MAX, hit, 'Too many registrations from this address')
+      }
+      tighten(reply, config.REGISTER_RATE_LIMIT_MAX, hit)
+    },
+
     stats () {
       return { ...counter.stats(), limited: { ...limited } }
     },
@@ -174,6 +190,9 @@ export default fp(async function rateLimitPlugin (fastify) {
     const url = route.url ?? route.path
     if (url === LOGIN_URL && methodsOf(route).includes('POST')) {
       route.preValidation = [...hookList(route.preValidation), limiter.loginHook]
+    }
+    if (url === REGISTER_URL && methodsOf(route).includes('POST')) {
+      route.preValidation = [...hookList(route.preValidation), limiter.registerHook]
     }
     // First, before the route's own onRequest hooks (authentication).
     route.onRequest = [isAdminUrl(url) ? limiter.adminHook : limiter.hook, ...hookList(route.onRequest)]

@@ -59,6 +59,8 @@ export const ConfigSchema = Type.Object({
   LOGIN_RATE_LIMIT_WINDOW_MS: Int(900_000, 100, 86_400_000),
   LOGIN_EMAIL_RATE_LIMIT_MAX: Int(20, 1, 1_000_000),
   LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS: Int(3_600_000, 100, 86_400_000),
+  REGISTER_RATE_LIMIT_MAX: Int(10, 1, 1_000_000),
+  REGISTER_RATE_LIMIT_WINDOW_MS: Int(3_600_000, 100, 86_400_000),
   ADMIN_RATE_LIMIT_MAX: Int(60, 1, 1_000_000_000),
   TRUST_PROXY: Opt(Type.Refine(Type.String(), (v) => trustProxyProblem(v) === null, (v) => trustProxyProblem(v) ?? 'is invalid')),
 

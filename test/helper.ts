@@ -53,7 +53,8 @@ interface Teardownable { teardown (fn: () => unknown): void }
  * Test defaults: quiet request logs, a fixed JWT secret, an in-memory database, and no
  * event-loop-delay shedding. Test files run side by side on a busy machine, where a stall of
  * a second is the machine's, not the service's; a test that asserts a 200 must not get the
- * shedder's 503 for it. The tests of load shedding set their own bounds.
+ * shedder's 503 for it. The tests of load shedding set their own bounds. Tests register many
+ * users from one address: the registration limit is the rate-limit tests' subject, not theirs.
  */
 export const TEST_ENV: Record<string, string> = {
   LOG_LEVEL: 'info',
@@ -61,6 +62,7 @@ export const TEST_ENV: Record<string, string> = {
   DATABASE_PATH: ':memory:',
   JWT_SECRET: 'test-secret-that-is-at-least-32-characters-long',
   MAX_EVENT_LOOP_DELAY_MS: '0',
+  REGISTER_RATE_LIMIT_MAX: '1000000',
 }
 
 export async function build (t: Teardownable, env: Record<string, string | undefined> = {}): Promise<TestApp> {

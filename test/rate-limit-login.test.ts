@@ -172,3 +172,27 @@ t.test('an email sent as a one-element array is counted as the email it is valid
   t.equal(await attempt({ email: [email], password: 'wrong-guess-y' }, '198.51.100.8'), 401)
   t.equal(await attempt({ email: [email], password }, '198.51.100.9'), 429, 'the per-email limit counts the array form too')
 })
+
+t.test('registration: every attempt counts per address, so probing for accounts and bulk sign-ups stop', async (t) => {
+  const config = loadConfig({ ...TEST_ENV, LOG_LEVEL: 'warn', REGISTER_RATE_LIMIT_MAX: '3' })
+  const app = await buildApp(config, { logStream: new LogCapture() })
+  await app.ready()
+  t.teardown(() => app.close())
+  const register = (email: string, remoteAddress = '198.51.100.40', password = 'a-long-enough-password'): Promise<LightMyRequestResponse> =>
+    app.inject({ method: 'POST', url: '/api/auth/register', payload: { email, password }, remoteAddress })
+
+  const first = await register('first@example.com')
+  t.equal(first.statusCode, 201)
+  t.equal(first.headers['x-ratelimit-limit'], '3', 'the tighter limit is the one shown')
+  t.equal(first.headers['x-ratelimit-remaining'], '2')
+  t.equal((await register('first@example.com')).statusCode, 409, 'an existing account')
+  t.equal((await register('bad', '198.51.100.40', 'short')).statusCode, 400, 'a malformed attempt counts too')
+  const fourth = await register('other@example.com')
+  t.equal(fourth.statusCode, 429)
+  t.same(fourth.json(), { statusCode: 429, error: 'Too Many Requests', message: 'Too many registrations from this address, retry in 60 minutes' })
+  t.ok(Number(fourth.headers['retry-after']) > 3500)
+  t.equal((await register('first@example.com')).statusCode, 429, 'nor can it probe for accounts')
+  t.equal((await register('other@example.com', '203.0.113.60')).statusCode, 201, 'another address registers')
+  t.equal(app.rateLimiter.stats().limited.register, 2)
+  t.match((await app.inject('/metrics')).body, /^aic_rate_limit_rejections_total\{limit="register"\} 2$/m)
+})

@@ -21,6 +21,7 @@ const ENV = {
   JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0123',
   RATE_LIMIT_MAX: '1000000000',
   LOGIN_RATE_LIMIT_MAX: '1000000',
+  REGISTER_RATE_LIMIT_MAX: '1000000',
   LOGIN_EMAIL_RATE_LIMIT_MAX: '1000000',
 }
 

@@ -34,7 +34,7 @@ export interface LocksStatsView {
 }
 export interface RateLimitStatsView {
   redisHits: number, memoryHits: number
-  limited: { global: number, admin: number, login: number, loginEmail: number }
+  limited: { global: number, admin: number, login: number, loginEmail: number, register: number }
 }
 export interface JobStatsView {
   name: string, runs: number, skips: number, failures: number, ranElsewhere: number, running: boolean, lastDurationMs: number | null
@@ -323,6 +323,7 @@ export function createMetrics (sources: MetricsSources, options: { defaultMetric
     () => map(sources.rateLimit(), (r) => [
       [{ limit: 'global' }, r.limited.global], [{ limit: 'admin' }, r.limited.admin],
       [{ limit: 'login' }, r.limited.login], [{ limit: 'login_email' }, r.limited.loginEmail],
+      [{ limit: 'register' }, r.limited.register],
     ]))
   lazyCounter(registry, 'aic_rate_limit_hits_total', 'Hits counted by the limiter, by where they were counted.', ['store'],
     () => map(sources.rateLimit(), (r) => [[{ store: 'redis' }, r.redisHits], [{ store: 'memory' }, r.memoryHits]]))

@@ -10,6 +10,9 @@ export const TooManyRequestsError = createError('AIC_RATE_LIMITED', '%s', 429)
 /** The login route gets the login limits on top of the global one. */
 export const LOGIN_URL = '/api/auth/login'
 
+/** So does the registration route, per address (its 409 tells whether an email has an account). */
+export const REGISTER_URL = '/api/auth/register'
+
 /** Routes under this prefix get the admin limit instead of the global one. */
 export const ADMIN_PREFIX = '/api/debug'
 
