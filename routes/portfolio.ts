@@ -9,7 +9,7 @@ import type { FastifyReply } from 'fastify'
 import { Type } from 'typebox'
 import { ErrorSchema } from '../src/schemas.js'
 import { TICKER_PATTERN } from '../src/quotes/schemas.js'
-import { MAX_PRICE, MAX_TRADE_SHARES, SHARE_DECIMALS } from '../src/portfolio/ledger.js'
+import { MAX_PRICE, MAX_TRADE_SHARES, MIN_PRICE, SHARE_DECIMALS } from '../src/portfolio/ledger.js'
 
 const Money = (description?: string) => Type.Union([Type.Number(), Type.Null()], description ? { description } : {})
 
@@ -39,7 +39,7 @@ const TradeBodySchema = Type.Object({
   ticker: Type.String({ pattern: TICKER_PATTERN, description: '1 to 10 letters, digits, dots or dashes; case-insensitive.' }),
   side: Type.Union([Type.Literal('buy'), Type.Literal('sell')]),
   shares: Type.Number({ exclusiveMinimum: 0, maximum: MAX_TRADE_SHARES, description: `At most ${SHARE_DECIMALS} decimals.` }),
-  price: Type.Number({ exclusiveMinimum: 0, maximum: MAX_PRICE, description: 'Price per share.' }),
+  price: Type.Number({ minimum: MIN_PRICE, maximum: MAX_PRICE, description: 'Price per share.' }),
 }, { additionalProperties: false })
 
 const TradeHeadersSchema = Type.Object({

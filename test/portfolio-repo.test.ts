@@ -158,6 +158,9 @@ t.test('ledger: buys average the cost, sells keep it, overselling is a 422, shar
   t.equal(statusOf(() => checkTrade({ ticker: 'Y', side: 'buy', shares: 0, price: 1 })), 400)
   t.equal(statusOf(() => checkTrade({ ticker: 'Y', side: 'buy', shares: 1, price: 0 })), 400)
   t.equal(statusOf(() => applyTrade({ ticker: 'Y', shares: 9e9, avgCost: 1 }, { ticker: 'Y', side: 'buy', shares: 1, price: 1 })), 422)
+  t.equal(statusOf(() => checkTrade({ ticker: 'Y', side: 'buy', shares: 1, price: 5e-324 })), 400, 'a price below a millionth')
+  // Unchecked input whose average underflows to 0 (the store refuses avg_cost <= 0): a 422, never a 500.
+  t.equal(statusOf(() => applyTrade({ ticker: 'Y', shares: 0.5, avgCost: 5e-324 }, { ticker: 'Y', side: 'buy', shares: 0.5, price: 5e-324 })), 422)
 })
 
 t.test('valuation: figures per position and totals; an unpriced position nulls the totals', async (t) => {

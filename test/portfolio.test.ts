@@ -94,6 +94,8 @@ t.test('writes: validation, selling more than held, removing a position', redisO
     { ticker: 'AAPL', side: 'buy', shares: 1e9 + 1, price: 1 },
     { ticker: 'AAPL', side: 'buy', shares: 1.0000001, price: 1 },
     { ticker: 'AAPL', side: 'buy', shares: 1, price: 0 },
+    { ticker: 'AAPL', side: 'buy', shares: 0.5, price: 5e-324 }, // two of these averaged to 0, a 500 from SQLite
+    { ticker: 'AAPL', side: 'buy', shares: 1, price: 9e-7 },
     { ticker: 'AAPL', side: 'buy', shares: 1, price: 'abc' },
     { ticker: 'AAPL', side: 'buy', shares: 1 },
   ]

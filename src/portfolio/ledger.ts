@@ -25,6 +25,8 @@ export interface Trade {
 export const SHARE_DECIMALS = 6
 export const MAX_TRADE_SHARES = 1e9
 export const MAX_PRICE = 1e9
+/** A millionth: below any quoted price, and far above where products of shares and price underflow. */
+export const MIN_PRICE = 1e-6
 /** Six decimals stay exact in a double up to about 9e9 shares. */
 export const MAX_POSITION_SHARES = 9e9
 
@@ -42,8 +44,8 @@ export function checkTrade (trade: Trade): Trade {
   if (roundShares(trade.shares) !== trade.shares) {
     throw new BadRequestError(`shares may have at most ${SHARE_DECIMALS} decimals`)
   }
-  if (!(trade.price > 0) || trade.price > MAX_PRICE || !Number.isFinite(trade.price)) {
-    throw new BadRequestError(`price must be greater than 0 and at most ${MAX_PRICE}`)
+  if (!(trade.price >= MIN_PRICE) || trade.price > MAX_PRICE || !Number.isFinite(trade.price)) {
+    throw new BadRequestError(`price must be at least ${MIN_PRICE} and at most ${MAX_PRICE}`)
   }
   return trade
 }
@@ -68,5 +70,9 @@ export function applyTrade (current: Position | null, trade: Trade): Position | 
   const avgCost = current === null
     ? trade.price
     : (held * current.avgCost + trade.shares * trade.price) / shares
+  // Cannot happen with checked trades; a position the store would refuse must be a 4xx, not a 500.
+  if (!(avgCost > 0) || !Number.isFinite(avgCost)) {
+    throw new UnprocessableError(`The average cost of ${trade.ticker} would not be a positive number`)
+  }
   return { ticker: trade.ticker, shares, avgCost }
 }
