@@ -22,7 +22,7 @@ export const PREWARM_JOB = 'quotes-prewarm'
 export const SNAPSHOT_JOB = 'portfolio-snapshot'
 
 export function createPortfolioFromConfig (
-  config: Pick<Config, 'PORTFOLIO_TTL_SECONDS' | 'PORTFOLIO_LOCK_TTL_MS' | 'IDEMPOTENCY_TTL_SECONDS'>,
+  config: Pick<Config, 'PORTFOLIO_TTL_SECONDS' | 'PORTFOLIO_LOCK_TTL_MS' | 'IDEMPOTENCY_TTL_SECONDS' | 'PORTFOLIO_MAX_POSITIONS'>,
   deps: { sqlite: ConstructorParameters<typeof SqlitePortfolioRepo>[0], locks: LockService, cache: PortfolioServiceOptions['cache'], quotes: PortfolioServiceOptions['quotes'], log: FastifyBaseLogger },
 ) {
   return createPortfolioService({
@@ -34,6 +34,7 @@ export function createPortfolioFromConfig (
     portfolioTtlSeconds: config.PORTFOLIO_TTL_SECONDS,
     lockTtlMs: config.PORTFOLIO_LOCK_TTL_MS,
     idempotencyTtlSeconds: config.IDEMPOTENCY_TTL_SECONDS,
+    maxPositions: config.PORTFOLIO_MAX_POSITIONS,
   })
 }
 
@@ -64,6 +65,18 @@ export default fp(async function portfolioPlugin (fastify) {
     log,
   })
   fastify.decorate('portfolio', portfolio)
+
+  // Expired idempotency records go on a plain timer on every instance: deleting them twice is
+  // harmless, so no lock is needed, and they are purged whether Redis is up or not (the
+  // snapshot job, which also purges, is skipped while Redis is away).
+  const purge = (): void => {
+    portfolio.purgeExpiredKeys()
+      .then((purged) => { if (purged > 0) log.info({ purged }, 'expired idempotency records deleted') })
+      .catch((err: unknown) => { log.warn({ reason: err instanceof Error ? err.message : String(err) }, 'deleting expired idempotency records failed') })
+  }
+  const purgeTimer = setInterval(purge, config.IDEMPOTENCY_PURGE_INTERVAL_MS).unref()
+  fastify.addHook('onReady', async () => { purge() })
+  fastify.addHook('onClose', async () => { clearInterval(purgeTimer) })
 
   fastify.scheduler.add({
     name: PREWARM_JOB,

@@ -11,7 +11,7 @@ import t from 'tap'
 import { openDatabase, type PrimaryStore } from '../src/db/index.js'
 import { applyTrade, checkTrade, roundShares, type Position } from '../src/portfolio/ledger.js'
 import {
-  IdempotencyKeyTakenError, SqlitePortfolioRepo, VersionConflictError, type PortfolioCommit,
+  IdempotencyKeyTakenError, PURGE_BATCH, SqlitePortfolioRepo, VersionConflictError, type PortfolioCommit,
 } from '../src/portfolio/repo.js'
 import { valuePortfolio } from '../src/portfolio/valuation.js'
 import type { TapTest } from './helper.js'
@@ -112,6 +112,25 @@ t.test('an idempotency record commits with the write, and a second record for th
   t.match(await repo.findIdempotency(userId, 'k-1', later), { requestHash: 'h3' })
   t.equal(await repo.purgeIdempotency(new Date(now.getTime() + 4000).toISOString()), 0)
   t.equal(await repo.purgeIdempotency(new Date(now.getTime() + 6000).toISOString()), 1)
+})
+
+t.test('expired idempotency records are purged in batches, the live ones kept', async (t) => {
+  const db = open(t, ':memory:')
+  const userId = await user(db, 'many-keys@example.com')
+  const insert = db.sqlite.prepare('INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+  const count = db.sqlite.prepare('SELECT COUNT(*) AS n FROM idempotency_keys')
+  const expired = PURGE_BATCH * 2 + 500
+  db.sqlite.transaction(() => {
+    for (let i = 0; i < expired; i++) insert.run(userId, `old-${i}`, 'h', 201, '{}', '2026-01-01T00:00:00.000Z', '2026-01-02T00:00:00.000Z')
+    for (let i = 0; i < 3; i++) insert.run(userId, `live-${i}`, 'h', 201, '{}', '2026-01-01T00:00:00.000Z', '2026-12-31T00:00:00.000Z')
+  })()
+  const repo = new SqlitePortfolioRepo(db.sqlite)
+  let yielded = false
+  setImmediate(() => { yielded = true }) // runs only if the purge gives the event loop a turn
+  const purged = await repo.purgeIdempotency('2026-06-01T00:00:00.000Z')
+  t.equal(purged, expired, 'every expired record, over three batches')
+  t.same(count.get(), { n: 3 }, 'the live ones stay')
+  t.ok(yielded, 'the event loop ran between batches')
 })
 
 t.test('held tickers, paging and snapshots', async (t) => {

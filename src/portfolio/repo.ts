@@ -12,6 +12,9 @@
 import type { Database, Statement } from 'better-sqlite3'
 import type { Position } from './ledger.js'
 
+/** Expired idempotency records deleted per statement: one batch is a few milliseconds of the event loop. */
+export const PURGE_BATCH = 1000
+
 export type TransactionKind = 'buy' | 'sell' | 'remove'
 
 export interface PortfolioState {
@@ -85,7 +88,7 @@ export interface PortfolioRepo {
   transactions (userId: string, limit?: number): Promise<TransactionRecord[]>
   /** The record for the key unless it expired at `now` (ISO). */
   findIdempotency (userId: string, key: string, now: string): Promise<IdempotencyRecord | null>
-  /** Deletes records expired at `now`; returns how many. */
+  /** Deletes records expired at `now`, in batches that let the event loop run between them; returns how many. */
   purgeIdempotency (now: string): Promise<number>
   /** Every ticker held by anyone, sorted. */
   heldTickers (): Promise<string[]>
@@ -133,7 +136,7 @@ export class SqlitePortfolioRepo implements PortfolioRepo {
   readonly #findKey: Statement<[string, string, string], IdempotencyRow>
   readonly #dropExpiredKey: Statement<[string, string, string]>
   readonly #insertKey: Statement<[string, string, string, number, string, string, string]>
-  readonly #purgeKeys: Statement<[string]>
+  readonly #purgeKeys: Statement<[string, number]>
   readonly #held: Statement<[], { ticker: string }>
   readonly #page: Statement<[string, number], PortfolioRow>
   readonly #saveSnapshot: Statement<[string, string, string, number, number, number, number | null]>
@@ -160,7 +163,8 @@ export class SqlitePortfolioRepo implements PortfolioRepo {
     this.#dropExpiredKey = db.prepare('DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? AND expires_at <= ?')
     this.#insertKey = db.prepare(`INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at, expires_at)
       VALUES (?, ?, ?, ?, ?, ?, ?)`)
-    this.#purgeKeys = db.prepare('DELETE FROM idempotency_keys WHERE expires_at <= ?')
+    this.#purgeKeys = db.prepare(`DELETE FROM idempotency_keys WHERE (user_id, key) IN
+      (SELECT user_id, key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`)
     this.#held = db.prepare('SELECT DISTINCT ticker FROM portfolio_positions ORDER BY ticker')
     this.#page = db.prepare('SELECT user_id, version, updated_at FROM portfolios WHERE user_id > ? ORDER BY user_id LIMIT ?')
     this.#saveSnapshot = db.prepare(`INSERT INTO portfolio_snapshots (user_id, day, taken_at, version, positions, cost, value) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -236,7 +240,13 @@ export class SqlitePortfolioRepo implements PortfolioRepo {
   }
 
   async purgeIdempotency (now: string): Promise<number> {
-    return this.#purgeKeys.run(now).changes
+    let purged = 0
+    for (;;) {
+      const changes = this.#purgeKeys.run(now, PURGE_BATCH).changes
+      purged += changes
+      if (changes < PURGE_BATCH) return purged
+      await new Promise((resolve) => setImmediate(resolve))
+    }
   }
 
   async heldTickers (): Promise<string[]> {

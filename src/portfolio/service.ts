@@ -49,6 +49,8 @@ export interface PortfolioServiceOptions {
   lockTtlMs: number
   /** IDEMPOTENCY_TTL_SECONDS */
   idempotencyTtlSeconds: number
+  /** PORTFOLIO_MAX_POSITIONS: a buy of a ticker not held is refused (422) at this many positions. */
+  maxPositions?: number
   now?: () => number
 }
 
@@ -113,6 +115,7 @@ const DAY_MS = 86_400_000
 export function createPortfolioService (options: PortfolioServiceOptions) {
   const { repo, locks, cache, quotes, log } = options
   const now = options.now ?? Date.now
+  const maxPositions = options.maxPositions ?? Infinity
   const cacheOptions = { ttl: options.portfolioTtlSeconds, name: 'portfolios' }
   const stats: PortfolioStats = {
     reads: 0, staleCopies: 0, uncached: 0, trades: 0, removals: 0, replays: 0, keyMismatches: 0, conflicts: 0, lockLost: 0, invalidateFailures: 0,
@@ -254,7 +257,11 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
           if (prior !== null) return prior
         }
         const state = await repo.read(userId)
-        const next = applyTrade(state.positions.find((p) => p.ticker === trade.ticker) ?? null, trade)
+        const held = state.positions.find((p) => p.ticker === trade.ticker) ?? null
+        if (held === null && trade.side === 'buy' && state.positions.length >= maxPositions) {
+          throw new UnprocessableError(`A portfolio holds at most ${maxPositions} positions: sell or remove one before buying ${trade.ticker}`)
+        }
+        const next = applyTrade(held, trade)
         const view = await price(userId, state.version + 1, replacePosition(state.positions, trade.ticker, next))
         const at = new Date(now())
         try {
@@ -343,6 +350,11 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
     },
 
     jobs: createPortfolioJobs({ repo, quotes, log, now }),
+
+    /** Deletes the idempotency records past their TTL (run on a timer by every instance; no lock needed). */
+    async purgeExpiredKeys (): Promise<number> {
+      return repo.purgeIdempotency(new Date(now()).toISOString())
+    },
 
     stats (): PortfolioStats {
       return { ...stats }

@@ -1,0 +1,43 @@
+/**
+ * Bounds on what one user can make the service store: positions per portfolio
+ * (PORTFOLIO_MAX_POSITIONS) and idempotency records past their TTL, deleted on a timer on
+ * every instance (IDEMPOTENCY_PURGE_INTERVAL_MS) whether or not the scheduler or Redis runs.
+ */
+import t from 'tap'
+import { build, waitFor } from './helper.js'
+import { registerAndLogin } from './auth-helpers.js'
+import { portfolioEnv, postTrade, sharesOf, tempDatabase, type Trade } from './portfolio-helpers.js'
+import type { PortfolioView } from '../src/portfolio/valuation.js'
+
+const buy = (ticker: string, shares = 1): Trade => ({ ticker, side: 'buy', shares, price: 10 })
+
+t.test('PORTFOLIO_MAX_POSITIONS: a buy of a new ticker past it is a 422; existing positions still trade', async (t) => {
+  const { app } = await build(t, portfolioEnv(undefined, ':memory:', { PORTFOLIO_MAX_POSITIONS: '3' }))
+  const user = await registerAndLogin(app, 'collector@example.com')
+  for (const ticker of ['AAA', 'BBB', 'CCC']) t.equal((await postTrade(app, user.token, buy(ticker))).statusCode, 201, ticker)
+  const fourth = await postTrade(app, user.token, buy('DDD'))
+  t.equal(fourth.statusCode, 422)
+  t.same(fourth.json(), { statusCode: 422, error: 'Unprocessable Entity', message: 'A portfolio holds at most 3 positions: sell or remove one before buying DDD' })
+  const more = await postTrade(app, user.token, buy('AAA', 2))
+  t.equal(more.statusCode, 201, 'a position already held grows')
+  t.equal(sharesOf(more.json<PortfolioView>(), 'AAA'), 3)
+  t.equal((await postTrade(app, user.token, { ticker: 'BBB', side: 'sell', shares: 1, price: 10 })).statusCode, 201, 'selling all of one frees a slot')
+  t.equal((await postTrade(app, user.token, buy('DDD'))).statusCode, 201)
+  t.equal((await app.portfolio.state(user.userId)).positions.length, 3)
+})
+
+t.test('expired idempotency records are deleted on a timer, with the scheduler off and Redis unreachable', async (t) => {
+  const db = tempDatabase(t)
+  const { app } = await build(t, portfolioEnv('redis://127.0.0.1:1', db, { IDEMPOTENCY_PURGE_INTERVAL_MS: '1000', REDIS_CONNECT_TIMEOUT_MS: '200' }))
+  t.equal(app.config.SCHEDULER_ENABLED, false)
+  t.equal(app.redisState.available, false)
+  const user = await registerAndLogin(app, 'retrier@example.com')
+  for (const key of ['k-1', 'k-2']) t.equal((await postTrade(app, user.token, buy('AAA'), key)).statusCode, 201)
+  const rows = app.db.sqlite.prepare('SELECT COUNT(*) AS n FROM idempotency_keys')
+  t.same(rows.get(), { n: 2 })
+  // As if a day had passed for one of them.
+  app.db.sqlite.prepare("UPDATE idempotency_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE key = 'k-1'").run()
+  await waitFor(() => (rows.get() as { n: number }).n === 1, 3000)
+  t.pass('the expired record is gone')
+  t.equal((await postTrade(app, user.token, buy('AAA'), 'k-2')).headers['idempotent-replayed'], 'true', 'the live one still replays')
+})
