@@ -185,6 +185,25 @@ t.test('a long job keeps its locks while it runs and never overlaps itself acros
   t.ok(skipped.length >= 1, 'ticks during a run are skipped as overlapping')
 })
 
+t.test('the run lock lives the job\'s lockTtlMs, not an interval: an instance that dies mid-run frees it soon', redisOpts, async (t) => {
+  const redis = await server(t)
+  const { app } = await build(t, { REDIS_URL: redis.url, SCHEDULER_ENABLED: 'false', ...FAST })
+  let ttls: number[] = []
+  app.scheduler.add({
+    name: 'hourly',
+    every: 3_600_000,
+    lockTtlMs: 1000,
+    run: async (_signal, tick) => {
+      ttls = [Number(await redis.command('PTTL', 'lock:job:hourly')), Number(await redis.command('PTTL', `lock:job:hourly:${tick.id}`))]
+    },
+  })
+  const now = Date.now()
+  t.equal(await app.scheduler.runTick('hourly', { id: String(Math.floor(now / 3_600_000)), scheduledAt: new Date(now) }), 'ran')
+  const [run, tickLock] = ttls as [number, number]
+  t.ok(run > 0 && run <= 1000, `the run lock: PTTL ${run} ms ≤ lockTtlMs`)
+  t.ok(tickLock > 3_590_000, `the tick lock: one interval (PTTL ${tickLock} ms)`)
+})
+
 t.test('cron jobs tick on their schedule (UTC), with the scheduled time as the tick id', async (t) => {
   const { app } = await build(t, {})
   const ticks: Array<{ id: string, at: number }> = []

@@ -8,7 +8,9 @@
  * re-run a tick another instance finished early. An instance more than half an interval
  * late does not try at all. While the run lasts it also holds `lock:job:<name>` (released
  * after the run), so a job slower than its interval never overlaps itself; both locks are
- * extended while the run lasts.
+ * extended while the run lasts. The run lock lives the job's `lockTtlMs` (at most 60 s when
+ * unset), not an interval: an instance that dies mid-run frees it within that, so a daily
+ * job's next tick is not skipped as "previous run in progress".
  *
  * Fails closed: when the lock cannot be taken in Redis (configured but down, or no
  * majority of REDLOCK_URLS), the tick is skipped and the log says so once per outage and
@@ -17,6 +19,9 @@
 import { Cron } from 'croner'
 import { isLocksUnavailable } from '../locks/errors.js'
 import type { Lease, Locks } from '../locks/locks.js'
+
+/** The run lock's TTL for a job that names none (it is extended while the job runs). */
+const DEFAULT_RUN_LOCK_TTL_MS = 60_000
 
 export interface TickInfo {
   /** `floor(now / every)` or, for cron, the scheduled time in ms. Part of the lock key. */
@@ -30,7 +35,7 @@ export interface JobSpec {
   every?: number
   /** Cron expression (5 or 6 fields, UTC). */
   cron?: string
-  /** TTL of the job's locks; at least one interval is used in any case. */
+  /** TTL of the job's run lock (extended while it runs); the tick lock lives at least one interval in any case. */
   lockTtlMs?: number
   run: (signal: AbortSignal, tick: TickInfo) => Promise<void>
 }
@@ -321,7 +326,8 @@ export class Scheduler {
   async #claim (job: Job, tick: TickInfo, ttl: number): Promise<[Lease, Lease | null] | null> {
     const tickLease = await this.#locks.claim(`lock:job:${job.spec.name}:${tick.id}`, ttl, { strict: true })
     if (tickLease === null) return null
-    return [tickLease, await this.#locks.claim(`lock:job:${job.spec.name}`, ttl, { strict: true })]
+    const runTtl = job.spec.lockTtlMs ?? Math.min(ttl, DEFAULT_RUN_LOCK_TTL_MS)
+    return [tickLease, await this.#locks.claim(`lock:job:${job.spec.name}`, runTtl, { strict: true })]
   }
 
   #skip (job: Job, tick: TickInfo, reason: SkipReason): 'skipped' {
