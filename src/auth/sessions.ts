@@ -136,6 +136,8 @@ export class SessionStore {
   readonly #state: SessionStoreOptions['state']
   readonly #slideMs: number
   readonly #tombstones: Tombstones
+  /** JWT_EXPIRES_IN in ms: no token outlives its issue by more. */
+  readonly #tokenTtlMs: number
   #overflowLogged = 0
   readonly #log: SessionLogger
   #fallbackLogged = false
@@ -159,6 +161,7 @@ export class SessionStore {
     this.ttlMs = options.ttlSeconds * 1000
     this.policy = options.fallback
     this.#slideMs = Math.min(options.slideEveryMs ?? 60_000, this.ttlMs / 2)
+    this.#tokenTtlMs = options.tokenTtlSeconds * 1000
     this.#tombstones = new Tombstones({
       max: options.maxTombstones ?? 50_000,
       ttlMs: Math.max(this.ttlMs, options.tokenTtlSeconds * 1000) + 60_000,
@@ -219,7 +222,7 @@ export class SessionStore {
       checkResults(await client.multi().del(sessionKey(sid)).srem(userSessionsKey(userId), sid).exec(), 2)
       this.#memoryDelete(this.#store.memory, userId, [sid])
       // So that this instance still refuses the token if Redis is unreachable later.
-      this.#tombstones.revokeSession(sid, userId, true)
+      this.#tombstones.revokeSession(sid, userId, true, this.#tokenTtlMs)
     }, (memory) => {
       this.#memoryDelete(memory, userId, [sid])
       if (this.#state.status === 'disabled') return
@@ -238,7 +241,9 @@ export class SessionStore {
       if (ids.length > 0) {
         removed = Number(checkResults(await client.multi().del(...ids.map(sessionKey)).srem(index, ...ids).exec(), 2)[0]?.[1])
       }
-      this.#tombstones.revokeUser(userId, Date.now(), true)
+      // The sessions by id, not a time: a login right after (the same second of a token's
+      // `iat`, or another instance's clock) must not be refused in a later outage.
+      for (const sid of ids) this.#tombstones.revokeSession(sid, userId, true, this.#tokenTtlMs)
       return removed + this.#memoryDeleteAll(this.#store.memory, userId)
     }, (memory) => {
       const removed = this.#memoryDeleteAll(memory, userId)

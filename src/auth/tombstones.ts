@@ -63,17 +63,20 @@ export class Tombstones {
     return this.#dropped
   }
 
-  /** `inRedis`: the logout was made in Redis already (kept only so this instance refuses the token in an outage). */
-  revokeSession (sid: string, userId: string, inRedis = false): void {
+  /**
+   * `inRedis`: the logout was made in Redis already, and is kept only so that this instance
+   * refuses the session's tokens in an outage; `ttlMs` then need only cover their lifetime.
+   */
+  revokeSession (sid: string, userId: string, inRedis = false, ttlMs = this.#ttlMs): void {
     this.#sessions.delete(sid) // re-inserted last: insertion order is age order
-    this.#sessions.set(sid, { userId, until: this.#now() + this.#ttlMs, replayed: inRedis })
+    this.#sessions.set(sid, { userId, until: this.#now() + ttlMs, replayed: inRedis })
     this.#bound()
   }
 
   /** Every session of `userId` created at or before `before` (ms) is revoked. */
-  revokeUser (userId: string, before: number, inRedis = false): void {
+  revokeUser (userId: string, before: number): void {
     this.#users.delete(userId)
-    this.#users.set(userId, { before, until: this.#now() + this.#ttlMs, replayed: inRedis })
+    this.#users.set(userId, { before, until: this.#now() + this.#ttlMs, replayed: false })
     this.#bound()
   }
 
