@@ -86,6 +86,16 @@ export function createRateLimiter (fastify: FastifyInstance) {
     throw new TooManyRequestsError(`${message}, retry in ${retryText(seconds)}`)
   }
 
+  /** One hit on `key` for a route's own limit (login, registration): refused past `max`, else shown when tighter. */
+  async function countAgainst (reply: FastifyReply, name: keyof typeof limited, key: string, windowMs: number, max: number, message: string): Promise<void> {
+    const hit = await counter.hitAsync(key, windowMs, max)
+    if (hit.current > max) {
+      limited[name]++
+      refuse(reply, max, hit, message)
+    }
+    tighten(reply, max, hit)
+  }
+
   /**
    * The onRequest hook for one limit. Synchronous when the counter answers at once (in
    * process, or an early admission), after Redis's count otherwise; never waits on a dead
@@ -135,18 +145,8 @@ export function createRateLimiter (fastify: FastifyInstance) {
     async loginHook (request: FastifyRequest, reply: FastifyReply): Promise<void> {
       const email = emailKey((request.body as { email?: unknown } | null | undefined)?.email)
       if (email === null) return
-      const pair = await counter.hitAsync(`login:${ipClient(request.ip)}:${email}`, config.LOGIN_RATE_LIMIT_WINDOW_MS, config.LOGIN_RATE_LIMIT_MAX)
-      if (pair.current > config.LOGIN_RATE_LIMIT_MAX) {
-        limited.login++
-        refuse(reply, config.LOGIN_RATE_LIMIT_MAX, pair, 'Too many login attempts')
-      }
-      const perEmail = await counter.hitAsync(`login-email:${email}`, config.LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS, config.LOGIN_EMAIL_RATE_LIMIT_MAX)
-      if (perEmail.current > config.LOGIN_EMAIL_RATE_LIMIT_MAX) {
-        limited.loginEmail++
-        refuse(reply, config.LOGIN_EMAIL_RATE_LIMIT_MAX, perEmail, 'Too many login attempts for this account')
-      }
-      tighten(reply, config.LOGIN_RATE_LIMIT_MAX, pair)
-      tighten(reply, config.LOGIN_EMAIL_RATE_LIMIT_MAX, perEmail)
+      await countAgainst(reply, 'login', `login:${ipClient(request.ip)}:${email}`, config.LOGIN_RATE_LIMIT_WINDOW_MS, config.LOGIN_RATE_LIMIT_MAX, 'Too many login attempts')
+      await countAgainst(reply, 'loginEmail', `login-email:${email}`, config.LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS, config.LOGIN_EMAIL_RATE_LIMIT_MAX, 'Too many login attempts for this account')
     },
 
     /**
@@ -155,12 +155,7 @@ export function createRateLimiter (fastify: FastifyInstance) {
      * creating accounts in bulk are both bounded.
      */
     async registerHook (request: FastifyRequest, reply: FastifyReply): Promise<void> {
-      const hit = await counter.hitAsync(`register:${ipClient(request.ip)}`, config.REGISTER_RATE_LIMIT_WINDOW_MS, config.REGISTER_RATE_LIMIT_MAX)
-      if (hit.current > config.REGISTER_RATE_LIMIT_MAX) {
-        limited.register++
-        refuse(reply, config.REGISTER_RATE_LIMIT_MAX, hit, 'Too many registrations from this address')
-      }
-      tighten(reply, config.REGISTER_RATE_LIMIT_MAX, hit)
+      await countAgainst(reply, 'register', `register:${ipClient(request.ip)}`, config.REGISTER_RATE_LIMIT_WINDOW_MS, config.REGISTER_RATE_LIMIT_MAX, 'Too many registrations from this address')
     },
 
     stats () {

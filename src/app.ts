@@ -62,7 +62,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // Errors may carry headers meant for the client (Retry-After on a busy lock or a 429).
     const headers = (err as FastifyError & { headers?: Record<string, string | number> }).headers
     if (headers !== undefined && typeof headers === 'object') void reply.headers(headers)
-    void reply.code(statusCode).send({ statusCode, error: httpReason(statusCode), message })
+    sendError(reply, statusCode, message)
   })
 
   await app.register(configPlugin, { config })
@@ -82,7 +82,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   // Unknown URLs are rate limited too, so probing for routes costs the same as using them.
   app.setNotFoundHandler({ preHandler: app.rateLimiter.hook }, function notFound (request, reply) {
-    void reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` })
+    sendError(reply, 404, `Route ${request.method} ${request.url.split('?')[0]} not found`)
   })
 
   await app.register(healthRoutes)
@@ -106,14 +106,16 @@ function answerFrameworkError (app: FastifyInstance, err: FastifyError, request:
   const known = FRAMEWORK_ERRORS[err.code]
   if (known === undefined) request.log.error({ err }, 'request failed')
   const { statusCode, message } = known ?? { statusCode: 500, message: 'Internal Server Error' }
-  const answer = (code: number, text: string): void => {
-    void reply.code(code).send({ statusCode: code, error: httpReason(code), message: text })
-  }
   // The limiter's hook sets its headers; over the limit it hands back the 429 to send.
   app.rateLimiter.hook(request, reply, (limited) => {
-    if (limited === undefined) answer(statusCode, message)
-    else answer((limited as FastifyError).statusCode ?? 429, limited.message)
+    if (limited === undefined) sendError(reply, statusCode, message)
+    else sendError(reply, (limited as FastifyError).statusCode ?? 429, limited.message)
   })
+}
+
+/** The one error body of the service: `{ statusCode, error, message }`. */
+function sendError (reply: FastifyReply, statusCode: number, message: string): void {
+  void reply.code(statusCode).send({ statusCode, error: httpReason(statusCode), message })
 }
 
 const REASONS: Record<number, string> = {

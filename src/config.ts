@@ -185,24 +185,23 @@ function redactValue (key: string, value: unknown): unknown {
 
 /**
  * `redis://user:secret@host` → `redis://user:***@host`, and `?password=…` → `?password=***`
- * (ioredis reads both); works on comma-separated lists. The password runs from the first ':'
- * of the userinfo to the authority's LAST '@', as the URL parser (and so ioredis) reads it:
- * a raw '@' inside the password must not leave its tail in the logs.
+ * (ioredis reads both); works on comma-separated lists. Errs on the side of hiding: the
+ * password runs from the first ':' after `//` to the LAST '@' of the URL, so a raw '@', ',',
+ * '#' or '?' inside it (each of which would cut a parsed URL short) never leaves a piece in
+ * the logs. A list splits only where a new URL begins.
  */
 export function redactUrl (value: string): string {
-  return value.split(',').map(redactOneUrl).join(',')
+  return value.split(/,(?=\s*[A-Za-z][A-Za-z0-9+.-]*:\/\/)/).map(redactOneUrl).join(',')
 }
 
 function redactOneUrl (url: string): string {
-  const queryAt = url.search(/[?#]/)
-  const base = queryAt === -1 ? url : url.slice(0, queryAt)
-  const rest = queryAt === -1 ? '' : url.slice(queryAt).replace(/([?&]password=)[^&#]*/gi, '$1***')
-  const start = base.indexOf('//')
-  const at = base.lastIndexOf('@')
-  if (start === -1 || at < start) return base + rest
-  const colon = base.indexOf(':', start + 2)
-  if (colon === -1 || colon > at) return base + rest // a user name alone is not a secret
-  return `${base.slice(0, colon + 1)}***${base.slice(at)}${rest}`
+  const scheme = url.indexOf('//')
+  const from = scheme === -1 ? 0 : scheme + 2
+  const at = url.lastIndexOf('@')
+  const colon = url.indexOf(':', from)
+  // No ':' before the '@': a user name alone, not a secret.
+  const hidden = at >= from && colon !== -1 && colon < at ? `${url.slice(0, colon + 1)}***${url.slice(at)}` : url
+  return hidden.replace(/([?&]password=)[^&#]*/gi, '$1***')
 }
 
 function dedupe (items: string[]): string[] {

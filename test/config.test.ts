@@ -73,6 +73,13 @@ t.test('a bad value never echoes a secret', async (t) => {
   t.equal(redactUrl('redis://h:1?db=1&password=hunter2&family=4'), 'redis://h:1?db=1&password=***&family=4', 'a password in the query too')
   t.equal(redactUrl('redis://only-a-user@h:1'), 'redis://only-a-user@h:1', 'a user name alone is shown')
   t.equal(redactUrl('redis://h:1/0'), 'redis://h:1/0')
+  // Characters that cut a parsed URL short, or a list, inside the password: none of it shows.
+  t.equal(redactUrl('redis://:pa,ss@h:1'), 'redis://:***@h:1')
+  t.equal(redactUrl('redis://:ab#cd@h1:1,redis://:x?y@h2:2'), 'redis://:***@h1:1,redis://:***@h2:2')
+  t.equal(redactUrl('redis://a:1, rediss://u:p@b:2'), 'redis://a:1, rediss://u:***@b:2', 'a list with a space after the comma')
+  t.equal(redactUrl('u:secret@h:6379'), 'u:***@h:6379', 'no scheme')
+  t.equal(redactUrl('redis://:pw@[::1]:6379/0'), 'redis://:***@[::1]:6379/0', 'an IPv6 host stays readable')
+  t.equal(redactUrl('/tmp/redis.sock?password=s3&db=2'), '/tmp/redis.sock?password=***&db=2', 'a unix socket')
 })
 
 t.test('the server refuses to start on a bad value, naming the variable, exit code 1', async (t) => {

@@ -312,3 +312,14 @@ t.test('malformed URLs: the usual error body, the limiter\'s headers, and counte
   t.match(refused.json(), { statusCode: 429, error: 'Too Many Requests', message: /^Rate limit exceeded, retry in / })
   t.match(refused.headers['retry-after'], /^\d+$/)
 })
+
+t.test('malformed URLs with Redis counting: the same answers once the count comes back from Redis', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { app } = await build(t, { REDIS_URL: redis.url, RATE_LIMIT_MAX: '2' })
+  const codes = []
+  for (let i = 0; i < 3; i++) codes.push((await app.inject('/api/stocks/%E0%A4%A')).statusCode)
+  t.same(codes, [400, 400, 429])
+  t.ok(app.rateLimiter.stats().redisHits >= 1, 'counted in Redis')
+  t.equal(await redis.command('GET', 'rate_limit:ip:127.0.0.1'), '3')
+})
