@@ -22,7 +22,7 @@ export const PREWARM_JOB = 'quotes-prewarm'
 export const SNAPSHOT_JOB = 'portfolio-snapshot'
 
 export function createPortfolioFromConfig (
-  config: Pick<Config, 'PORTFOLIO_TTL_SECONDS' | 'PORTFOLIO_LOCK_TTL_MS' | 'IDEMPOTENCY_TTL_SECONDS' | 'PORTFOLIO_MAX_POSITIONS'>,
+  config: Pick<Config, 'PORTFOLIO_TTL_SECONDS' | 'PORTFOLIO_LOCK_TTL_MS' | 'IDEMPOTENCY_TTL_SECONDS' | 'PORTFOLIO_MAX_POSITIONS' | 'IDEMPOTENCY_MAX_KEYS_PER_USER'>,
   deps: { sqlite: ConstructorParameters<typeof SqlitePortfolioRepo>[0], locks: LockService, cache: PortfolioServiceOptions['cache'], quotes: PortfolioServiceOptions['quotes'], log: FastifyBaseLogger },
 ) {
   return createPortfolioService({
@@ -35,6 +35,7 @@ export function createPortfolioFromConfig (
     lockTtlMs: config.PORTFOLIO_LOCK_TTL_MS,
     idempotencyTtlSeconds: config.IDEMPOTENCY_TTL_SECONDS,
     maxPositions: config.PORTFOLIO_MAX_POSITIONS,
+    maxKeysPerUser: config.IDEMPOTENCY_MAX_KEYS_PER_USER,
   })
 }
 

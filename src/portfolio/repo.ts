@@ -90,6 +90,8 @@ export interface PortfolioRepo {
   findIdempotency (userId: string, key: string, now: string): Promise<IdempotencyRecord | null>
   /** Deletes records expired at `now`, in batches that let the event loop run between them; returns how many. */
   purgeIdempotency (now: string): Promise<number>
+  /** How many records of the user are live at `now`, and when the first of them expires. */
+  liveIdempotency (userId: string, now: string): Promise<{ count: number, firstExpiry: string | null }>
   /** Every ticker held by anyone, sorted. */
   heldTickers (): Promise<string[]>
   /** Portfolios after `afterUserId` in user-id order (keyset paging for jobs). */
@@ -137,6 +139,7 @@ export class SqlitePortfolioRepo implements PortfolioRepo {
   readonly #dropExpiredKey: Statement<[string, string, string]>
   readonly #insertKey: Statement<[string, string, string, number, string, string, string]>
   readonly #purgeKeys: Statement<[string, number]>
+  readonly #liveKeys: Statement<[string, string], { n: number, first: string | null }>
   readonly #held: Statement<[], { ticker: string }>
   readonly #page: Statement<[string, number], PortfolioRow>
   readonly #saveSnapshot: Statement<[string, string, string, number, number, number, number | null]>
@@ -163,6 +166,7 @@ export class SqlitePortfolioRepo implements PortfolioRepo {
     this.#dropExpiredKey = db.prepare('DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? AND expires_at <= ?')
     this.#insertKey = db.prepare(`INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at, expires_at)
       VALUES (?, ?, ?, ?, ?, ?, ?)`)
+    this.#liveKeys = db.prepare('SELECT COUNT(*) AS n, MIN(expires_at) AS first FROM idempotency_keys WHERE user_id = ? AND expires_at > ?')
     this.#purgeKeys = db.prepare(`DELETE FROM idempotency_keys WHERE (user_id, key) IN
       (SELECT user_id, key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`)
     this.#held = db.prepare('SELECT DISTINCT ticker FROM portfolio_positions ORDER BY ticker')
@@ -247,6 +251,11 @@ export class SqlitePortfolioRepo implements PortfolioRepo {
       if (changes < PURGE_BATCH) return purged
       await new Promise((resolve) => setImmediate(resolve))
     }
+  }
+
+  async liveIdempotency (userId: string, now: string): Promise<{ count: number, firstExpiry: string | null }> {
+    const row = this.#liveKeys.get(userId, now)
+    return { count: row?.n ?? 0, firstExpiry: row?.first ?? null }
   }
 
   async heldTickers (): Promise<string[]> {

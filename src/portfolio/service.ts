@@ -16,6 +16,7 @@
  */
 import { createHash } from 'node:crypto'
 import { ConflictError, NotFoundError, UnprocessableError } from '../errors.js'
+import { TooManyRequestsError, retryText } from '../rate-limit/limits.js'
 import type { CacheStatus } from '../cache/types.js'
 import type { TwoTierCache } from '../cache/two-tier-cache.js'
 import { applyTrade, checkTrade, type Position, type Trade } from './ledger.js'
@@ -51,6 +52,8 @@ export interface PortfolioServiceOptions {
   idempotencyTtlSeconds: number
   /** PORTFOLIO_MAX_POSITIONS: a buy of a ticker not held is refused (422) at this many positions. */
   maxPositions?: number
+  /** IDEMPOTENCY_MAX_KEYS_PER_USER: a write with a new key is refused (429) while the user has this many live. */
+  maxKeysPerUser?: number
   now?: () => number
 }
 
@@ -116,6 +119,7 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
   const { repo, locks, cache, quotes, log } = options
   const now = options.now ?? Date.now
   const maxPositions = options.maxPositions ?? Infinity
+  const maxKeys = options.maxKeysPerUser ?? Infinity
   const cacheOptions = { ttl: options.portfolioTtlSeconds, name: 'portfolios' }
   const stats: PortfolioStats = {
     reads: 0, staleCopies: 0, uncached: 0, trades: 0, removals: 0, replays: 0, keyMismatches: 0, conflicts: 0, lockLost: 0, invalidateFailures: 0,
@@ -255,6 +259,9 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
         if (idempotencyKey !== undefined && hash !== null) {
           const prior = await replay(userId, idempotencyKey, hash)
           if (prior !== null) return prior
+          // Each record keeps the whole response: the number kept per user bounds what one user can store.
+          const live = await repo.liveIdempotency(userId, new Date(now()).toISOString())
+          if (live.count >= maxKeys) throw tooManyKeys(maxKeys, live.firstExpiry, now())
         }
         const state = await repo.read(userId)
         const held = state.positions.find((p) => p.ticker === trade.ticker) ?? null
@@ -363,6 +370,14 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
 }
 
 export type PortfolioService = ReturnType<typeof createPortfolioService>
+
+function tooManyKeys (max: number, firstExpiry: string | null, now: number): Error {
+  const seconds = Math.max(1, Math.ceil(((firstExpiry === null ? now : Date.parse(firstExpiry)) - now) / 1000))
+  return Object.assign(
+    new TooManyRequestsError(`At most ${max} Idempotency-Keys are kept per user at a time; nothing was written, retry in ${retryText(seconds)} or without a key`),
+    { headers: { 'retry-after': String(seconds) } },
+  )
+}
 
 function describe (err: unknown): string {
   return err instanceof Error ? err.message : String(err)
