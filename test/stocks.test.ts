@@ -34,6 +34,8 @@ function env (fake: FakeFinnhub, redis: RedisProcess | null, extra: Record<strin
     DATABASE_PATH: ':memory:',
     RATE_LIMIT_MAX: '1000000',
     LOG_LEVEL: 'warn',
+    // The jobs' own lock commands (quotes-prewarm every 15 s) would blur the command counts here.
+    SCHEDULER_ENABLED: 'false',
     ...(redis ? { REDIS_URL: redis.url } : {}),
     ...extra,
   }
