@@ -196,13 +196,39 @@ export function redactUrl (value: string): string {
 }
 
 function redactOneUrl (url: string): string {
+  const span = passwordSpan(url)
+  const hidden = span === null ? url : `${url.slice(0, span[0])}***${url.slice(span[1])}`
+  return hidden.replace(/([?&]password=)[^&#]*/gi, '$1***')
+}
+
+/** Where a URL's password is, read as generously as `redactUrl` reads it: [start, end), or null. */
+function passwordSpan (url: string): [number, number] | null {
   const scheme = url.indexOf('//')
   const from = scheme === -1 ? 0 : scheme + 2
   const at = url.lastIndexOf('@')
   const colon = url.indexOf(':', from)
   // No ':' before the '@': a user name alone, not a secret.
-  const hidden = at >= from && colon !== -1 && colon < at ? `${url.slice(0, colon + 1)}***${url.slice(at)}` : url
-  return hidden.replace(/([?&]password=)[^&#]*/gi, '$1***')
+  return at >= from && colon !== -1 && colon < at ? [colon + 1, at] : null
+}
+
+/**
+ * The password of a URL as it may appear in text (an error message): the span `redactUrl`
+ * hides, its percent-decoded form, and what the URL parser (ioredis) reads. Empty strings left out.
+ */
+export function urlSecrets (url: string): string[] {
+  const found: string[] = []
+  const span = passwordSpan(url)
+  if (span !== null) found.push(url.slice(span[0], span[1]))
+  try {
+    const parsed = new URL(url).password
+    found.push(parsed)
+  } catch {}
+  for (const secret of [...found]) {
+    try { found.push(decodeURIComponent(secret)) } catch {}
+  }
+  for (const [, secret] of url.matchAll(/[?&]password=([^&#]*)/gi)) if (secret !== undefined) found.push(secret)
+  // Longest first, so that a shorter one never splits a longer one before it is replaced.
+  return [...new Set(found.filter((s) => s.length > 0))].sort((a, b) => b.length - a.length)
 }
 
 function dedupe (items: string[]): string[] {

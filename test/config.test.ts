@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { ConfigError, configKeys, loadConfig, loadDotEnv, redactUrl } from '../src/config.js'
+import { ConfigError, configKeys, loadConfig, loadDotEnv, redactUrl, urlSecrets } from '../src/config.js'
 
 t.test('defaults: no variable set gives a runnable config', async (t) => {
   const config = loadConfig({})
@@ -80,6 +80,13 @@ t.test('a bad value never echoes a secret', async (t) => {
   t.equal(redactUrl('u:secret@h:6379'), 'u:***@h:6379', 'no scheme')
   t.equal(redactUrl('redis://:pw@[::1]:6379/0'), 'redis://:***@[::1]:6379/0', 'an IPv6 host stays readable')
   t.equal(redactUrl('/tmp/redis.sock?password=s3&db=2'), '/tmp/redis.sock?password=***&db=2', 'a unix socket')
+  // What error texts are scrubbed of: the same span, decoded, as parsed, and from the query.
+  t.same(urlSecrets('redis://:pa,ss@h:1'), ['pa,ss'])
+  t.same(urlSecrets('redis://u:p%40ss@h:1'), ['p%40ss', 'p@ss'])
+  t.same(urlSecrets('redis://:ab#cd@h:1'), ['ab#cd'], 'the whole raw span (no URL parser reads this one)')
+  t.same(urlSecrets('redis://:a:b@h:1'), ['a%3Ab', 'a:b'], 'a raw colon stays in the password, raw and as the parser encodes it')
+  t.same(urlSecrets('redis://h:1?password=q1'), ['q1'])
+  t.same(urlSecrets('redis://only-a-user@h:1'), [])
 })
 
 t.test('the server refuses to start on a bad value, naming the variable, exit code 1', async (t) => {

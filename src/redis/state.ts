@@ -15,7 +15,7 @@
 import { EventEmitter } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { Redis, type RedisOptions } from 'ioredis'
-import { redactUrl } from '../config.js'
+import { redactUrl, urlSecrets } from '../config.js'
 
 export type RedisStatus = 'disabled' | 'connecting' | 'connected' | 'disconnected'
 export type RedisMode = 'redis' | 'fallback'
@@ -103,7 +103,7 @@ export class RedisState extends EventEmitter {
       ...stripUndefined(options),
     } as Required<Omit<RedisStateOptions, 'url' | 'tlsCa'>>
     this.url = options.url ? redactUrl(options.url) : null
-    this.#secrets = options.url ? secretsOf(options.url) : []
+    this.#secrets = options.url ? urlSecrets(options.url) : []
     if (!options.url) {
       this.client = null
       this.status = 'disabled'
@@ -349,15 +349,6 @@ export function isCommandRefusal (err: unknown): boolean {
 export function backoff (times: number, capMs: number): number {
   const base = Math.min(capMs, 50 * 2 ** Math.min(times, 16))
   return Math.max(10, Math.round(base * (0.5 + Math.random() / 2)))
-}
-
-function secretsOf (url: string): string[] {
-  try {
-    const parsed = new URL(url)
-    return [parsed.password, decodeURIComponent(parsed.password)].filter((s) => s.length > 0)
-  } catch {
-    return []
-  }
 }
 
 function stripUndefined<T extends object> (obj: T): Partial<T> {
