@@ -369,6 +369,7 @@ t.test('a load that began before an invalidation cannot store its older result a
   t.equal(await late, 'old')
   t.equal(await redis.command('EXISTS', 'portfolio:17'), '0', 'the older result was refused by Redis')
   t.equal(await b.cache.wrap('portfolio:17', { ttl: 300 }, slowRead), 'new')
+  t.equal(await deafRedis.cache.wrap('portfolio:17', { ttl: 300 }, slowRead), 'new', 'nor kept in the deaf instance\'s own L1: Redis refusing the write told it')
 
   // In one process: a caller arriving after the invalidation does not join the older load.
   truth = 'v1'
@@ -440,6 +441,31 @@ t.test('Redis frozen: at most one command timeout, then L1 + loader only; invali
   await waitFor(async () => (await redis.command('EXISTS', 'portfolio:20')) === '0', 3000)
   t.pass('replayed on L2 when Redis returned')
   t.equal(a.cache.stats().invalidation.pending, 0)
+})
+
+t.test('an instance that started while Redis was away re-checks its L1 copies once it first subscribes', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const b = await engine(t, redis)
+  await redis.kill()
+  // A starts during the outage: no subscription yet, L1 only.
+  const state = createRedisState({ url: redis.url, log: quiet, connectTimeoutMs: 300 })
+  await state.start()
+  const a = createTwoTierCache({
+    store: new ResilientStore(state, new MemoryStore()),
+    state,
+    log: quiet,
+    createSubscriber: () => state.client?.duplicate({ autoResubscribe: false }) ?? null,
+  })
+  t.teardown(async () => {
+    await a.close()
+    await state.close()
+  })
+  t.equal(a.stats().invalidation.subscribed, false)
+  t.equal(await a.wrap('stock:K', { ttl: 60 }, async () => 'old'), 'old')
+  await b.cache.invalidate('stock:K') // queued: replayed by B when Redis returns, maybe before A listens
+  await redis.restart()
+  await waitFor(() => state.available && a.stats().invalidation.subscribed, 5000)
+  t.equal(await a.wrap('stock:K', { ttl: 60 }, async () => 'new'), 'new', 'the copy from before the first subscription is not trusted')
 })
 
 t.test('after a lost subscription L1 copies are re-checked, and kept only as stale fallbacks', redisOpts, async (t) => {

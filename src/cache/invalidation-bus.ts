@@ -23,8 +23,8 @@ export interface InvalidationBusOptions {
   channel: string
   instanceId: string
   onMessage: (message: InvalidationMessage) => void
-  /** The subscription was lost and is back: messages may have been missed. */
-  onResubscribed: () => void
+  /** Subscribed (at first, or again after losing the subscription): messages may have been missed before. */
+  onSubscribed: () => void
   retryMs?: number
 }
 
@@ -33,7 +33,6 @@ export class InvalidationBus {
   received = 0
   readonly #opts: InvalidationBusOptions
   #sub: Redis | null = null
-  #everSubscribed = false
   #closing = false
   #retryTimer: NodeJS.Timeout | null = null
 
@@ -91,9 +90,9 @@ export class InvalidationBus {
     }
     if (this.#closing) return
     this.subscribed = true
-    const again = this.#everSubscribed
-    this.#everSubscribed = true
-    if (again) this.#opts.onResubscribed()
+    // The first subscription too: copies put in L1 before it (the instance started while Redis
+    // was away) may have been invalidated by messages it could not hear.
+    this.#opts.onSubscribed()
   }
 }
 

@@ -144,7 +144,7 @@ export class TwoTierCache {
       instanceId: this.instanceId,
       onMessage: (message) => { this.#applyRemote(message) },
       // Messages sent while the subscription was down are lost: re-check everything in L1.
-      onResubscribed: () => { this.#expireL1() },
+      onSubscribed: () => { this.#expireL1() },
     })
     this.#state.on('up', this.#onUp)
     this.#bus.start()
@@ -453,7 +453,10 @@ export class TwoTierCache {
         // Stored and returned exactly as any instance will read it back from L2.
         stored = JSON.parse(json) as Envelope
         size = json.length
-        if (!flight.invalidated && this.#store.usingRedis) await this.#l2fill(key, json, ttlMs, graceMs, generation)
+        // Redis refusing the write (the key was invalidated since the load began) is an
+        // invalidation this instance may not hear about (its message lost while the
+        // subscriber reconnects): the value is answered to this request but kept nowhere.
+        if (!flight.invalidated && this.#store.usingRedis && !(await this.#l2fill(key, json, ttlMs, graceMs, generation))) flight.invalidated = true
       } catch (err) {
         counters.loadErrors++
         const stale = await this.#findStale(key, staleEntry, graceMs, flight)
@@ -599,10 +602,12 @@ export class TwoTierCache {
     return this.#store.use('cache.mget', (client) => client.mget(...keys), () => null)
   }
 
-  async #l2fill (key: string, json: string, ttlMs: number, graceMs: number, generation: string): Promise<void> {
-    await this.#store.use('cache.fill', async (client) => {
-      await withCacheScripts(client).aicCacheFill(key, staleKeyOf(key), genKeyOf(key), json, ttlMs, graceMs > 0 ? ttlMs + graceMs : 0, generation)
-    }, () => undefined)
+  /** False only when Redis refused the write because the key's generation moved (an invalidation since the load began). */
+  async #l2fill (key: string, json: string, ttlMs: number, graceMs: number, generation: string): Promise<boolean> {
+    return this.#store.use('cache.fill', async (client) => {
+      const written = await withCacheScripts(client).aicCacheFill(key, staleKeyOf(key), genKeyOf(key), json, ttlMs, graceMs > 0 ? ttlMs + graceMs : 0, generation)
+      return Number(written) !== 0
+    }, () => true)
   }
 
   async #publish (client: Redis, message: InvalidationMessage): Promise<void> {
@@ -664,7 +669,7 @@ export class TwoTierCache {
   /**
    * Redis is back: the invalidations made here during the outage reach L2 and the other
    * instances now. (Messages this instance may have missed are handled when its subscription
-   * comes back: see `onResubscribed`.)
+   * comes back: see `onSubscribed`.)
    */
   #redisReturned (): void {
     const keys = [...this.#pendingKeys]
