@@ -145,6 +145,16 @@ t.test('a batch loads at most `concurrency` misses at a time', async (t) => {
   t.same(settled.map((s) => (s.status === 'fulfilled' ? s.value.value : null)), keys)
 })
 
+t.test('a lock left by a crashed instance: when it expires, the waiting instances still load once between them', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const engines = [await engine(t, redis), await engine(t, redis), await engine(t, redis)]
+  await redis.command('SET', 'lock:fill:stock:D', 'someone-dead', 'PX', '300')
+  const loader = counting(() => 'loaded', 100)
+  const results = await Promise.all(engines.flatMap((e) => [1, 2, 3].map(() => e.cache.wrap('stock:D', { ttl: 20 }, loader))))
+  t.same(new Set(results), new Set(['loaded']))
+  t.equal(loader.calls, 1, '9 callers on 3 instances, 1 upstream call')
+})
+
 t.test('a lock left by a crashed instance delays a load at most until it expires', redisOpts, async (t) => {
   const redis = await privateRedis(t)
   const { cache } = await engine(t, redis)

@@ -419,24 +419,31 @@ export class TwoTierCache {
     let token: string | null = null
     let generation = ''
     if (this.#store.usingRedis) {
-      const candidate = randomUUID()
-      const [acquired, gen, raw] = await Promise.all([
-        this.#store.setIfAbsent(lockKey, candidate, this.#lockTtlMs),
-        this.#store.get(genKeyOf(key)),
-        this.#store.get(key),
-      ])
-      generation = gen ?? ''
-      const current = decodeEnvelope(raw)
-      if (current !== null && raw !== null && current.t > newerThan) {
-        if (acquired) void this.#store.compareAndDelete(lockKey, candidate)
-        return this.#adopt(key, current, raw.length, flight, 'l2')
-      }
-      if (acquired) {
-        token = candidate
-      } else {
-        const waited = await this.#waitForFill(key, lockKey, newerThan)
-        if (waited !== null) return this.#adopt(key, waited.envelope, waited.size, flight, 'l2-wait')
-        // The holder finished without a value (its load failed) or is too slow: load here.
+      const deadline = Date.now() + this.#loaderTimeoutMs
+      for (;;) {
+        const candidate = randomUUID()
+        const [acquired, gen, raw] = await Promise.all([
+          this.#store.setIfAbsent(lockKey, candidate, this.#lockTtlMs),
+          this.#store.get(genKeyOf(key)),
+          this.#store.get(key),
+        ])
+        generation = gen ?? ''
+        const current = decodeEnvelope(raw)
+        if (current !== null && raw !== null && current.t > newerThan) {
+          if (acquired) void this.#store.compareAndDelete(lockKey, candidate)
+          return this.#adopt(key, current, raw.length, flight, 'l2')
+        }
+        if (acquired) {
+          token = candidate
+          break
+        }
+        const waited = await this.#waitForFill(key, lockKey, newerThan, deadline)
+        if (waited !== 'gone' && waited !== 'late') return this.#adopt(key, waited.envelope, waited.size, flight, 'l2-wait')
+        // The holder left without a value (it crashed, or its load failed): the lock is free
+        // again, and the waiters race for it, so one of them loads while the others wait again.
+        if (waited === 'gone' && Date.now() < deadline && this.#store.usingRedis) continue
+        // Too slow, or Redis went away: load here.
+        break
       }
     }
 
@@ -493,12 +500,14 @@ export class TwoTierCache {
     return timer
   }
 
-  /** Polls L2 until the lock holder's value is there, the lock is gone, or the wait is too long. */
-  async #waitForFill (key: string, lockKey: string, newerThan: number): Promise<{ envelope: Envelope, size: number } | null> {
-    const deadline = Date.now() + this.#loaderTimeoutMs
+  /**
+   * Polls L2 until the lock holder's value is there; 'gone' when the lock went without a value,
+   * 'late' at the deadline (or when Redis went away).
+   */
+  async #waitForFill (key: string, lockKey: string, newerThan: number, deadline: number): Promise<{ envelope: Envelope, size: number } | 'gone' | 'late'> {
     while (Date.now() < deadline) {
       await sleep(this.#pollMs * (0.75 + Math.random() / 2))
-      if (!this.#store.usingRedis || this.#closed) return null
+      if (!this.#store.usingRedis || this.#closed) return 'late'
       const [raw, holder] = await Promise.all([this.#store.get(key), this.#store.get(lockKey)])
       const envelope = decodeEnvelope(raw)
       if (envelope !== null && raw !== null && envelope.t > newerThan) return { envelope, size: raw.length }
@@ -506,10 +515,10 @@ export class TwoTierCache {
         // The value may have landed between the two reads.
         const again = await this.#store.get(key)
         const last = decodeEnvelope(again)
-        return last !== null && again !== null && last.t > newerThan ? { envelope: last, size: again.length } : null
+        return last !== null && again !== null && last.t > newerThan ? { envelope: last, size: again.length } : 'gone'
       }
     }
-    return null
+    return 'late'
   }
 
   async #findStale (key: string, staleEntry: L1Entry | undefined, graceMs: number, flight: Flight): Promise<Resolved | null> {
