@@ -51,8 +51,10 @@ export async function main (): Promise<void> {
       process.exit(1)
     })
   }
-  process.once('SIGTERM', () => shutdown('SIGTERM'))
-  process.once('SIGINT', () => shutdown('SIGINT'))
+  // `on`, not `once`: a second signal of the same kind (sent twice, or relayed by a wrapper too)
+  // must meet the guard in shutdown(), not the default action that kills without draining.
+  process.on('SIGTERM', () => shutdown('SIGTERM'))
+  process.on('SIGINT', () => shutdown('SIGINT'))
 
   try {
     await app.listen({ host: config.HOST, port: config.PORT })

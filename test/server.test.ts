@@ -50,6 +50,16 @@ t.test('starts with no configuration at all: no Redis, generated secret, serving
   t.equal(await server.exited, 0, 'SIGTERM exits 0')
 })
 
+t.test('a second signal during the shutdown delay does not cut the drain short', async (t) => {
+  const server = await startServer({ SHUTDOWN_DELAY_MS: '500' })
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  server.child.kill('SIGTERM')
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  server.child.kill('SIGTERM') // as when an orchestrator and a process manager both pass it on
+  t.equal(await server.exited, 0, 'exit code 0, not killed by the signal')
+  t.match(server.output(), /shutdown complete/)
+})
+
 t.test('SIGTERM: readiness 503, the in-flight request finishes, Redis closes, exit 0 within 10 s', skipUnlessRedis(), async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
