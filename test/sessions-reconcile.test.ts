@@ -1,7 +1,7 @@
 /**
  * The session store's outage-logout overflow against a scripted Redis seam: the overflow
  * (unverifiable tokens refused) ends only with a replay that covered every dropped logout,
- * not with one that Redis failing again overtook.
+ * not with one that Redis failing again overtook; and how long a logout made in Redis is kept.
  */
 import t from 'tap'
 import type { Redis } from 'ioredis'
@@ -67,4 +67,32 @@ t.test('logouts dropped while a replay runs keep unverifiable tokens refused unt
   up = false
   t.not(await sessions.check(token), null, 'a replay that covered every logout held ends the overflow')
   t.equal(lines.length, 1, 'one overflow episode, logged once')
+})
+
+t.test('a logout made in Redis is remembered here for the tokens\' lifetime (JWT_EXPIRES_IN), not the outage tombstones\' longer one', async (t) => {
+  const memory = new MemoryStore()
+  let up = true
+  const client = {
+    multi () {
+      const tx = { del () { return tx }, srem () { return tx }, exec: async () => [[null, 1], [null, 1]] }
+      return tx
+    },
+  }
+  const store = {
+    memory,
+    use: async <T>(_op: string, withRedis: (c: Redis) => Promise<T>, withMemory: (m: MemoryStore) => T | Promise<T>): Promise<T> =>
+      up ? withRedis(client as unknown as Redis) : withMemory(memory),
+  } as unknown as ResilientStore
+  const state = { status: 'connected' as const, client: null, get available () { return up }, reportFailure () {} }
+  const log = { error () {}, warn () {}, info () {} }
+  const sessions = createSessionStore({ store, state, ttlSeconds: 3600, fallback: 'allow', tokenTtlSeconds: 1, maxTombstones: 10, log })
+  const now = Math.floor(Date.now() / 1000)
+  const token = { sid: 'logged-out-in-redis-0000', sub: 'u-1', role: 'user' as const, iat: now, exp: now + 3600 }
+
+  await sessions.revoke(token.sid, token.sub)
+  up = false
+  t.equal(await sessions.check(token), null, 'refused unchecked in the outage that follows')
+  await new Promise((resolve) => setTimeout(resolve, 1100))
+  // (A real token would have expired by now; this one's exp is far off to show the tombstone is gone.)
+  t.not(await sessions.check(token), null, 'forgotten once no token of it can still be valid')
 })
