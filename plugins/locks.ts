@@ -7,9 +7,9 @@
  */
 import fp from 'fastify-plugin'
 import { redactUrl, type Config } from '../src/config.js'
-import { Locks, type LocksLogger } from '../src/locks/locks.js'
-import type { LockMaster } from '../src/locks/redlock.js'
-import type { RedisState } from '../src/redis/state.js'
+import { Locks, type LocksLogger } from '../src/engines/locks/locks.js'
+import type { LockMaster } from '../src/engines/locks/redlock.js'
+import type { RedisState } from '../src/engines/redis/state.js'
 import { createRedisStateFromConfig } from './redis.js'
 
 declare module 'fastify' {

@@ -1,7 +1,7 @@
 /**
  * Rate limiting on every route (health probes and the scrape opt out with
  * `config: { rateLimit: false }`), counting in Redis while Redis is in use and in process
- * while it is not (src/rate-limit/window-counter.ts), keyed by user for a valid bearer
+ * while it is not (src/engines/counters/window-counter.ts), keyed by user for a valid bearer
  * token and by client address (IPv6 by /64) otherwise.
  *
  * Each limited route gets one synchronous onRequest hook, first in its list (so requests an
@@ -27,7 +27,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import { clientKey, emailKey, ipClient, type TokenVerifier } from '../src/rate-limit/client-key.js'
 import { TooManyRequestsError, LOGIN_URL, REGISTER_URL, isAdminUrl, retryText } from '../src/rate-limit/limits.js'
-import { WindowCounter, type Hit } from '../src/rate-limit/window-counter.js'
+import { WindowCounter, type Hit } from '../src/engines/counters/window-counter.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -9,9 +9,9 @@
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import type { Config } from '../src/config.js'
-import { createRedisState } from '../src/redis/state.js'
-import { MemoryStore } from '../src/store/memory-store.js'
-import { ResilientStore } from '../src/store/resilient-store.js'
+import { createRedisState } from '../src/engines/redis/state.js'
+import { MemoryStore } from '../src/engines/store/memory-store.js'
+import { ResilientStore } from '../src/engines/store/resilient-store.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -7,7 +7,7 @@
  */
 import fp from 'fastify-plugin'
 import type { Config } from '../src/config.js'
-import type { Locks } from '../src/locks/locks.js'
+import type { Locks } from '../src/engines/locks/locks.js'
 import { Scheduler, type SchedulerLogger } from '../src/scheduler/scheduler.js'
 
 declare module 'fastify' {

@@ -6,7 +6,7 @@ import t from 'tap'
 import { build, waitFor, sleep, type TapTest } from './helper.js'
 import { getFreePort, skipUnlessRedis, startRedis } from './helpers/redis-server.js'
 import { startProxy } from './helpers/tcp-proxy.js'
-import { LOG_CONNECTED, LOG_CONNECTION_FAILED, LOG_OPERATION_FAILED } from '../src/redis/state.js'
+import { LOG_CONNECTED, LOG_CONNECTION_FAILED, LOG_OPERATION_FAILED } from '../src/engines/redis/state.js'
 import type { FastifyInstance } from 'fastify'
 
 interface Health {

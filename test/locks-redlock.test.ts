@@ -12,8 +12,8 @@ import { pathToFileURL } from 'node:url'
 import t from 'tap'
 import { pino } from 'pino'
 import { loadConfig } from '../src/config.js'
-import { isLockError } from '../src/locks/errors.js'
-import type { Lease } from '../src/locks/locks.js'
+import { isLockError } from '../src/engines/locks/errors.js'
+import type { Lease } from '../src/engines/locks/locks.js'
 import { createLocks } from '../plugins/locks.js'
 import { createRedisStateFromConfig } from '../plugins/redis.js'
 import { sleep, waitFor, type TapTest } from './helper.js'
@@ -125,7 +125,7 @@ t.test('a frozen master does not slow acquisition down while a majority answers'
 
 t.test('a SIGKILLed holder process: its lock frees at its TTL', redisOpts, async (t) => {
   const [redis] = await servers(t, 1)
-  const locksUrl = pathToFileURL(path.resolve('src/locks/locks.ts')).href
+  const locksUrl = pathToFileURL(path.resolve('src/engines/locks/locks.ts')).href
   const code = `
     import { Redis } from 'ioredis'
     import { Locks } from ${JSON.stringify(locksUrl)}

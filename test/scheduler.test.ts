@@ -8,7 +8,7 @@
  */
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { isLockError } from '../src/locks/errors.js'
+import { isLockError } from '../src/engines/locks/errors.js'
 import type { JobStats } from '../src/scheduler/scheduler.js'
 import { build, sleep, waitFor, type TapTest } from './helper.js'
 import { skipUnlessRedis, startRedis, type RedisProcess } from './helpers/redis-server.js'

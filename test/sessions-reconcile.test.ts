@@ -6,8 +6,8 @@
 import t from 'tap'
 import type { Redis } from 'ioredis'
 import { createSessionStore } from '../src/auth/sessions.js'
-import { MemoryStore } from '../src/store/memory-store.js'
-import type { ResilientStore } from '../src/store/resilient-store.js'
+import { MemoryStore } from '../src/engines/store/memory-store.js'
+import type { ResilientStore } from '../src/engines/store/resilient-store.js'
 
 t.test('logouts dropped while a replay runs keep unverifiable tokens refused until the next replay', async (t) => {
   const memory = new MemoryStore()

@@ -14,9 +14,9 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { ChainableCommander, Redis } from 'ioredis'
-import { isCommandRefusal, type RedisStatus } from '../redis/state.js'
-import type { MemoryStore } from '../store/memory-store.js'
-import type { ResilientStore } from '../store/resilient-store.js'
+import { isCommandRefusal, type RedisStatus } from '../engines/redis/state.js'
+import type { MemoryStore } from '../engines/store/memory-store.js'
+import type { ResilientStore } from '../engines/store/resilient-store.js'
 import { isRole, type Role, type SessionRecord, type SessionSource, type SessionView, type TokenClaims } from './types.js'
 import { dropOldest } from './token-cache.js'
 import { Tombstones, type PendingTombstones } from './tombstones.js'

@@ -17,8 +17,8 @@
 import { createHash } from 'node:crypto'
 import { ConflictError, NotFoundError, UnprocessableError } from '../errors.js'
 import { TooManyRequestsError, retryText } from '../rate-limit/limits.js'
-import type { CacheStatus } from '../cache/types.js'
-import type { TwoTierCache } from '../cache/two-tier-cache.js'
+import type { CacheStatus } from '../engines/cache/types.js'
+import type { TwoTierCache } from '../engines/cache/two-tier-cache.js'
 import { applyTrade, checkTrade, type Position, type Trade } from './ledger.js'
 import {
   IdempotencyKeyTakenError, VersionConflictError, type PortfolioCommit, type PortfolioRepo, type PortfolioState,

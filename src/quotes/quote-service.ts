@@ -4,8 +4,8 @@
  * concurrency). The portfolio concern prices positions with `getMany`.
  */
 import { BadRequestError, isServiceError } from '../errors.js'
-import type { TwoTierCache } from '../cache/two-tier-cache.js'
-import type { CacheLayer, CacheStatus } from '../cache/types.js'
+import type { TwoTierCache } from '../engines/cache/two-tier-cache.js'
+import type { CacheLayer, CacheStatus } from '../engines/cache/types.js'
 import { TICKER_REGEX, type Quote, type QuoteProvider } from './schemas.js'
 
 export interface QuoteServiceOptions {

@@ -17,8 +17,8 @@
  * job. Without Redis configured (one instance by definition) in-process locks are used.
  */
 import { Cron } from 'croner'
-import { isLocksUnavailable } from '../locks/errors.js'
-import type { Lease, Locks } from '../locks/locks.js'
+import { isLocksUnavailable } from '../engines/locks/errors.js'
+import type { Lease, Locks } from '../engines/locks/locks.js'
 
 /** The run lock's TTL for a job that names none (it is extended while the job runs). */
 const DEFAULT_RUN_LOCK_TTL_MS = 60_000

@@ -5,9 +5,9 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { backoff, createRedisState, LOG_CONNECTED, LOG_CONNECTION_FAILED } from '../src/redis/state.js'
-import { sleep, waitFor } from './helper.js'
-import { makeSelfSignedCert, opensslAvailable, skipUnlessRedis, startRedis, tlsSupported } from './helpers/redis-server.js'
+import { backoff, createRedisState, LOG_CONNECTED, LOG_CONNECTION_FAILED } from '../../src/engines/redis/state.js'
+import { sleep, waitFor } from '../helper.js'
+import { makeSelfSignedCert, opensslAvailable, skipUnlessRedis, startRedis, tlsSupported } from '../helpers/redis-server.js'
 
 function capture () {
   const lines: Array<{ level: string, msg: string, obj: object }> = []

@@ -4,14 +4,14 @@
  */
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { MemoryStore } from '../src/store/memory-store.js'
-import { RedisStore } from '../src/store/redis-store.js'
-import { ResilientStore } from '../src/store/resilient-store.js'
-import { createRedisState } from '../src/redis/state.js'
-import type { KvStore } from '../src/store/types.js'
-import { sleep, waitFor, type TapTest } from './helper.js'
-import { skipUnlessRedis, startRedis } from './helpers/redis-server.js'
-import { startMonitor } from './helpers/monitor.js'
+import { MemoryStore } from '../../src/engines/store/memory-store.js'
+import { RedisStore } from '../../src/engines/store/redis-store.js'
+import { ResilientStore } from '../../src/engines/store/resilient-store.js'
+import { createRedisState } from '../../src/engines/redis/state.js'
+import type { KvStore } from '../../src/engines/store/types.js'
+import { sleep, waitFor, type TapTest } from '../helper.js'
+import { skipUnlessRedis, startRedis } from '../helpers/redis-server.js'
+import { startMonitor } from '../helpers/monitor.js'
 
 const quiet = { info () {}, warn () {}, error () {}, debug () {} }
 

@@ -18,7 +18,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { LRUCache } from 'lru-cache'
-import { GatewayTimeoutError } from '../errors.js'
+import { GatewayTimeoutError } from '../../errors.js'
 import type { RedisState } from '../redis/state.js'
 import type { ResilientStore } from '../store/resilient-store.js'
 import { decodeEnvelope, encodeEnvelope, genKeyOf, lockKeyOf, staleKeyOf } from './envelope.js'

@@ -4,13 +4,13 @@
  * invalidation races, and Redis going away and coming back.
  */
 import t from 'tap'
-import { createRedisState, type RedisState } from '../src/redis/state.js'
-import { MemoryStore } from '../src/store/memory-store.js'
-import { ResilientStore } from '../src/store/resilient-store.js'
-import { createTwoTierCache, type TwoTierCache, type TwoTierCacheOptions } from '../src/cache/two-tier-cache.js'
-import { shouldRefreshEarly } from '../src/cache/xfetch.js'
-import { sleep, waitFor, type TapTest } from './helper.js'
-import { skipUnlessRedis, startRedis, type RedisProcess } from './helpers/redis-server.js'
+import { createRedisState, type RedisState } from '../../src/engines/redis/state.js'
+import { MemoryStore } from '../../src/engines/store/memory-store.js'
+import { ResilientStore } from '../../src/engines/store/resilient-store.js'
+import { createTwoTierCache, type TwoTierCache, type TwoTierCacheOptions } from '../../src/engines/cache/two-tier-cache.js'
+import { shouldRefreshEarly } from '../../src/engines/cache/xfetch.js'
+import { sleep, waitFor, type TapTest } from '../helper.js'
+import { skipUnlessRedis, startRedis, type RedisProcess } from '../helpers/redis-server.js'
 
 const redisOpts = skipUnlessRedis()
 

@@ -4,7 +4,7 @@
  * on the reply.
  */
 import type { FastifyError } from 'fastify'
-import { ConflictError, ServiceUnavailableError } from '../errors.js'
+import { ConflictError, ServiceUnavailableError } from '../../errors.js'
 
 const kLockError = Symbol.for('aic.lockError')
 

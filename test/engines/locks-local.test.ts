@@ -4,10 +4,10 @@
  * on top of them: mutual exclusion, a 409 after LOCK_WAIT_MS, argument checks, counters.
  */
 import t from 'tap'
-import { LocalLocks } from '../src/locks/local-locks.js'
-import { Locks } from '../src/locks/locks.js'
-import { isLockError } from '../src/locks/errors.js'
-import { sleep } from './helper.js'
+import { LocalLocks } from '../../src/engines/locks/local-locks.js'
+import { Locks } from '../../src/engines/locks/locks.js'
+import { isLockError } from '../../src/engines/locks/errors.js'
+import { sleep } from '../helper.js'
 
 const quiet = { info () {}, warn () {}, debug () {} }
 

@@ -4,7 +4,7 @@
  * owner token and remaining TTL, read in one pipeline per master.
  */
 import type { Redis } from 'ioredis'
-import { escapeGlob } from '../debug/redis-info.js'
+import { escapeGlob } from '../../debug/redis-info.js'
 
 export interface ScannedLock {
   resource: string
