@@ -9,6 +9,7 @@ import { EMAIL_PATTERN } from '../src/auth/email.js'
 import type { AuthUser } from '../src/auth/types.js'
 import { ConflictError, UnauthorizedError } from '../src/errors.js'
 import { ErrorSchema } from '../src/schemas.js'
+import { bodyEmailKey, ipClient } from '../src/rate-limit/client-key.js'
 
 export const CredentialsSchema = Type.Object({
   email: Type.String({ pattern: EMAIL_PATTERN, maxLength: 254, description: 'Compared case-insensitively.' }),
@@ -43,10 +44,21 @@ function meBody ({ sub, role, session }: AuthUser, email: string): Static<typeof
 }
 
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { identity, sessions, authenticate } = fastify
+  const { identity, sessions, authenticate, rateLimiter, config } = fastify
   const { accounts } = identity
 
   fastify.post('/api/auth/register', {
+    config: {
+      // Every attempt, whatever its body: bounds bulk sign-ups and probing which emails have
+      // accounts (the 409). Instead of the global limit, which is looser.
+      rateLimit: rateLimiter.limit({
+        name: 'register',
+        max: config.REGISTER_RATE_LIMIT_MAX,
+        timeWindow: config.REGISTER_RATE_LIMIT_WINDOW_MS,
+        key: (request) => `register:${ipClient(request.ip)}`,
+        message: 'Too many registrations from this address',
+      }),
+    },
     schema: {
       tags: ['auth'],
       summary: 'Create an account (role "user")',
@@ -64,6 +76,31 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.post('/api/auth/login', {
+    config: {
+      // Failed attempts, per address + email and per email (a guess spread over many
+      // addresses still stops), on top of the global limit. Counted before validation (a
+      // malformed attempt is a failed one; `{"email":["x"]}` counts as "x", as validation
+      // unwraps it); a successful login resets both counts.
+      attemptLimits: [{
+        name: 'login',
+        max: config.LOGIN_RATE_LIMIT_MAX,
+        timeWindow: config.LOGIN_RATE_LIMIT_WINDOW_MS,
+        key: (request) => {
+          const email = bodyEmailKey(request)
+          return email === null ? null : `login:${ipClient(request.ip)}:${email}`
+        },
+        message: 'Too many login attempts',
+      }, {
+        name: 'loginEmail',
+        max: config.LOGIN_EMAIL_RATE_LIMIT_MAX,
+        timeWindow: config.LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS,
+        key: (request) => {
+          const email = bodyEmailKey(request)
+          return email === null ? null : `login-email:${email}`
+        },
+        message: 'Too many login attempts for this account',
+      }],
+    },
     schema: {
       tags: ['auth'],
       summary: 'Exchange email and password for a bearer token',
