@@ -10,6 +10,7 @@
 import t from 'tap'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { Type } from 'typebox'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { loginAttemptLimits } from '../routes/auth.js'
@@ -26,7 +27,7 @@ async function standInApp (t: TapTest, env: Record<string, string>): Promise<Sta
   const config = loadConfig({ ...TEST_ENV, LOG_LEVEL: 'warn', ...env })
   const app = await buildApp(config, { logStream: new LogCapture() })
   let handled = 0
-  app.post(STAND_IN, {
+  app.withTypeProvider<TypeBoxTypeProvider>().post(STAND_IN, {
     config: { attemptLimits: loginAttemptLimits(config) },
     schema: { body: Type.Object({ email: Type.String({ maxLength: 254 }), password: Type.String() }) },
   }, async (request, reply) => {

@@ -16,15 +16,49 @@ import type { WindowCounter } from '../engines/counters/window-counter.js'
 
 type IncrCallback = Parameters<FastifyRateLimitStore['incr']>[1]
 
+/**
+ * What this store reads of the options the library hands `new Store(…)` and `child(…)`: the
+ * (merged) limit options, with `routeInfo`, the route a child is for (empty for
+ * `fastify.rateLimit(options)` hooks). The library's types call that argument RouteOptions.
+ */
+interface LimitParams {
+  keyGenerator: unknown
+  method: string
+  url: string | undefined
+}
+
+function paramsOf (options: object): LimitParams {
+  const keyGenerator = 'keyGenerator' in options ? options.keyGenerator : undefined
+  const route = 'routeInfo' in options && typeof options.routeInfo === 'object' && options.routeInfo !== null ? options.routeInfo : {}
+  const method = 'method' in route ? route.method : undefined
+  const url = 'url' in route && typeof route.url === 'string' ? route.url : undefined
+  return { keyGenerator, method: Array.isArray(method) ? method.join(',') : typeof method === 'string' ? method : '', url }
+}
+
 export function counterStore (counter: WindowCounter): FastifyRateLimitStoreCtor {
   return class WindowCounterStore implements FastifyRateLimitStore {
-    incr (key: string, callback: IncrCallback, timeWindow: number, max: number): void {
-      counter.hit(key, timeWindow, max, (hit) => { callback(null, hit) })
+    readonly #globalKey: unknown
+    readonly #prefix: string
+
+    constructor (options: object, prefix = '') {
+      this.#globalKey = paramsOf(options).keyGenerator
+      this.#prefix = prefix
     }
 
-    /** A route with its own limit: the same counter (the limit arrives with each hit). */
-    child (): FastifyRateLimitStore {
-      return this
+    incr (key: string, callback: IncrCallback, timeWindow: number, max: number): void {
+      counter.hit(this.#prefix + key, timeWindow, max, (hit) => { callback(null, hit) })
+    }
+
+    /**
+     * A limit of a route's own. With its own key generator its keys are its own already
+     * (`register:…`); with the global key they would share the global limit's bucket, so
+     * they count per route instead (`route:<METHOD>:<url>:<client>`), as the library's
+     * stores do.
+     */
+    child (options: object): FastifyRateLimitStore {
+      const { keyGenerator, method, url } = paramsOf(options)
+      if (keyGenerator !== this.#globalKey || url === undefined) return new WindowCounterStore(options, this.#prefix)
+      return new WindowCounterStore({ keyGenerator }, `${this.#prefix}route:${method}:${url}:`)
     }
   }
 }
