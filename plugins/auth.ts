@@ -38,7 +38,7 @@ declare module 'fastify' {
 export const ALGORITHM = 'HS256'
 const MIN_SECRET_LENGTH = 32
 const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/i
-/** Verified tokens, and accepted Authorization headers, remembered (each). */
+/** Verified tokens remembered. */
 const MAX_CACHED_TOKENS = 10_000
 
 export interface AuthStats {
@@ -131,12 +131,6 @@ export default fp(async function authPlugin (fastify) {
 
   const stats: AuthStats = { authenticated: 0, rejected: { missing: 0, malformed: 0, invalid: 0, expired: 0, session: 0 }, forbidden: 0 }
 
-  // Authorization headers whose token passed every check below, with its claims, until the
-  // token's own expiry (never longer): a client sends the same header on every request, and
-  // one lookup replaces the parsing, the token cache and the claim checks. Only a
-  // byte-identical header can hit; the session is still checked on every request.
-  const accepted = new CheckedStrings<TokenClaims>(MAX_CACHED_TOKENS)
-
   /** The checked claims of the bearer token in `header`; throws a 401 otherwise. */
   function claimsOf (header: string | undefined, request: FastifyRequest): TokenClaims {
     if (header === undefined || header === '') {
@@ -163,13 +157,14 @@ export default fp(async function authPlugin (fastify) {
       stats.rejected.invalid++
       throw new UnauthorizedError('Invalid token')
     }
-    accepted.set(header, claims, claims.exp * 1000)
     return claims
   }
 
   async function authenticate (request: FastifyRequest, _reply?: FastifyReply): Promise<void> {
     const header = request.headers.authorization
-    const claims = (header === undefined ? undefined : accepted.get(header)) ?? claimsOf(header, request)
+    // identity.verifyToken caches verified tokens (the one token cache, shared with the rate
+    // limiter's key): a token's signature is checked once, not on every request.
+    const claims = claimsOf(header, request)
     const session = await fastify.sessions.check(claims)
     if (session === null) {
       stats.rejected.session++

@@ -15,7 +15,6 @@ import swaggerUi from '@fastify/swagger-ui'
 import type { RouteOptions } from 'fastify'
 import { ErrorSchema } from '../src/schemas.js'
 import { VERSION } from '../src/version.js'
-import { EXEMPT_URLS } from './under-pressure.js'
 
 export const DOCS_PREFIX = '/docs'
 
@@ -47,12 +46,12 @@ type RouteSchema = NonNullable<RouteOptions['schema']> & { response?: Record<str
 /** Adds the implicit 429 and 503 answers to a route's documented responses. */
 export function documentImplicitResponses (route: Pick<RouteOptions, 'config'> & { url: string }, schema: RouteSchema | undefined, sheddingEnabled: boolean): RouteSchema | undefined {
   if (schema === undefined || schema.hide === true) return schema
-  const config = route.config as { rateLimit?: unknown } | undefined
+  const config = route.config
   const response = { ...schema.response }
   if (config?.rateLimit !== false && response['429'] === undefined) {
     response['429'] = { ...ErrorSchema, description: 'Rate limit exceeded (see Retry-After and X-RateLimit-*).' }
   }
-  if (sheddingEnabled && !EXEMPT_URLS.has(route.url) && response['503'] === undefined) {
+  if (sheddingEnabled && config?.shed !== false && response['503'] === undefined) {
     response['503'] = { ...ErrorSchema, description: 'Overloaded (load shedding) or a dependency is unavailable; see Retry-After.' }
   }
   return { ...schema, response }

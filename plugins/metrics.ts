@@ -114,7 +114,7 @@ export default fp(async function metricsPlugin (fastify) {
 
   fastify.get(METRICS_URL, {
     onRequest: authorized === null ? [] : [requireMetricsToken],
-    config: { rateLimit: false },
+    config: { rateLimit: false, shed: false },
     schema: {
       tags: ['operations'],
       summary: 'Prometheus metrics (text exposition format 0.0.4)',

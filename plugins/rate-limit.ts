@@ -1,171 +1,64 @@
 /**
- * Rate limiting on every route (health probes and the scrape opt out with
- * `config: { rateLimit: false }`), counting in Redis while Redis is in use and in process
- * while it is not (src/engines/counters/window-counter.ts), keyed by user for a valid bearer
- * token and by client address (IPv6 by /64) otherwise.
+ * Rate limiting with `@fastify/rate-limit`, counting with the service's window counter as
+ * its store (src/rate-limit/store.ts): in Redis while Redis is in use, in process while it
+ * is not, never waiting on a dead Redis.
  *
- * Each limited route gets one synchronous onRequest hook, first in its list (so requests an
- * authentication hook rejects are counted too), built once per route with its limit in a
- * closure. This replaces `@fastify/rate-limit`: its async hook (an awaited key generator,
- * a promise around the store, `request.routeOptions` rebuilt per request) cost about 5 µs
- * of CPU per request on this service, more than counting the hit itself (README, Benchmarks).
- * The contract is the same: `x-ratelimit-limit`, `x-ratelimit-remaining` and
- * `x-ratelimit-reset` (seconds) on every limited answer; over the limit, a 429
- * `{ statusCode, error, message }` with `retry-after` from the root error handler.
+ * Every route is limited by the global limit (RATE_LIMIT_MAX per RATE_LIMIT_WINDOW_MS),
+ * keyed by user for a valid bearer token and by client address (IPv6 by /64) otherwise.
+ * A route changes that in its own options:
+ *  - `config: { rateLimit: false }`: not limited (health probes, the metrics scrape);
+ *  - `config: { rateLimit: { max, timeWindow, … } }`: its own limit (the library's route
+ *    options; `fastify.rateLimiter.limit({...})` builds one with its key, message and metric);
+ *  - `config: { attemptLimits: [...] }`: limits on failed attempts (login), on top of the
+ *    rate limit: an attempt is counted when it arrives (so parallel guesses cannot overrun the
+ *    limit) and refused with a 429 past a limit before the handler runs; an answer below 400
+ *    forgives: the attempt's keys are reset, so good logins never run into the limit.
+ * A plugin can put its whole prefix under one limit with an `onRequest` hook from
+ * `fastify.rateLimit(options)` (the admin routes do, with `rateLimiter.admin`).
  *
- * Beyond the global limit:
- *  - admin routes (`/api/debug/*`) have their own limit instead of the global one;
- *  - the login route also counts every attempt per address + email and per email (so a
- *    guess spread over many addresses still stops), before the handler runs, so a correct
- *    password after the limit is still a 429;
- *  - the registration route also counts every attempt per address (REGISTER_RATE_LIMIT_MAX),
- *    bounding both account creation in bulk and probing which emails have accounts;
- *  - unknown URLs are limited like any route (`rateLimiter.hook` on the 404 handler).
- * Adds `fastify.rateLimiter` (the hook, stats for metrics, the client key of a request).
+ * The limit's hook comes first among the route's onRequest hooks, so requests that an
+ * authentication hook refuses are counted too. Headers: `x-ratelimit-limit`,
+ * `x-ratelimit-remaining`, `x-ratelimit-reset` (seconds) on every limited answer, and
+ * `retry-after` on a 429, whose body is the service's `{ statusCode, error, message }`.
+ * Adds `fastify.rateLimiter` (the limits' builders, hooks for handlers outside the router,
+ * stats for the metrics).
  */
 import fp from 'fastify-plugin'
-import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
-import { clientKey, emailKey, ipClient, type TokenVerifier } from '../src/rate-limit/client-key.js'
-import { TooManyRequestsError, LOGIN_URL, REGISTER_URL, isAdminUrl, retryText } from '../src/rate-limit/limits.js'
-import { WindowCounter, type Hit } from '../src/engines/counters/window-counter.js'
+import fastifyRateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler, onSendHookHandler, preValidationAsyncHookHandler } from 'fastify'
+import { clientKey, type TokenVerifier } from '../src/rate-limit/client-key.js'
+import { tooManyRequests, type LimitName, type RouteLimit } from '../src/rate-limit/limits.js'
+import { counterStore } from '../src/rate-limit/store.js'
+import { WindowCounter } from '../src/engines/counters/window-counter.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    rateLimiter: ReturnType<typeof createRateLimiter>
+    rateLimiter: RateLimiter
   }
   interface FastifyContextConfig {
-    /** `false`: the route is not limited (health probes, the metrics scrape). */
-    rateLimit?: false
+    /**
+     * Limits on failed attempts: each attempt counts when it arrives, one answered below 400
+     * resets the keys it counted on. A limit whose key is null for a request does not apply.
+     */
+    attemptLimits?: RouteLimit[]
   }
-}
-
-/** An onRequest (or preHandler) hook in callback style. */
-export type LimitHook = (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void
-
-/** One limit: at most `max` hits per `windowMs` per key, the key from the request. */
-interface Limit {
-  max: number
-  windowMs: number
-  keyOf (request: FastifyRequest): string
-  /** Counted when a request is refused. */
-  name: 'global' | 'admin'
 }
 
 const HEADER_LIMIT = 'x-ratelimit-limit'
 const HEADER_REMAINING = 'x-ratelimit-remaining'
 const HEADER_RESET = 'x-ratelimit-reset'
 
-export function createRateLimiter (fastify: FastifyInstance) {
-  const config = fastify.config
-  const counter = new WindowCounter({ state: fastify.redisState, maxEntries: config.FALLBACK_MAX_ENTRIES })
-  const limited = { global: 0, admin: 0, login: 0, loginEmail: 0, register: 0 }
-  // Found on first use: the auth plugin may be registered before or after this one.
-  // `identity.verifyToken` caches verified tokens until their exp, so a token is checked
-  // once, not on every request; plain `jwt.verify` is the fallback.
-  let tokenVerifier: TokenVerifier | undefined
-  const verifier = (): TokenVerifier | undefined => {
-    if (tokenVerifier !== undefined) return tokenVerifier
-    const identity = (fastify as unknown as { identity?: { verifyToken (token: string): unknown } }).identity
-    if (identity !== undefined) tokenVerifier = { verify: (token) => identity.verifyToken(token) }
-    else tokenVerifier = (fastify as unknown as { jwt?: TokenVerifier }).jwt
-    return tokenVerifier
-  }
-  const clientOf = (request: FastifyRequest): string => clientKey(request, verifier())
-
-  /** Sets the headers for `hit` when it is tighter than what the response says so far. */
-  function tighten (reply: FastifyReply, max: number, hit: Hit): void {
-    const remaining = Math.max(0, max - hit.current)
-    const shown = reply.getHeader(HEADER_REMAINING)
-    if (shown !== undefined && Number(shown) <= remaining) return
-    void reply.header(HEADER_LIMIT, max).header(HEADER_REMAINING, remaining).header(HEADER_RESET, Math.ceil(hit.ttl / 1000))
-  }
-
-  function refuse (reply: FastifyReply, max: number, hit: Hit, message: string): never {
-    const seconds = Math.ceil(hit.ttl / 1000)
-    void reply.header(HEADER_LIMIT, max).header(HEADER_REMAINING, 0).header(HEADER_RESET, seconds).header('retry-after', seconds)
-    throw new TooManyRequestsError(`${message}, retry in ${retryText(seconds)}`)
-  }
-
-  /** One hit on `key` for a route's own limit (login, registration): refused past `max`, else shown when tighter. */
-  async function countAgainst (reply: FastifyReply, name: keyof typeof limited, key: string, windowMs: number, max: number, message: string): Promise<void> {
-    const hit = await counter.hitAsync(key, windowMs, max)
-    if (hit.current > max) {
-      limited[name]++
-      refuse(reply, max, hit, message)
-    }
-    tighten(reply, max, hit)
-  }
-
-  /**
-   * The onRequest hook for one limit. Synchronous when the counter answers at once (in
-   * process, or an early admission), after Redis's count otherwise; never waits on a dead
-   * Redis (the counter answers from memory when a batch fails).
-   */
-  function hookFor (limit: Limit): LimitHook {
-    const { max, windowMs } = limit
-    const limitText = String(max)
-    function answer (reply: FastifyReply, done: (err?: Error) => void, hit: Hit): void {
-      const ttlSeconds = Math.ceil(hit.ttl / 1000)
-      const seconds = String(ttlSeconds)
-      if (hit.current <= max) {
-        void reply.header(HEADER_LIMIT, limitText).header(HEADER_REMAINING, String(max - hit.current)).header(HEADER_RESET, seconds)
-        done()
-        return
-      }
-      limited[limit.name]++
-      void reply.header(HEADER_LIMIT, limitText).header(HEADER_REMAINING, '0').header(HEADER_RESET, seconds).header('retry-after', seconds)
-      done(new TooManyRequestsError(`Rate limit exceeded, retry in ${retryText(ttlSeconds)}`))
-    }
-    return function rateLimitHook (request, reply, done) {
-      const hit = counter.hit(limit.keyOf(request), windowMs, max)
-      if (hit instanceof Promise) void hit.then((h) => { answer(reply, done, h) })
-      else answer(reply, done, hit)
-    }
-  }
-
-  const globalLimit: Limit = { name: 'global', max: config.RATE_LIMIT_MAX, windowMs: config.RATE_LIMIT_WINDOW_MS, keyOf: clientOf }
-  const adminLimit: Limit = { name: 'admin', max: config.ADMIN_RATE_LIMIT_MAX, windowMs: config.RATE_LIMIT_WINDOW_MS, keyOf: (request) => `admin:${clientOf(request)}` }
-
-  return {
-    counter,
-    limited,
-    /** The global limit's hook (for handlers outside the router, e.g. the 404 handler). */
-    hook: hookFor(globalLimit),
-    /** The admin limit's hook. */
-    adminHook: hookFor(adminLimit),
-
-    /** `user:<id>` for a valid bearer token, else `ip:<address>` (IPv6 by /64). */
-    clientOf,
-
-    /**
-     * The login limits, as a preValidation hook (the body is parsed, not yet validated, so
-     * malformed attempts count too). Per address + email first: an address already over
-     * its limit does not also use up the account's budget.
-     */
-    async loginHook (request: FastifyRequest, reply: FastifyReply): Promise<void> {
-      const email = emailKey((request.body as { email?: unknown } | null | undefined)?.email)
-      if (email === null) return
-      await countAgainst(reply, 'login', `login:${ipClient(request.ip)}:${email}`, config.LOGIN_RATE_LIMIT_WINDOW_MS, config.LOGIN_RATE_LIMIT_MAX, 'Too many login attempts')
-      await countAgainst(reply, 'loginEmail', `login-email:${email}`, config.LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS, config.LOGIN_EMAIL_RATE_LIMIT_MAX, 'Too many login attempts for this account')
-    },
-
-    /**
-     * The registration limit per address, as a preValidation hook like the login limits: an
-     * attempt counts whatever its body, so probing which emails have accounts (a 409) and
-     * creating accounts in bulk are both bounded.
-     */
-    async registerHook (request: FastifyRequest, reply: FastifyReply): Promise<void> {
-      await countAgainst(reply, 'register', `register:${ipClient(request.ip)}`, config.REGISTER_RATE_LIMIT_WINDOW_MS, config.REGISTER_RATE_LIMIT_MAX, 'Too many registrations from this address')
-    },
-
-    stats () {
-      return { ...counter.stats(), limited: { ...limited } }
-    },
-  }
-}
-
-function methodsOf (route: RouteOptions): string[] {
-  return Array.isArray(route.method) ? route.method : [route.method]
+export interface RateLimiter {
+  readonly counter: WindowCounter
+  /** `user:<id>` for a valid bearer token, else `ip:<address>` (IPv6 by /64). */
+  clientOf: (request: FastifyRequest) => string
+  /** Route options for a limit of a route's own (`config: { rateLimit: rateLimiter.limit({...}) }`). */
+  limit: (limit: RouteLimit) => RateLimitOptions
+  /** The admin limit (ADMIN_RATE_LIMIT_MAX per client), as route options. */
+  readonly admin: RateLimitOptions
+  /** The global limit as a hook, for handlers outside the router (404, malformed URLs). */
+  readonly hook: onRequestAsyncHookHandler
+  stats: () => ReturnType<WindowCounter['stats']> & { limited: Record<LimitName, number> }
 }
 
 function hookList<T> (hooks: T | T[] | undefined): T[] {
@@ -173,23 +66,104 @@ function hookList<T> (hooks: T | T[] | undefined): T[] {
   return Array.isArray(hooks) ? hooks : [hooks]
 }
 
-export default fp(async function rateLimitPlugin (fastify) {
-  const limiter = createRateLimiter(fastify)
-  fastify.decorate('rateLimiter', limiter)
-  // Registered after the redis plugin, so this runs before its client closes: hits held
-  // back to share a call are still counted.
-  fastify.addHook('onClose', async () => { limiter.counter.flush() })
+export default fp(async function rateLimitPlugin (fastify: FastifyInstance) {
+  const config = fastify.config
+  const counter = new WindowCounter({ state: fastify.redisState, maxEntries: config.FALLBACK_MAX_ENTRIES })
+  const limited: Record<LimitName, number> = { global: 0, admin: 0, login: 0, loginEmail: 0, register: 0 }
+  // The verified-token cache of the auth plugin: a token is checked once, not per request.
+  const identity = fastify.identity
+  const verifier: TokenVerifier = { verify: (token) => identity.verifyToken(token) }
+  const clientOf = (request: FastifyRequest): string => clientKey(request, verifier)
+
+  function limit ({ name, max, timeWindow, key, message }: RouteLimit): RateLimitOptions {
+    return {
+      max,
+      timeWindow,
+      // A request the limit has no key for counts per client under the limit's name.
+      keyGenerator: (request) => key(request) ?? `${name}:${clientOf(request)}`,
+      errorResponseBuilder: (_request, context) => tooManyRequests(message, context.ttl),
+      onExceeded: () => { limited[name]++ },
+    }
+  }
+
+  await fastify.register(fastifyRateLimit, {
+    global: true,
+    max: config.RATE_LIMIT_MAX,
+    timeWindow: config.RATE_LIMIT_WINDOW_MS,
+    store: counterStore(counter),
+    keyGenerator: clientOf,
+    errorResponseBuilder: (_request, context) => tooManyRequests('Rate limit exceeded', context.ttl),
+    onExceeded: () => { limited.global++ },
+  })
+
+  const rateLimiter: RateLimiter = {
+    counter,
+    clientOf,
+    limit,
+    admin: limit({
+      name: 'admin',
+      max: config.ADMIN_RATE_LIMIT_MAX,
+      timeWindow: config.RATE_LIMIT_WINDOW_MS,
+      key: (request) => `admin:${clientOf(request)}`,
+      message: 'Rate limit exceeded',
+    }),
+    hook: fastify.rateLimit(),
+    stats: () => ({ ...counter.stats(), limited: { ...limited } }),
+  }
+  fastify.decorate('rateLimiter', rateLimiter)
+
+  /** Sets the headers for a count when it is tighter than what the response says so far. */
+  function tighten (reply: FastifyReply, max: number, remaining: number, resetSeconds: number): void {
+    const shown = reply.getHeader(HEADER_REMAINING)
+    if (shown !== undefined && Number(shown) <= remaining) return
+    void reply.header(HEADER_LIMIT, max).header(HEADER_REMAINING, remaining).header(HEADER_RESET, resetSeconds)
+  }
+
+  /** The keys each request was counted on by its route's attempt limits. */
+  const attempted = new WeakMap<FastifyRequest, string[]>()
+
+  function attemptHooks (limits: RouteLimit[]): { check: preValidationAsyncHookHandler, forgive: onSendHookHandler } {
+    async function check (request: FastifyRequest, reply: FastifyReply): Promise<void> {
+      for (const l of limits) {
+        const key = l.key(request)
+        if (key === null) continue
+        const hit = await counter.hitAsync(key, l.timeWindow, l.max)
+        const keys = attempted.get(request)
+        if (keys === undefined) attempted.set(request, [key])
+        else keys.push(key)
+        const resetSeconds = Math.ceil(hit.ttl / 1000)
+        if (hit.current > l.max) {
+          limited[l.name]++
+          void reply.header(HEADER_LIMIT, l.max).header(HEADER_REMAINING, 0).header(HEADER_RESET, resetSeconds).header('retry-after', resetSeconds)
+          throw tooManyRequests(l.message, hit.ttl)
+        }
+        tighten(reply, l.max, l.max - hit.current, resetSeconds)
+      }
+    }
+    const forgive: onSendHookHandler = async (request, reply, payload) => {
+      const keys = attempted.get(request)
+      if (keys !== undefined && reply.statusCode < 400) await Promise.all(keys.map((key) => counter.reset(key)))
+      return payload
+    }
+    return { check, forgive }
+  }
 
   fastify.addHook('onRoute', (route) => {
-    if (route.config?.rateLimit === false) return
-    const url = route.url ?? route.path
-    if (url === LOGIN_URL && methodsOf(route).includes('POST')) {
-      route.preValidation = [...hookList(route.preValidation), limiter.loginHook]
+    // @fastify/rate-limit (registered above, so its onRoute hook ran first) appended its
+    // hook to the route's onRequest list: it moves to the front, before authentication.
+    if (route.config?.rateLimit !== false && Array.isArray(route.onRequest) && route.onRequest.length > 1) {
+      const limiterHook = route.onRequest.pop()
+      if (limiterHook !== undefined) route.onRequest.unshift(limiterHook)
     }
-    if (url === REGISTER_URL && methodsOf(route).includes('POST')) {
-      route.preValidation = [...hookList(route.preValidation), limiter.registerHook]
+    const limits = route.config?.attemptLimits
+    if (limits !== undefined && limits.length > 0) {
+      const { check, forgive } = attemptHooks(limits)
+      route.preValidation = [...hookList(route.preValidation), check]
+      route.onSend = [...hookList(route.onSend), forgive]
     }
-    // First, before the route's own onRequest hooks (authentication).
-    route.onRequest = [isAdminUrl(url) ? limiter.adminHook : limiter.hook, ...hookList(route.onRequest)]
   })
-}, { name: 'rate-limit', fastify: '5.x', dependencies: ['config', 'redis'] })
+
+  // Registered after the redis plugin, so this runs before its client closes: hits held
+  // back to share a call are still counted.
+  fastify.addHook('onClose', async () => { counter.flush() })
+}, { name: 'rate-limit', fastify: '5.x', dependencies: ['config', 'redis', 'auth'] })

@@ -4,11 +4,12 @@
  * 0 turns one off), requests are answered at once with 503, `Retry-After` and the usual
  * error body, before any other hook runs (no rate-limit count, no Redis call, no handler).
  *
- * The probes and the scrape stay answerable: `/api/health/live` (an orchestrator that sees
- * it fail restarts a process that is only busy), `/api/health/ready` (its meaning is
- * "shutting down or the primary store is unusable", not "busy") and `/metrics` (operators
- * need to see why the service sheds). Each gets a route-level `pressureHandler` that lets
- * the request through, set here in an onRoute hook so route files need not know.
+ * A route opts out with `config: { shed: false }`: the probes (`/api/health/live`, whose
+ * failure makes an orchestrator restart a process that is only busy, and
+ * `/api/health/ready`, whose meaning is "shutting down or the primary store is unusable",
+ * not "busy") and `/metrics` (operators need to see why the service sheds). Such a route
+ * gets a route-level `pressureHandler` that lets the request through, set here in an
+ * onRoute hook.
  *
  * Adds `loadShedding`: the bounds, whether an episode is on and the count of shed requests by
  * reason, for the metrics plugin. One warning is logged per episode, never per request.
@@ -23,9 +24,6 @@ declare module 'fastify' {
     loadShedding: ReturnType<typeof createLoadShedding>
   }
 }
-
-/** Routes that are answered whatever the pressure. */
-export const EXEMPT_URLS: ReadonlySet<string> = new Set(['/api/health/live', '/api/health/ready', '/metrics'])
 
 export type PressureReason = 'eventLoopDelay' | 'heapUsedBytes' | 'rssBytes' | 'eventLoopUtilization' | 'healthCheck'
 
@@ -97,8 +95,7 @@ export default fp(async function underPressurePlugin (fastify) {
   fastify.decorate('loadShedding', shedding)
 
   fastify.addHook('onRoute', (route) => {
-    const url = route.url ?? route.path
-    if (url !== undefined && EXEMPT_URLS.has(url) && route.config?.pressureHandler === undefined) {
+    if (route.config?.shed === false && route.config.pressureHandler === undefined) {
       route.config = { ...route.config, pressureHandler: letThrough }
     }
   })
@@ -116,7 +113,9 @@ export default fp(async function underPressurePlugin (fastify) {
 
 declare module 'fastify' {
   interface FastifyContextConfig {
-    /** Set by the under-pressure plugin on exempt routes. */
+    /** `false`: answered whatever the pressure (health probes, the metrics scrape). */
+    shed?: false
+    /** Set by the under-pressure plugin on routes with `shed: false`. */
     pressureHandler?: (request: FastifyRequest, reply: FastifyReply, type: string, value: number | undefined) => unknown
   }
 }

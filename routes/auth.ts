@@ -9,6 +9,9 @@ import { EMAIL_PATTERN } from '../src/auth/email.js'
 import type { AuthUser } from '../src/auth/types.js'
 import { ConflictError, UnauthorizedError } from '../src/errors.js'
 import { ErrorSchema } from '../src/schemas.js'
+import { bodyEmailKey, ipClient } from '../src/rate-limit/client-key.js'
+import type { RouteLimit } from '../src/rate-limit/limits.js'
+import type { Config } from '../src/config.js'
 
 export const CredentialsSchema = Type.Object({
   email: Type.String({ pattern: EMAIL_PATTERN, maxLength: 254, description: 'Compared case-insensitively.' }),
@@ -38,15 +41,54 @@ export const MeSchema = Type.Object({
 
 const INVALID_CREDENTIALS = 'Invalid email or password'
 
+/**
+ * The login limits: failed attempts per address + email and per email (a guess spread over
+ * many addresses still stops). Each attempt counts when it arrives, before validation (a
+ * malformed attempt is a failed one; `{"email":["x"]}` counts as "x", as validation unwraps
+ * it); a successful login resets both counts. No email in the body: only the global limit.
+ */
+export function loginAttemptLimits (config: Pick<Config, 'LOGIN_RATE_LIMIT_MAX' | 'LOGIN_RATE_LIMIT_WINDOW_MS' | 'LOGIN_EMAIL_RATE_LIMIT_MAX' | 'LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS'>): RouteLimit[] {
+  return [{
+    name: 'login',
+    max: config.LOGIN_RATE_LIMIT_MAX,
+    timeWindow: config.LOGIN_RATE_LIMIT_WINDOW_MS,
+    key: (request) => {
+      const email = bodyEmailKey(request)
+      return email === null ? null : `login:${ipClient(request.ip)}:${email}`
+    },
+    message: 'Too many login attempts',
+  }, {
+    name: 'loginEmail',
+    max: config.LOGIN_EMAIL_RATE_LIMIT_MAX,
+    timeWindow: config.LOGIN_EMAIL_RATE_LIMIT_WINDOW_MS,
+    key: (request) => {
+      const email = bodyEmailKey(request)
+      return email === null ? null : `login-email:${email}`
+    },
+    message: 'Too many login attempts for this account',
+  }]
+}
+
 function meBody ({ sub, role, session }: AuthUser, email: string): Static<typeof MeSchema> {
   return { id: sub, email, role, session: { id: session.id, expiresAt: session.expiresAt.toISOString() } }
 }
 
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { identity, sessions, authenticate } = fastify
+  const { identity, sessions, authenticate, rateLimiter, config } = fastify
   const { accounts } = identity
 
   fastify.post('/api/auth/register', {
+    config: {
+      // Every attempt, whatever its body: bounds bulk sign-ups and probing which emails have
+      // accounts (the 409). Instead of the global limit, which is looser.
+      rateLimit: rateLimiter.limit({
+        name: 'register',
+        max: config.REGISTER_RATE_LIMIT_MAX,
+        timeWindow: config.REGISTER_RATE_LIMIT_WINDOW_MS,
+        key: (request) => `register:${ipClient(request.ip)}`,
+        message: 'Too many registrations from this address',
+      }),
+    },
     schema: {
       tags: ['auth'],
       summary: 'Create an account (role "user")',
@@ -64,6 +106,10 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.post('/api/auth/login', {
+    config: {
+      // Failed attempts per address + email and per email, on top of the global limit.
+      attemptLimits: loginAttemptLimits(config),
+    },
     schema: {
       tags: ['auth'],
       summary: 'Exchange email and password for a bearer token',

@@ -42,12 +42,12 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/api/health/live', {
     schema: { tags: ['health'], summary: 'Liveness: the process is up', response: { 200: ProbeSchema } },
-    config: { rateLimit: false },
+    config: { rateLimit: false, shed: false },
   }, async () => ({ status: 'OK' }))
 
   fastify.get('/api/health/ready', {
     schema: { tags: ['health'], summary: 'Readiness: should receive traffic', response: { 200: ProbeSchema, 503: ProbeSchema } },
-    config: { rateLimit: false },
+    config: { rateLimit: false, shed: false },
   }, async (_request, reply) => {
     if (lifecycle.shuttingDown) return reply.code(503).send({ status: 'SHUTTING_DOWN' })
     if (!db.healthy()) return reply.code(503).send({ status: 'DATABASE_UNAVAILABLE' })

@@ -25,9 +25,7 @@ import { trustProxyOption } from './rate-limit/trust-proxy.js'
 import healthRoutes from '../routes/health.js'
 import stocksRoutes from '../routes/stocks.js'
 import authRoutes from '../routes/auth.js'
-import debugRoutes from '../routes/debug.js'
-import debugLocksRoutes from '../routes/debug-locks.js'
-import debugCacheRoutes from '../routes/debug-cache.js'
+import debugRoutes from '../routes/debug/index.js'
 import portfolioRoutes from '../routes/portfolio.js'
 
 export interface BuildOptions {
@@ -88,9 +86,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(healthRoutes)
   await app.register(stocksRoutes)
   await app.register(authRoutes)
-  await app.register(debugRoutes)
-  await app.register(debugLocksRoutes)
-  await app.register(debugCacheRoutes)
+  await app.register(debugRoutes, { prefix: '/api/debug' })
   await app.register(portfolioRoutes)
   return app
 }
@@ -106,10 +102,9 @@ function answerFrameworkError (app: FastifyInstance, err: FastifyError, request:
   const known = FRAMEWORK_ERRORS[err.code]
   if (known === undefined) request.log.error({ err }, 'request failed')
   const { statusCode, message } = known ?? { statusCode: 500, message: 'Internal Server Error' }
-  // The limiter's hook sets its headers; over the limit it hands back the 429 to send.
-  app.rateLimiter.hook(request, reply, (limited) => {
-    if (limited === undefined) sendError(reply, statusCode, message)
-    else sendError(reply, (limited as FastifyError).statusCode ?? 429, limited.message)
+  // The limiter's hook sets its headers; over the limit it throws the 429 to send.
+  app.rateLimiter.hook.call(app, request, reply).then(() => { sendError(reply, statusCode, message) }, (limited: FastifyError) => {
+    sendError(reply, limited.statusCode ?? 429, limited.message)
   })
 }
 

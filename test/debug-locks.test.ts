@@ -117,3 +117,98 @@ t.test('jobs: schedule, last and next run, duration, last error and counters', a
   t.ok(Date.parse(String(job?.nextRunAt)) > Date.parse(String(job?.lastRunAt)), 'the next run is after the last')
   t.ok(body.stats.jobs >= 1)
 })
+
+interface ReleasedBody { resource: string, backend: string, owner: string | null, masters: number }
+
+/** Holds `resource` with locks.using until the returned release is called. */
+function hold (app: import('fastify').FastifyInstance, resource: string): { release: () => Promise<void> } {
+  let done!: () => void
+  const holding = app.locks.using(resource, 30_000, async () => new Promise<void>((resolve) => { done = resolve }))
+  return { release: async () => { done(); await holding } }
+}
+
+const forceRelease = (app: import('fastify').FastifyInstance, resource: string, token?: string) =>
+  app.inject({ method: 'DELETE', url: `/api/debug/locks/${encodeURIComponent(resource)}`, ...(token !== undefined ? { headers: bearer(token) } : {}) })
+
+t.test('DELETE /api/debug/locks/:resource: admin only; only lock: keys; 404 when not held', async (t) => {
+  const { app } = await build(t, { ...AUTH_ENV, SCHEDULER_ENABLED: 'false' })
+  const user = await registerAndLogin(app, 'user@example.com')
+  const admin = (await adminLogin(app)).token
+  t.equal((await forceRelease(app, 'lock:portfolio:u1')).statusCode, 401)
+  t.equal((await forceRelease(app, 'lock:portfolio:u1', user.token)).statusCode, 403)
+  for (const outside of ['session:abc', 'stock:AAPL', 'lockportfolio', 'rate_limit:ip:1.2.3.4']) {
+    const res = await forceRelease(app, outside, admin)
+    t.equal(res.statusCode, 400, `${outside} is refused`)
+    t.match(res.json(), { statusCode: 400, error: 'Bad Request', message: /^Only locks can be released: the key must start with lock:/ })
+  }
+  const missing = await forceRelease(app, 'lock:portfolio:nobody', admin)
+  t.equal(missing.statusCode, 404)
+  t.same(missing.json(), { statusCode: 404, error: 'Not Found', message: 'No lock is held on lock:portfolio:nobody' })
+})
+
+t.test('DELETE /api/debug/locks/:resource without Redis: the in-process lock goes, logged with the admin', async (t) => {
+  const { app, logs } = await build(t, { ...AUTH_ENV, SCHEDULER_ENABLED: 'false', LOG_LEVEL: 'info' })
+  const admin = await adminLogin(app)
+  const held = hold(app, 'lock:portfolio:stuck')
+  t.equal(await app.locks.claim('lock:portfolio:stuck', 1000, { strict: false }), null, 'held')
+  const res = await forceRelease(app, 'lock:portfolio:stuck', admin.token)
+  t.equal(res.statusCode, 200)
+  t.match(res.json<ReleasedBody>(), { resource: 'lock:portfolio:stuck', backend: 'local', masters: 0, owner: /:\d+:[0-9a-f-]{36}$/ })
+  const lease = await app.locks.claim('lock:portfolio:stuck', 1000, { strict: false })
+  t.not(lease, null, 'free for the next holder at once')
+  await lease?.release()
+  const lines = logs.lines.filter((l) => l.msg === 'lock force-released by an admin')
+  t.equal(lines.length, 1, 'logged once')
+  t.match(lines[0], { level: 40, resource: 'lock:portfolio:stuck', by: { userId: admin.userId, email: 'admin@example.com' } })
+  t.equal((await forceRelease(app, 'lock:portfolio:stuck', admin.token)).statusCode, 404, 'gone')
+  await held.release()
+})
+
+t.test('DELETE /api/debug/locks/:resource with Redis: deleted under the key prefix; the holder loses it', redisOpts, async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { app } = await build(t, { ...AUTH_ENV, REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'aic:', SCHEDULER_ENABLED: 'false' })
+  const admin = (await adminLogin(app)).token
+  const held = hold(app, 'lock:portfolio:r1')
+  await waitFor(async () => (await redis.command('EXISTS', 'aic:lock:portfolio:r1')) === '1', 5000)
+  const owner = await redis.command('GET', 'aic:lock:portfolio:r1')
+  const res = await forceRelease(app, 'lock:portfolio:r1', admin)
+  t.equal(res.statusCode, 200)
+  t.same(res.json<ReleasedBody>(), { ...res.json<ReleasedBody>(), resource: 'lock:portfolio:r1', backend: 'redlock', masters: 1, owner })
+  t.equal(await redis.command('EXISTS', 'aic:lock:portfolio:r1'), '0', 'the key is gone')
+  const lease = await app.locks.claim('lock:portfolio:r1', 5000)
+  t.not(lease, null, 'another holder can take it')
+  await lease?.release()
+  t.equal((await forceRelease(app, 'lock:portfolio:r1', admin)).statusCode, 404)
+  await held.release()
+})
+
+t.test('DELETE /api/debug/locks/:resource with three Redlock masters: deleted on every one', redisOpts, async (t) => {
+  const masters = await Promise.all([startRedis(), startRedis(), startRedis()])
+  t.teardown(() => Promise.all(masters.map((m) => m.stop())))
+  const { app } = await build(t, { ...AUTH_ENV, REDLOCK_URLS: masters.map((m) => m.url).join(','), SCHEDULER_ENABLED: 'false' })
+  const admin = (await adminLogin(app)).token
+  const held = hold(app, 'lock:job:r3')
+  await waitFor(async () => (await Promise.all(masters.map((m) => m.command('EXISTS', 'lock:job:r3')))).every((e) => e === '1'), 5000)
+  const res = await forceRelease(app, 'lock:job:r3', admin)
+  t.equal(res.statusCode, 200)
+  t.match(res.json<ReleasedBody>(), { backend: 'redlock', masters: 3 })
+  t.same(await Promise.all(masters.map((m) => m.command('EXISTS', 'lock:job:r3'))), ['0', '0', '0'])
+  await held.release()
+})
+
+t.test('DELETE /api/debug/locks/:resource while the main Redis is down: the fallback lock goes', redisOpts, async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { app } = await build(t, { ...AUTH_ENV, REDIS_URL: redis.url, SCHEDULER_ENABLED: 'false' })
+  const admin = (await adminLogin(app)).token
+  await redis.kill()
+  await waitFor(() => app.locks.backend() === 'fallback', 10_000)
+  const held = hold(app, 'lock:portfolio:f1')
+  await waitFor(async () => (await app.locks.list()).locks.length === 1, 5000)
+  const res = await forceRelease(app, 'lock:portfolio:f1', admin)
+  t.equal(res.statusCode, 200)
+  t.match(res.json<ReleasedBody>(), { backend: 'fallback', masters: 0 })
+  t.equal((await forceRelease(app, 'lock:portfolio:f1', admin)).statusCode, 404)
+  await held.release()
+})

@@ -1,35 +1,34 @@
 /**
- * Login brute force: 5 attempts per 15 minutes per address + email and a per-email limit,
- * counted before the handler runs (so the right password after the limit is still a 429).
- * First on a stand-in route registered at /api/auth/login in a minimal app (the limits
- * attach by URL through onRoute), then on the real login route of the whole app.
+ * Login brute force: failed attempts are limited per address + email (LOGIN_RATE_LIMIT_MAX
+ * per 15 minutes) and per email (LOGIN_EMAIL_RATE_LIMIT_MAX per hour). Each attempt counts
+ * when it arrives, before the handler (so the right password past the limit is still a 429,
+ * and parallel guesses cannot overrun it); a successful login resets both counts, so good
+ * logins in a row are never refused.
+ * First on a stand-in route (the real app, plus a route that declares the login limits in
+ * its own config and accepts RIGHT for any email), then on the real login route.
  */
 import t from 'tap'
-import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { Type } from 'typebox'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { trustProxyOption } from '../src/rate-limit/trust-proxy.js'
-import configPlugin from '../plugins/config.js'
-import redisPlugin from '../plugins/redis.js'
-import rateLimitPlugin from '../plugins/rate-limit.js'
+import { loginAttemptLimits } from '../routes/auth.js'
 import { LogCapture, TEST_ENV, type TapTest } from './helper.js'
 import { skipUnlessRedis, startRedis } from './helpers/redis-server.js'
 
 const RIGHT = 'correct horse battery'
+const STAND_IN = '/api/test/login'
 
 interface StandIn { app: FastifyInstance, handled: () => number }
 
-/** config → redis → rate-limit, then a login route that accepts RIGHT for any email. */
+/** The whole app plus a login stand-in with the login limits in its config. */
 async function standInApp (t: TapTest, env: Record<string, string>): Promise<StandIn> {
-  const config = loadConfig({ ...TEST_ENV, ...env })
-  const app = Fastify({ logger: false, trustProxy: trustProxyOption(config.TRUST_PROXY) }).withTypeProvider<TypeBoxTypeProvider>()
-  await app.register(configPlugin, { config })
-  await app.register(redisPlugin)
-  await app.register(rateLimitPlugin)
+  const config = loadConfig({ ...TEST_ENV, LOG_LEVEL: 'warn', ...env })
+  const app = await buildApp(config, { logStream: new LogCapture() })
   let handled = 0
-  app.post('/api/auth/login', {
+  app.withTypeProvider<TypeBoxTypeProvider>().post(STAND_IN, {
+    config: { attemptLimits: loginAttemptLimits(config) },
     schema: { body: Type.Object({ email: Type.String({ maxLength: 254 }), password: Type.String() }) },
   }, async (request, reply) => {
     handled++
@@ -41,8 +40,16 @@ async function standInApp (t: TapTest, env: Record<string, string>): Promise<Sta
   return { app, handled: () => handled }
 }
 
-function login (app: FastifyInstance, email: string, password: string, remoteAddress = '198.51.100.1'): Promise<LightMyRequestResponse> {
-  return app.inject({ method: 'POST', url: '/api/auth/login', payload: { email, password }, remoteAddress })
+function login (app: FastifyInstance, email: string, password: string, remoteAddress = '198.51.100.1', url = STAND_IN): Promise<LightMyRequestResponse> {
+  return app.inject({ method: 'POST', url, payload: { email, password }, remoteAddress })
+}
+
+async function statuses (app: FastifyInstance, n: number, email: string, password: string | ((i: number) => string), address: string | ((i: number) => string)): Promise<number[]> {
+  const out: number[] = []
+  for (let i = 0; i < n; i++) {
+    out.push((await login(app, email, typeof password === 'string' ? password : password(i), typeof address === 'string' ? address : address(i))).statusCode)
+  }
+  return out
 }
 
 t.test('stand-in login route', skipUnlessRedis(), async (t) => {
@@ -50,16 +57,14 @@ t.test('stand-in login route', skipUnlessRedis(), async (t) => {
   t.teardown(() => redis.stop())
   const env = { REDIS_URL: redis.url, LOGIN_RATE_LIMIT_MAX: '5', LOGIN_EMAIL_RATE_LIMIT_MAX: '8' }
 
-  t.test('the 6th attempt within 15 minutes is a 429, even with the right password', async (t) => {
+  t.test('the 6th failed attempt within 15 minutes is a 429, even with the right password', async (t) => {
     const { app, handled } = await standInApp(t, env)
-    const wrong = []
-    for (let i = 0; i < 5; i++) wrong.push((await login(app, 'victim@example.com', `guess-${i}`)).statusCode)
-    t.same(wrong, [401, 401, 401, 401, 401])
+    t.same(await statuses(app, 5, 'victim@example.com', (i) => `guess-${i}`, '198.51.100.1'), [401, 401, 401, 401, 401])
     const sixth = await login(app, 'victim@example.com', RIGHT)
     t.equal(sixth.statusCode, 429)
-    t.match(sixth.json(), { statusCode: 429, error: 'Too Many Requests', message: 'Too many login attempts, retry in 15 minutes' })
+    t.same(sixth.json(), { statusCode: 429, error: 'Too Many Requests', message: 'Too many login attempts, retry in 15 minutes' })
     const retryAfter = Number(sixth.headers['retry-after'])
-    t.ok(retryAfter > 880 && retryAfter <= 900, `Retry-After ${retryAfter} s`)
+    t.ok(retryAfter > 800 && retryAfter <= 900, `Retry-After ${retryAfter} s`)
     t.equal(sixth.headers['x-ratelimit-limit'], '5')
     t.equal(sixth.headers['x-ratelimit-remaining'], '0')
     t.equal(handled(), 5, 'the handler never saw the 6th attempt')
@@ -68,48 +73,65 @@ t.test('stand-in login route', skipUnlessRedis(), async (t) => {
     t.equal(other.statusCode, 200, 'another email from the same address is another pair')
     const elsewhere = await login(app, 'victim@example.com', RIGHT, '203.0.113.9')
     t.equal(elsewhere.statusCode, 200, 'the owner from another address can still log in')
-    // Pair (new address): 1 of 5 used. Email: 5 counted before (the refused 6th was not), now 6 of 8.
+    // Pair (new address): 1 of 5 used. Email: 5 failures counted before (the refused 6th was not), now 6 of 8.
     t.equal(elsewhere.headers['x-ratelimit-limit'], '8', 'the headers show the tightest limit that applies')
     t.equal(elsewhere.headers['x-ratelimit-remaining'], '2')
+    t.equal(await redis.command('--scan', '--pattern', 'rate_limit:login-email:*'), '', 'the success reset the per-email count')
+    t.equal((await login(app, 'victim@example.com', RIGHT)).statusCode, 429, 'but not the pair of the address that failed')
   })
 
-  t.test('successful attempts count too', async (t) => {
+  t.test('good logins in a row are never refused', async (t) => {
     const { app } = await standInApp(t, env)
-    const results = []
-    for (let i = 0; i < 6; i++) results.push((await login(app, 'ok@example.com', RIGHT, '198.51.100.2')).statusCode)
-    t.same(results, [200, 200, 200, 200, 200, 429])
+    t.same(await statuses(app, 10, 'ok@example.com', RIGHT, '198.51.100.2'), Array(10).fill(200), '10 good logins, twice the limit: all 200')
+    const mixed = []
+    for (let round = 0; round < 3; round++) {
+      mixed.push(...await statuses(app, 4, 'ok@example.com', 'typo-typo', '198.51.100.2'))
+      mixed.push((await login(app, 'ok@example.com', RIGHT, '198.51.100.2')).statusCode)
+    }
+    t.same(mixed, [401, 401, 401, 401, 200, 401, 401, 401, 401, 200, 401, 401, 401, 401, 200], 'a success forgives the failures before it')
   })
 
-  t.test('the per-email limit stops a guess spread over many addresses', async (t) => {
+  t.test('failures in parallel cannot overrun the limit: each attempt counts as it arrives', async (t) => {
+    const { app, handled } = await standInApp(t, env)
+    const all = await Promise.all(Array.from({ length: 12 }, (_v, i) => login(app, 'parallel@example.com', `guess-${i}`, '198.51.100.12')))
+    const codes = all.map((r) => r.statusCode)
+    t.equal(codes.filter((c) => c === 401).length, 5, 'five attempts reached the password check')
+    t.equal(codes.filter((c) => c === 429).length, 7)
+    t.equal(handled(), 5)
+  })
+
+  t.test('the per-email limit stops a guess spread over many addresses, and then refuses the owner too', async (t) => {
     const { app } = await standInApp(t, { ...env, LOGIN_EMAIL_RATE_LIMIT_MAX: '3' })
-    const results = []
-    for (let i = 0; i < 5; i++) results.push((await login(app, 'Target@Example.com ', 'nope-nope', `203.0.113.${20 + i}`)).statusCode)
-    t.same(results, [401, 401, 401, 429, 429])
+    t.same(await statuses(app, 5, 'Target@Example.com ', 'nope-nope', (i) => `203.0.113.${20 + i}`), [401, 401, 401, 429, 429])
     const last = await login(app, 'target@example.com', RIGHT, '203.0.113.99')
-    t.equal(last.statusCode, 429, 'the email is normalised: same account, same limit')
+    t.equal(last.statusCode, 429, 'the email is normalised: same account, same limit; a good password from a fresh address is refused while over')
     t.match(last.json().message, /^Too many login attempts for this account, retry in (59|60) minutes$/)
+    t.ok(Number(last.headers['retry-after']) > 3000)
     t.equal(app.rateLimiter.stats().limited.loginEmail, 3)
   })
 
-  t.test('an address already over its limit does not use up the account budget', async (t) => {
+  t.test('a success from another address resets the per-email count, not the failing address\'s', async (t) => {
     const { app } = await standInApp(t, { ...env, LOGIN_RATE_LIMIT_MAX: '2', LOGIN_EMAIL_RATE_LIMIT_MAX: '4' })
-    for (let i = 0; i < 10; i++) await login(app, 'owner@example.com', 'wrong-pass', '198.51.100.3')
-    // The attacker's address used 2 of the account's 4; the owner still has 2.
+    t.same(await statuses(app, 10, 'owner@example.com', 'wrong-pass', '198.51.100.3'), [401, 401, 429, 429, 429, 429, 429, 429, 429, 429])
+    // The attacker's address used 2 of the account's 4 (refusals by the pair limit are not counted per email).
     t.equal((await login(app, 'owner@example.com', RIGHT, '198.51.100.4')).statusCode, 200)
-    t.equal((await login(app, 'owner@example.com', RIGHT, '198.51.100.4')).statusCode, 200)
-    t.equal((await login(app, 'owner@example.com', RIGHT, '198.51.100.5')).statusCode, 429)
+    t.same(await statuses(app, 4, 'owner@example.com', 'wrong-again', (i) => `198.51.100.${50 + i}`), [401, 401, 401, 401], 'the per-email budget is whole again')
+    t.equal((await login(app, 'owner@example.com', RIGHT, '198.51.100.60')).statusCode, 429, 'and used up again')
+    t.equal((await login(app, 'owner@example.com', RIGHT, '198.51.100.3')).statusCode, 429, 'the attacker\'s pair is still over')
   })
 
-  t.test('keys hold a hash of the email, never the address itself', async (t) => {
+  t.test('keys hold a hash of the email, never the email itself', async (t) => {
+    const { app } = await standInApp(t, env)
+    await login(app, 'hashed@example.com', 'wrong-password', '198.51.100.5')
     const keys = (await redis.command('--scan', '--pattern', 'rate_limit:login*')).split('\n')
-    t.ok(keys.length >= 4)
+    t.ok(keys.length >= 2)
     t.notOk(keys.some((k) => k.includes('@')), 'no email in any key')
-    for (const key of keys) t.match(key, /^rate_limit:(login:ip:[0-9.]+|login-email):[A-Za-z0-9_-]{22}$|^rate_limit:login-email:[A-Za-z0-9_-]{22}$/)
+    for (const key of keys) t.match(key, /^rate_limit:login:ip:[0-9.]+:[A-Za-z0-9_-]{22}$|^rate_limit:login-email:[A-Za-z0-9_-]{22}$/)
   })
 
   t.test('a body without an email is left to validation (400), and counted only by the global limit', async (t) => {
     const { app, handled } = await standInApp(t, { ...env, RATE_LIMIT_MAX: '100' })
-    const r = await app.inject({ method: 'POST', url: '/api/auth/login', payload: { password: 'x' }, remoteAddress: '198.51.100.6' })
+    const r = await app.inject({ method: 'POST', url: STAND_IN, payload: { password: 'x' }, remoteAddress: '198.51.100.6' })
     t.equal(r.statusCode, 400)
     t.equal(handled(), 0)
     t.equal(r.headers['x-ratelimit-limit'], '100')
@@ -118,32 +140,37 @@ t.test('stand-in login route', skipUnlessRedis(), async (t) => {
 
 t.test('stand-in login route without Redis: the login limits hold in process', async (t) => {
   const { app } = await standInApp(t, {})
-  const results = []
-  for (let i = 0; i < 6; i++) results.push((await login(app, 'solo@example.com', RIGHT)).statusCode)
-  t.same(results, [200, 200, 200, 200, 200, 429])
+  t.same(await statuses(app, 6, 'solo@example.com', 'wrong-pass', '198.51.100.1'), [401, 401, 401, 401, 401, 429])
+  t.same(await statuses(app, 8, 'solo-ok@example.com', RIGHT, '198.51.100.1'), Array(8).fill(200), 'good logins are never refused')
 })
 
 t.test('the real login route', skipUnlessRedis(), async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
-  const config = loadConfig({ ...TEST_ENV, DATABASE_PATH: ':memory:', LOG_LEVEL: 'warn', REDIS_URL: redis.url })
+  const config = loadConfig({ ...TEST_ENV, LOG_LEVEL: 'warn', REDIS_URL: redis.url })
   const app = await buildApp(config, { logStream: new LogCapture() })
   await app.ready()
   t.teardown(() => app.close())
-  t.ok(app.hasRoute({ method: 'POST', url: '/api/auth/login' }), 'the app registers the login route')
   const email = 'real-user@example.com'
   const password = 'a-long-enough-password'
   const registered = await app.inject({ method: 'POST', url: '/api/auth/register', payload: { email, password } })
   t.equal(registered.statusCode, 201)
+  const realLogin = (pw: string, address = '198.51.100.1'): Promise<LightMyRequestResponse> => login(app, email, pw, address, '/api/auth/login')
 
+  const good = []
+  for (let i = 0; i < 6; i++) good.push((await realLogin(password)).statusCode)
+  t.same(good, [200, 200, 200, 200, 200, 200], 'six good logins in a row (limit 5): all answered')
   const results = []
-  for (let i = 0; i < 5; i++) results.push((await login(app, email, i % 2 === 0 ? 'wrong-password' : password)).statusCode)
-  t.same(results, [401, 200, 401, 200, 401], 'five attempts, right and wrong, all answered')
-  const sixth = await login(app, email, password)
-  t.equal(sixth.statusCode, 429, 'the 6th attempt is refused even with the right password')
-  t.same(sixth.json(), { statusCode: 429, error: 'Too Many Requests', message: 'Too many login attempts, retry in 15 minutes' })
-  t.ok(Number(sixth.headers['retry-after']) > 0)
-  t.equal((await login(app, email, password, '203.0.113.50')).statusCode, 200, 'from another address the owner gets in')
+  for (let i = 0; i < 5; i++) results.push((await realLogin(i % 2 === 0 ? 'wrong-password' : password)).statusCode)
+  t.same(results, [401, 200, 401, 200, 401], 'right and wrong, all answered')
+  const wrong = []
+  for (let i = 0; i < 5; i++) wrong.push((await realLogin('wrong-password')).statusCode)
+  t.same(wrong, [401, 401, 401, 401, 429], 'the last success forgave one failure: four more, then the limit')
+  const refused = await realLogin(password)
+  t.equal(refused.statusCode, 429, 'over the limit, the right password is refused too')
+  t.same(refused.json(), { statusCode: 429, error: 'Too Many Requests', message: 'Too many login attempts, retry in 15 minutes' })
+  t.ok(Number(refused.headers['retry-after']) > 0)
+  t.equal((await realLogin(password, '203.0.113.50')).statusCode, 200, 'from another address the owner gets in')
 })
 
 t.test('an email sent as a one-element array is counted as the email it is validated as', skipUnlessRedis(), async (t) => {
@@ -162,11 +189,11 @@ t.test('an email sent as a one-element array is counted as the email it is valid
   // The validator unwraps ["x"] into "x" (coerceTypes: 'array'), so the login itself works that way.
   t.equal(await attempt({ email: [email], password }, '198.51.100.7'), 200, 'the array form logs in')
   const wrong = []
-  for (let i = 0; i < 2; i++) wrong.push(await attempt({ email: [email], password: `wrong-guess-${i}` }, '198.51.100.7'))
-  t.same(wrong, [401, 401])
+  for (let i = 0; i < 3; i++) wrong.push(await attempt({ email: [email], password: `wrong-guess-${i}` }, '198.51.100.7'))
+  t.same(wrong, [401, 401, 401])
   t.equal(await attempt({ email, password }, '198.51.100.7'), 429, 'the string form shares the address + email budget')
   t.equal(await attempt({ email: [email], password }, '198.51.100.7'), 429, 'and so does the array form, even with the right password')
-  // Per email, across addresses: 5 attempts in all, whatever the form (the two refused above
+  // Per email, across addresses: 5 failures in all, whatever the form (the two refused above
   // were stopped by the address + email limit before this one counted them).
   t.equal(await attempt({ email: [email], password: 'wrong-guess-x' }, '198.51.100.8'), 401)
   t.equal(await attempt({ email: [email], password: 'wrong-guess-y' }, '198.51.100.8'), 401)
@@ -183,7 +210,7 @@ t.test('registration: every attempt counts per address, so probing for accounts 
 
   const first = await register('first@example.com')
   t.equal(first.statusCode, 201)
-  t.equal(first.headers['x-ratelimit-limit'], '3', 'the tighter limit is the one shown')
+  t.equal(first.headers['x-ratelimit-limit'], '3', 'the route\'s own limit is the one shown')
   t.equal(first.headers['x-ratelimit-remaining'], '2')
   t.equal((await register('first@example.com')).statusCode, 409, 'an existing account')
   t.equal((await register('bad', '198.51.100.40', 'short')).statusCode, 400, 'a malformed attempt counts too')

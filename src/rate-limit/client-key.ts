@@ -96,3 +96,19 @@ export function emailKey (email: unknown): string | null {
 function hash (value: string): string {
   return createHash('sha256').update(value).digest('base64url').slice(0, 22)
 }
+
+const BODY_EMAILS = new WeakMap<object, string | null>()
+
+/**
+ * `emailKey` of the request body's `email` (not validated yet), worked out once per request:
+ * the login route's two limits both key on it.
+ */
+export function bodyEmailKey (request: { body?: unknown }): string | null {
+  let key = BODY_EMAILS.get(request)
+  if (key === undefined) {
+    const body = request.body
+    key = typeof body === 'object' && body !== null && 'email' in body ? emailKey(body.email) : null
+    BODY_EMAILS.set(request, key)
+  }
+  return key
+}

@@ -36,6 +36,7 @@
  * are answered from memory.
  */
 import type { Redis } from 'ioredis'
+import { Batcher } from '../batcher.js'
 
 /** What the counter reads from the shared Redis state (a `RedisState` fits). */
 export interface CounterState {
@@ -233,6 +234,8 @@ export interface WindowCounterStats {
   largestBatch: number
   /** Batches that failed (each flips the shared state to fallback). */
   failedBatches: number
+  /** Windows forgotten on request (`reset`). */
+  resets: number
   /** In-process windows held now, and how many were evicted to stay in bounds. */
   memoryWindows: number
   memoryEvictions: number
@@ -249,19 +252,13 @@ export interface WindowCounterOptions {
 export class WindowCounter {
   readonly memory: MemoryWindows
   readonly #state: CounterState
-  readonly #coalesceMs: number
   /** Windows with hits queued for the next call, each once, in the order they were first queued. */
-  #dirty: Window[] = []
-  /** The queued batch leaves at the end of this turn (a request waits for it, or it is urgent). */
-  #immediate: NodeJS.Immediate | null = null
-  /** Only already-answered hits are queued: they may wait COALESCE_MS for company. */
-  #timer: NodeJS.Timeout | null = null
-  readonly #stats = { redisHits: 0, memoryHits: 0, earlyAdmits: 0, earlyRefusals: 0, batches: 0, largestBatch: 0, failedBatches: 0 }
-  readonly #flush = (): void => { this.#flushNow() }
+  readonly #batcher: Batcher<Window>
+  readonly #stats = { redisHits: 0, memoryHits: 0, earlyAdmits: 0, earlyRefusals: 0, batches: 0, largestBatch: 0, failedBatches: 0, resets: 0 }
 
   constructor (options: WindowCounterOptions) {
     this.#state = options.state
-    this.#coalesceMs = options.coalesceMs ?? COALESCE_MS
+    this.#batcher = new Batcher<Window>({ send: (windows) => { this.#sendQueued(windows) }, holdMs: options.coalesceMs ?? COALESCE_MS, maxBatch: MAX_BATCH })
     this.memory = new MemoryWindows(options.maxEntries)
     const client = options.state.client
     if (client !== null && !(SCRIPT_NAME in client)) client.defineCommand(SCRIPT_NAME, { lua: HITS_SCRIPT })
@@ -269,24 +266,27 @@ export class WindowCounter {
 
   /**
    * Counts one hit of `client` (`ip:…`, `user:…`; the Redis key is `rate_limit:<client>`) in
-   * a window of `windowMs` against a limit of `max`. The answer comes at once (a Hit) in
-   * fallback mode, for an early admission and for a window known to be over; otherwise it
-   * is a promise of Redis's exact count. Hits answered at once allocate nothing beyond the
-   * answer: they are a number on their window until the next script call.
+   * a window of `windowMs` against a limit of `max`, and calls `done` with the count. `done`
+   * is called before `hit` returns in fallback mode, for an early admission and for a
+   * window known to be over; otherwise once Redis's exact count is back (or, if the batch
+   * fails, the in-process count). Hits answered at once allocate nothing beyond the answer:
+   * they are a number on their window until the next script call.
    */
-  hit (client: string, windowMs: number, max: number): Hit | Promise<Hit> {
+  hit (client: string, windowMs: number, max: number, done: (hit: Hit) => void): void {
     const now = Date.now()
     const w = this.memory.track(client, windowMs, now)
     if (this.#state.client === null || !this.#state.available) {
       this.#stats.memoryHits++
-      return countIn(w, now)
+      done(countIn(w, now))
+      return
     }
     w.inFlight++
     const current = w.count + w.inFlight
     if (w.count > max) {
       this.#stats.earlyRefusals++
       this.#enqueue(w, false, null, false)
-      return { current, ttl: w.resetAt - now }
+      done({ current, ttl: w.resetAt - now })
+      return
     }
     const allowance = earlyAllowance(max)
     if (current <= max && w.early < allowance) {
@@ -297,14 +297,15 @@ export class WindowCounter {
       // (Counting the hits already sent as well would make every hit urgent while a
       // call is out.)
       this.#enqueue(w, true, null, 2 * (w.queuedEarly + 1) >= allowance)
-      return { current, ttl: w.resetAt - now }
+      done({ current, ttl: w.resetAt - now })
+      return
     }
-    return new Promise((resolve) => { this.#enqueue(w, false, resolve, true) })
+    this.#enqueue(w, false, done, true)
   }
 
   /** `hit` as a promise. */
   hitAsync (client: string, windowMs: number, max: number): Promise<Hit> {
-    return Promise.resolve(this.hit(client, windowMs, max))
+    return new Promise((resolve) => { this.hit(client, windowMs, max, resolve) })
   }
 
   stats (): WindowCounterStats {
@@ -313,35 +314,39 @@ export class WindowCounter {
 
   /** Sends what is queued now (at shutdown, before the Redis client closes). */
   flush (): void {
-    this.#flushNow()
+    this.#batcher.flush()
+  }
+
+  /**
+   * Forgets `client`'s window, here and in Redis (a successful login forgives the failed
+   * attempts before it). Hits still queued or in flight for it count in the new window. In
+   * fallback mode only the in-process window is cleared; Redis is never waited on while it
+   * is known to be away, and a failure flips the shared state like a failed batch.
+   */
+  async reset (client: string): Promise<void> {
+    this.#stats.resets++
+    const w = this.memory.get(client)
+    if (w !== undefined) w.count = 0
+    const redis = this.#state.client
+    if (redis === null || !this.#state.available) return
+    try {
+      await redis.del(KEY_PREFIX + client)
+    } catch (err) {
+      this.#state.reportFailure(err, 'rateLimit')
+    }
   }
 
   /** Queues a hit; `urgent`: the batch leaves at the end of this turn, not after the hold. */
   #enqueue (w: Window, early: boolean, resolve: ((hit: Hit) => void) | null, urgent: boolean): void {
-    if (w.queued === 0) this.#dirty.push(w)
+    if (w.queued === 0) this.#batcher.add(w)
     if (resolve !== null) (w.waiters ??= []).push({ index: w.queued, resolve })
     w.queued++
     if (early) w.queuedEarly++
-    if (this.#immediate !== null) return
-    if (urgent || this.#dirty.length >= MAX_BATCH) {
-      if (this.#timer !== null) {
-        clearTimeout(this.#timer)
-        this.#timer = null
-      }
-      this.#immediate = setImmediate(this.#flush)
-    } else if (this.#timer === null) {
-      this.#timer = setTimeout(this.#flush, this.#coalesceMs)
-    }
+    if (urgent) this.#batcher.hurry()
   }
 
-  #flushNow (): void {
-    if (this.#immediate !== null) clearImmediate(this.#immediate)
-    if (this.#timer !== null) clearTimeout(this.#timer)
-    this.#immediate = null
-    this.#timer = null
-    const dirty = this.#dirty
-    if (dirty.length === 0) return
-    this.#dirty = []
+  /** The batcher's send: each queued window's hits, in as few script calls as MAX_BATCH allows. */
+  #sendQueued (dirty: Window[]): void {
     // Take each window's queued hits off it: what arrives from now on goes with the next call.
     const sent: Sent[] = new Array(dirty.length)
     for (let i = 0; i < dirty.length; i++) {

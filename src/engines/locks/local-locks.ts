@@ -90,6 +90,14 @@ export class LocalLocks {
     return true
   }
 
+  /** Frees `resource` whoever holds it (an operator's force-release): the owner's token, or null when it was not held. */
+  forceRelease (resource: string): string | null {
+    const entry = this.#live(resource)
+    if (entry === undefined) return null
+    this.#drop(resource, entry)
+    return entry.token
+  }
+
   holds (resource: string, token: string): boolean {
     return this.#live(resource)?.token === token
   }

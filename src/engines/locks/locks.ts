@@ -85,6 +85,16 @@ export interface LocksListing {
   locks: HeldLock[]
 }
 
+/** What `forceRelease` removed: the owner token found, and on how many masters (0: in process). */
+export interface ForcedRelease {
+  backend: LockBackend
+  owner: string | null
+  masters: number
+}
+
+/** Every lock's key starts with this (before REDIS_KEY_PREFIX). */
+export const LOCK_NAMESPACE = 'lock:'
+
 export type LockedFn<T> = (signal: AbortSignal) => Promise<T>
 
 export const MIN_TTL_MS = 100
@@ -207,6 +217,34 @@ export class Locks {
       complete: scans.every((s) => s?.complete === true) && merged.size <= limit,
       locks: [...merged.values()].sort((a, b) => a.resource.localeCompare(b.resource)).slice(0, limit),
     }
+  }
+
+  /**
+   * Deletes `resource` (a `lock:` key) whoever holds it: an operator's way out of a stuck
+   * lock. On every master holding it, a compare-and-delete with the owner found there (a lock
+   * taken again in between is left alone), and in this instance's in-process table (the
+   * next waiter here gets it). A holder elsewhere finds out at its next extension (lost).
+   * Null when nothing held it.
+   */
+  async forceRelease (resource: string): Promise<ForcedRelease | null> {
+    if (!resource.startsWith(LOCK_NAMESPACE) || !RESOURCE_RE.test(resource)) {
+      throw new TypeError(`locks: only ${LOCK_NAMESPACE}* keys of 1-512 printable ASCII characters can be released`)
+    }
+    const backend = this.backend()
+    const localOwner = this.#local.forceRelease(resource)
+    if (backend !== 'redlock' || this.#redlock === null) return localOwner === null ? null : { backend, owner: localOwner, masters: 0 }
+    const owners = await Promise.all(this.#redlock.masters.map(async (master) => {
+      try {
+        return await master.client.get(resource)
+      } catch (err) {
+        master.onError(err, 'lock.forceRelease')
+        return null
+      }
+    }))
+    const held = owners.filter((owner): owner is string => owner !== null)
+    if (held.length === 0) return localOwner === null ? null : { backend, owner: localOwner, masters: 0 }
+    for (const owner of new Set(held)) await this.#redlock.release(resource, owner)
+    return { backend, owner: held[0] ?? null, masters: held.length }
   }
 
   stats (): LocksStats & { held: number } {

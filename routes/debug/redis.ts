@@ -5,8 +5,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Redis } from 'ioredis'
 import { Type, type Static } from 'typebox'
-import { escapeGlob, parseInfo, type RedisInfo } from '../src/debug/redis-info.js'
-import { ErrorSchema } from '../src/schemas.js'
+import { escapeGlob, parseInfo, type RedisInfo } from '../../src/debug/redis-info.js'
+import { ErrorSchema } from '../../src/schemas.js'
 
 const Num = Type.Number()
 const NullableNum = Type.Union([Type.Number(), Type.Null()])
@@ -71,11 +71,10 @@ type KeyEntry = KeysResult['keys'][number]
 const MAX_SCAN_CALLS = 100
 
 const debug: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { redisState, store, requireAdmin, config } = fastify
+  const { redisState, store, config } = fastify
   const keyPrefix = config.REDIS_KEY_PREFIX
 
-  fastify.get('/api/debug/redis', {
-    onRequest: [requireAdmin],
+  fastify.get('/redis', {
     schema: {
       tags: ['debug'],
       summary: 'Redis connection, fallback state and INFO figures (admin)',
@@ -100,8 +99,7 @@ const debug: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   })
 
-  fastify.get('/api/debug/keys', {
-    onRequest: [requireAdmin],
+  fastify.get('/keys', {
     schema: {
       tags: ['debug'],
       summary: 'Keys by prefix with type and TTL, via SCAN (admin)',

@@ -1,11 +1,14 @@
 /**
  * Admin views of the locks and the scheduled jobs: held locks (SCAN over `lock:*` on every
  * master, never KEYS) with owner and TTL, and each job's last run, next run, duration,
- * last error and counters on this instance.
+ * last error and counters on this instance; and a force-release of a stuck lock, logged with
+ * the admin who asked.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { ErrorSchema } from '../src/schemas.js'
+import { ErrorSchema } from '../../src/schemas.js'
+import { BadRequestError, NotFoundError } from '../../src/errors.js'
+import { LOCK_NAMESPACE } from '../../src/engines/locks/locks.js'
 
 const Count = Type.Integer({ minimum: 0 })
 const NullableString = Type.Union([Type.String(), Type.Null()])
@@ -64,12 +67,18 @@ export const DebugJobsSchema = Type.Object({
   timestamp: Type.String({ format: 'date-time' }),
 })
 
-const debugLocks: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { locks, scheduler, authenticate, requireAdmin } = fastify
-  const guards = [authenticate, requireAdmin]
+export const ReleasedSchema = Type.Object({
+  resource: Type.String(),
+  backend: Backend,
+  owner: NullableString,
+  masters: Type.Integer({ minimum: 0, description: 'Masters it was deleted on (0: an in-process lock).' }),
+  timestamp: Type.String({ format: 'date-time' }),
+})
 
-  fastify.get('/api/debug/locks', {
-    onRequest: guards,
+const debugLocks: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { locks, scheduler } = fastify
+
+  fastify.get('/locks', {
     schema: {
       tags: ['debug'],
       summary: 'Held locks with owner and TTL (admin)',
@@ -81,8 +90,27 @@ const debugLocks: FastifyPluginAsyncTypebox = async (fastify) => {
     return { instance: locks.instanceId, ...listing, stats: locks.stats(), timestamp: new Date().toISOString() }
   })
 
-  fastify.get('/api/debug/jobs', {
-    onRequest: guards,
+  fastify.delete('/locks/:resource', {
+    schema: {
+      tags: ['debug'],
+      summary: 'Force-release a held lock, whoever holds it (admin)',
+      description: 'For a lock whose holder is stuck. The holder loses it at its next extension; the action is logged with the admin who asked.',
+      security: [{ bearerAuth: [] }],
+      params: Type.Object({ resource: Type.String({ minLength: 1, maxLength: 512, description: `The lock's key, e.g. ${LOCK_NAMESPACE}portfolio:<userId> (URL-encoded).` }) }),
+      response: { 200: ReleasedSchema, 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema },
+    },
+  }, async (request) => {
+    const { resource } = request.params
+    if (!resource.startsWith(LOCK_NAMESPACE) || !/^[\x21-\x7e]+$/.test(resource)) {
+      throw new BadRequestError(`Only locks can be released: the key must start with ${LOCK_NAMESPACE} and be printable ASCII without spaces`)
+    }
+    const released = await locks.forceRelease(resource)
+    if (released === null) throw new NotFoundError(`No lock is held on ${resource}`)
+    request.log.warn({ resource, ...released, by: { userId: request.user.sub, email: request.user.session.email ?? null } }, 'lock force-released by an admin')
+    return { resource, ...released, timestamp: new Date().toISOString() }
+  })
+
+  fastify.get('/jobs', {
     schema: {
       tags: ['debug'],
       summary: 'Scheduled jobs: last and next run, duration, last error, counters (admin)',

@@ -7,9 +7,9 @@
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { ErrorSchema } from '../src/schemas.js'
-import { BadRequestError } from '../src/errors.js'
-import { CACHE_NAMES } from '../plugins/cache.js'
+import { ErrorSchema } from '../../src/schemas.js'
+import { BadRequestError } from '../../src/errors.js'
+import { CACHE_NAMES } from '../../plugins/cache.js'
 
 const Count = Type.Integer({ minimum: 0 })
 const NAMESPACES = CACHE_NAMES.map(([prefix]) => prefix)
@@ -55,10 +55,9 @@ const InvalidatedSchema = Type.Object({
 })
 
 const debugCache: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { cache, redisState, requireAdmin } = fastify
+  const { cache, redisState } = fastify
 
-  fastify.get('/api/debug/cache', {
-    onRequest: [requireAdmin],
+  fastify.get('/cache', {
     schema: {
       tags: ['debug'],
       summary: 'Cache counters, L1 size and invalidation traffic on this instance (admin)',
@@ -67,8 +66,7 @@ const debugCache: FastifyPluginAsyncTypebox = async (fastify) => {
     },
   }, async () => ({ ...cache.stats(), timestamp: new Date().toISOString() }))
 
-  fastify.post('/api/debug/cache/invalidate', {
-    onRequest: [requireAdmin],
+  fastify.post('/cache/invalidate', {
     schema: {
       tags: ['debug'],
       summary: 'Invalidate one cache key or every key under a prefix, on every instance (admin)',
