@@ -25,6 +25,9 @@ export const ConfigSchema = Type.Object({
   BODY_LIMIT_BYTES: Int(1_048_576, 1024, 100 * 1_048_576),
   SHUTDOWN_TIMEOUT_MS: Int(10_000, 100, 60_000),
   SHUTDOWN_DELAY_MS: Int(1000, 0, 60_000),
+  HTTP_REQUEST_TIMEOUT_MS: Int(30_000, 100, 600_000, 'Longest time to receive a whole request, headers and body; past it the answer is 408 and the connection closes.'),
+  HTTP_HEADERS_TIMEOUT_MS: Int(10_000, 100, 600_000, 'Longest time to receive the request headers (at most HTTP_REQUEST_TIMEOUT_MS).'),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: Int(72_000, 1000, 3_600_000, 'How long an idle keep-alive connection is kept open. Keep it above the idle timeout of the load balancer in front (60 s on AWS ALB and nginx), so the balancer closes first.'),
 
   // --- redis (connection and fallback state) -----------------------------------------
   REDIS_URL: Opt(Type.String({ pattern: '^rediss?://' })),
