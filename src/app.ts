@@ -72,6 +72,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     sendError(reply, statusCode, message)
   })
 
+  // JSON only: a text/plain body (Fastify parses one by default) is a 415 that says to send
+  // JSON, as every other content type is, not a string that fails the schema.
+  app.removeContentTypeParser('text/plain')
+
   await app.register(configPlugin, { config })
   await app.register(underPressurePlugin)
   await app.register(redisPlugin)
