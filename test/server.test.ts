@@ -8,6 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
 import http from 'node:http'
+import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -166,4 +167,29 @@ t.test('SIGTERM under keep-alive load: no request is reset, each connection ends
   t.ok(after.every((o) => o.connection === 'close'), 'each of them said Connection: close')
   t.ok(outcomes.filter((o) => !o.afterReadyFailed).some((o) => o.connection === 'keep-alive'), 'before the signal the connections were kept alive')
   t.equal(code, 0, 'exit code 0')
+})
+
+t.test('after the port closes, a request on a connection opened before it is still served', async (t) => {
+  const server = await startServer({ SHUTDOWN_DELAY_MS: '500', SHUTDOWN_TIMEOUT_MS: '30000', LOG_LEVEL: 'warn' })
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  // Connected, nothing sent yet (as a client whose request is still on its way).
+  const socket = net.connect(server.port, '127.0.0.1')
+  await new Promise((resolve) => socket.once('connect', resolve))
+  let reply = ''
+  socket.setEncoding('utf8')
+  socket.on('data', (chunk: string) => { reply += chunk })
+  const closed = new Promise((resolve) => socket.once('close', resolve))
+  socket.on('error', () => {})
+  server.child.kill('SIGTERM')
+  // Wait until the port refuses new connections.
+  await waitFor(() => new Promise<boolean>((resolve) => {
+    const probe = net.connect(server.port, '127.0.0.1')
+    probe.once('connect', () => { probe.destroy(); resolve(false) })
+    probe.once('error', () => resolve(true))
+  }), 10_000, 50)
+  socket.write('GET /api/health/live HTTP/1.1\r\nHost: x\r\n\r\n')
+  await closed
+  t.match(reply, /^HTTP\/1\.1 200 /, 'answered 200, not 503')
+  t.match(reply, /\r\nconnection: close\r\n/i, 'with Connection: close, then closed')
+  t.equal(await server.exited, 0)
 })
