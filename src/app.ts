@@ -7,6 +7,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { DestinationStream } from 'pino'
 import type { Config } from './config.js'
 import { isServiceError } from './errors.js'
+import { INVALID_JSON_MESSAGE, UNSUPPORTED_MEDIA_TYPE_MESSAGE, buildValidator, missingBodyMessage, schemaErrorFormatter } from './validation.js'
 import { RequestLogController, createRootLogger } from './logger.js'
 import configPlugin from '../plugins/config.js'
 import redisPlugin from '../plugins/redis.js'
@@ -41,9 +42,15 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     logController: new RequestLogController(),
     bodyLimit: config.BODY_LIMIT_BYTES,
     trustProxy: trustProxyOption(config.TRUST_PROXY),
-    return503OnClosing: true,
+    // Shutdown (main.ts): requests that still arrive after close() began, on connections
+    // accepted before it, are served (with Connection: close) rather than refused with a 503.
+    return503OnClosing: false,
+    // close() ends idle keep-alive connections; the drain itself is main.ts's.
     forceCloseConnections: 'idle',
-    ajv: { customOptions: { removeAdditional: true, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    ...httpTimeouts(config),
+    // Bodies are validated without coercion, text parts with it; numbers are finite (validation.ts).
+    schemaController: { compilersFactory: { buildValidator: buildValidator() } },
+    schemaErrorFormatter,
     // URLs the router refuses (bad percent-encoding, an over-long path parameter): the usual
     // error body instead of Fastify's own (which echoes the path), and counted by the limiter.
     frameworkErrors: (err, request, reply) => { answerFrameworkError(app, err, request, reply) },
@@ -56,12 +63,16 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     } else if (statusCode >= 500) {
       request.log.warn({ code: err.code, msg: err.message }, 'request answered with a service error')
     }
-    const message = statusCode >= 500 && !isServiceError(err) ? 'Internal Server Error' : err.message
+    const message = statusCode >= 500 && !isServiceError(err) ? 'Internal Server Error' : bodyErrorMessage(err, request) ?? err.message
     // Errors may carry headers meant for the client (Retry-After on a busy lock or a 429).
     const headers = (err as FastifyError & { headers?: Record<string, string | number> }).headers
     if (headers !== undefined && typeof headers === 'object') void reply.headers(headers)
     sendError(reply, statusCode, message)
   })
+
+  // JSON only: a text/plain body (Fastify parses one by default) is a 415 that says to send
+  // JSON, as every other content type is, not a string that fails the schema.
+  app.removeContentTypeParser('text/plain')
 
   await app.register(configPlugin, { config })
   await app.register(underPressurePlugin)
@@ -89,6 +100,36 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(debugRoutes, { prefix: '/api/debug' })
   await app.register(portfolioRoutes)
   return app
+}
+
+/**
+ * The HTTP server's timeouts. requestTimeout bounds receiving a whole request (headers and
+ * body: a declared body that never arrives is a 408), headersTimeout the headers alone (it
+ * must not exceed requestTimeout), keepAliveTimeout how long an idle keep-alive connection is
+ * kept. Node checks the first two every connectionsCheckingInterval (30 s by default), so
+ * the interval follows the smaller bound. No socket inactivity timeout (connectionTimeout):
+ * it would cut a handler that is still working.
+ */
+function httpTimeouts (config: Config): { requestTimeout: number, keepAliveTimeout: number, http: { headersTimeout: number, connectionsCheckingInterval: number } } {
+  const request = config.HTTP_REQUEST_TIMEOUT_MS
+  const headers = Math.min(config.HTTP_HEADERS_TIMEOUT_MS, request)
+  const smallest = headers
+  return {
+    requestTimeout: request,
+    keepAliveTimeout: config.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+    http: { headersTimeout: headers, connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(smallest / 4))) },
+  }
+}
+
+/** Body parser refusals, said so that a person knows what to send instead. */
+function bodyErrorMessage (err: FastifyError, request: FastifyRequest): string | undefined {
+  switch (err.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return UNSUPPORTED_MEDIA_TYPE_MESSAGE
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY': return missingBodyMessage(request.routeOptions.schema?.body)
+    case 'FST_ERR_CTP_INVALID_JSON_BODY': return INVALID_JSON_MESSAGE
+    // The JSON parser's own SyntaxError (its text may quote the body back).
+    default: return err.name === 'SyntaxError' && err.statusCode === 400 ? INVALID_JSON_MESSAGE : undefined
+  }
 }
 
 /** What the router's own refusals are answered with (anything else: a 500). */

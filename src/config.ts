@@ -38,6 +38,12 @@ const SECTIONS = {
       'On SIGTERM/SIGINT: how long in-flight requests may take before the process exits anyway.'),
     SHUTDOWN_DELAY_MS: doc(Int(1000, 0, 60_000),
       'After the signal, keep accepting connections this long (readiness answers 503) so load balancers stop sending traffic before the port closes. Counts within SHUTDOWN_TIMEOUT_MS.'),
+    HTTP_REQUEST_TIMEOUT_MS: doc(Int(30_000, 100, 600_000),
+      'Longest time to receive a whole request, headers and body; past it the answer is 408 and the connection closes (a declared body that never arrives no longer holds a connection).'),
+    HTTP_HEADERS_TIMEOUT_MS: doc(Int(10_000, 100, 600_000),
+      'Longest time to receive the request headers (at most HTTP_REQUEST_TIMEOUT_MS).'),
+    HTTP_KEEP_ALIVE_TIMEOUT_MS: doc(Int(72_000, 1000, 3_600_000),
+      'How long an idle keep-alive connection is kept open. Keep it above the idle timeout of the load balancer in front (60 s on AWS ALB and nginx), so the balancer closes first.'),
   },
   'redis (connection and fallback state)': {
     REDIS_URL: doc(Opt(Type.String({ pattern: '^rediss?://' })),

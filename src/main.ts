@@ -1,11 +1,18 @@
 /**
  * The server's life: read the config, build the app, listen, and shut down gracefully on
- * SIGTERM/SIGINT (readiness turns 503, in-flight requests finish, Redis connections close,
- * exit 0 — or exit 1 if that takes longer than SHUTDOWN_TIMEOUT_MS). The process entry is
- * server.ts, which first holds two nextTick records (hold-tick-records.ts).
+ * SIGTERM/SIGINT: readiness turns 503 and every response says Connection: close for
+ * SHUTDOWN_DELAY_MS while serving goes on; then the port closes, in-flight requests finish,
+ * Redis connections close, exit 0 — or exit 1 if that takes longer than SHUTDOWN_TIMEOUT_MS
+ * (docs/http.md). The process entry is server.ts, which first holds two nextTick records
+ * (hold-tick-records.ts).
  */
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig, loadDotEnv } from './config.js'
+
+function closeAfterResponse (_request: IncomingMessage, response: ServerResponse): void {
+  response.setHeader('connection', 'close')
+}
 
 export async function main (): Promise<void> {
   let config
@@ -31,18 +38,21 @@ export async function main (): Promise<void> {
     if (closing) return
     closing = true
     app.lifecycle.shuttingDown = true
-    app.log.info({ signal, delayMs: config.SHUTDOWN_DELAY_MS }, 'shutting down: readiness is 503, finishing in-flight requests')
+    app.log.info({ signal, delayMs: config.SHUTDOWN_DELAY_MS }, 'shutting down: readiness is 503, connections close after their next response')
     const timer = setTimeout(() => {
       app.log.error({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, 'shutdown took too long; exiting')
       process.exit(1)
     }, config.SHUTDOWN_TIMEOUT_MS)
     timer.unref()
-    // Keep accepting for a moment so load balancers see readiness fail before the port closes.
+    // Until the port closes, keep serving as usual (load balancers still send traffic until
+    // they see readiness fail), but end every connection after its next response: each
+    // response from now on says Connection: close and Node closes the socket once it is sent.
+    // Idle keep-alive connections are not cut meanwhile: a client may be sending on one at
+    // that very moment, and cutting it would reset that request.
+    app.server.prependListener('request', closeAfterResponse)
     const delay = new Promise((resolve) => setTimeout(resolve, config.SHUTDOWN_DELAY_MS))
-    // Connections that finish an in-flight request after close() began would otherwise stay
-    // open until the client's keep-alive timeout: close them as soon as they turn idle.
-    const reaper = setInterval(() => app.server.closeIdleConnections(), 100)
-    reaper.unref()
+    // Then close: no new connections; connections idle since before the signal end;
+    // requests in flight (and any still arriving on open connections) are answered.
     delay.then(() => app.close()).then(() => {
       app.log.info('shutdown complete')
       process.exit(0)

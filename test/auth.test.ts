@@ -145,7 +145,7 @@ t.test('bad input is a 4xx, never a 5xx', async (t) => {
     ['array body', await post('/api/auth/login', '[]'), 400],
     ['empty body', await post('/api/auth/login', ''), 400],
     ['2 MB body', await post('/api/auth/register', JSON.stringify({ email: 'big@example.com', password: PASSWORD, pad: 'x'.repeat(2 * 1024 * 1024) })), 413],
-    ['text/plain body', await post('/api/auth/login', 'email=a', { 'content-type': 'text/plain' }), 400],
+    ['text/plain body', await post('/api/auth/login', 'email=a', { 'content-type': 'text/plain' }), 415],
     ['unknown content type', await post('/api/auth/login', 'x', { 'content-type': 'application/x-nope' }), 415],
   ]
   for (const [name, res, expected] of cases) {

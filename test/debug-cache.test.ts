@@ -44,7 +44,7 @@ t.test('only cache keys can be named, by key or by prefix, one at a time', async
   for (const [payload, message] of [
     [{ prefix: 'session:' }, /must start with stock: or portfolio:/],
     [{ key: 'rate_limit:ip:127.0.0.1' }, /must start with stock: or portfolio:/],
-    [{ prefix: '' }, /prefix must NOT have fewer than 1 characters/],
+    [{ prefix: '' }, /^prefix: must be 1 to 256 characters$/],
     [{ key: 'stock:AAPL', prefix: 'stock:' }, /exactly one of key and prefix/],
     [{}, /exactly one of key and prefix/],
   ] as const) {

@@ -1,11 +1,14 @@
 /**
  * The process entry, run as a real process: it starts with no configuration at all, and on
  * SIGTERM readiness turns 503, an in-flight request finishes, Redis connections close and
- * the process exits 0 within the shutdown timeout.
+ * the process exits 0 within the shutdown timeout. Under keep-alive load no request is reset
+ * during the drain. The servers run without event-loop-delay shedding: on a busy machine its
+ * 503s would be the machine's, not the drain's.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
 import http from 'node:http'
+import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -18,7 +21,7 @@ async function startServer (env: Record<string, string>): Promise<Server> {
   const port = await getFreePort()
   const dir = mkdtempSync(join(tmpdir(), 'aic-server-'))
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), DATABASE_PATH: join(dir, 'db.sqlite'), LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), DATABASE_PATH: join(dir, 'db.sqlite'), LOG_LEVEL: 'info', MAX_EVENT_LOOP_DELAY_MS: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let output = ''
@@ -100,4 +103,93 @@ t.test('SIGTERM: readiness 503, the in-flight request finishes, Redis closes, ex
   t.pass('every Redis connection of the service is closed')
   t.match(server.output(), /shutdown complete/)
   if (process.env.DUMP) process.stderr.write(server.output().split('\n').filter((l) => !/incoming request|request completed/.test(l)).map((l) => l.slice(0, 220)).join('\n'))
+})
+
+interface Outcome { status?: number, connection?: string, error?: string, afterReadyFailed: boolean }
+
+/** One GET on `agent`; resolves when the response has been read to its end, or with the error. */
+function outcome (port: number, agent: http.Agent, path: string, afterReadyFailed: boolean): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent }, (res) => {
+      res.resume()
+      res.on('end', () => resolve({ status: res.statusCode, connection: res.headers.connection, afterReadyFailed }))
+      res.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code ?? err.message, afterReadyFailed }))
+    })
+    req.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code ?? err.message, afterReadyFailed }))
+  })
+}
+
+t.test('SIGTERM under keep-alive load: no request is reset, each connection ends after its next response', async (t) => {
+  // A long delay: the clients below stop as a load balancer would, long before the port closes.
+  const server = await startServer({ SHUTDOWN_DELAY_MS: '5000', SHUTDOWN_TIMEOUT_MS: '30000', LOG_LEVEL: 'warn' })
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  const CLIENTS = 4
+  const AFTER = 25
+  const outcomes: Outcome[] = []
+  let readyFailed = false
+  let stop = false
+  const doneAfter = new Array<number>(CLIENTS).fill(0)
+  const doneBefore = new Array<number>(CLIENTS).fill(0)
+  const clients = Array.from({ length: CLIENTS }, async (_, i) => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    try {
+      while (!stop) {
+        const after = readyFailed
+        const o = await outcome(server.port, agent, '/api/health/live', after)
+        outcomes.push(o)
+        if (after) doneAfter[i]!++
+        else doneBefore[i]!++
+      }
+    } finally {
+      agent.destroy()
+    }
+  })
+  // Keep-alive traffic first, then the signal.
+  await waitFor(() => doneBefore.every((n) => n >= 20), 20_000)
+  server.child.kill('SIGTERM')
+  // The load balancer: polls readiness on fresh connections until it fails…
+  await waitFor(async () => {
+    const o = await outcome(server.port, new http.Agent(), '/api/health/ready', false)
+    return o.status === 503
+  }, 10_000, 50)
+  readyFailed = true
+  // …while traffic keeps coming for a while, then stops sending.
+  await waitFor(() => doneAfter.every((n) => n >= AFTER), 20_000)
+  stop = true
+  await Promise.all(clients)
+  const code = await server.exited
+
+  const errors = outcomes.filter((o) => o.error !== undefined)
+  t.same(errors.map((o) => o.error), [], 'no request was reset or refused')
+  t.ok(outcomes.every((o) => o.status === 200), 'every request got a complete 200')
+  const after = outcomes.filter((o) => o.afterReadyFailed)
+  t.ok(after.length >= CLIENTS * AFTER, `${after.length} requests served while readiness failed`)
+  t.ok(after.every((o) => o.connection === 'close'), 'each of them said Connection: close')
+  t.ok(outcomes.filter((o) => !o.afterReadyFailed).some((o) => o.connection === 'keep-alive'), 'before the signal the connections were kept alive')
+  t.equal(code, 0, 'exit code 0')
+})
+
+t.test('after the port closes, a request on a connection opened before it is still served', async (t) => {
+  const server = await startServer({ SHUTDOWN_DELAY_MS: '500', SHUTDOWN_TIMEOUT_MS: '30000', LOG_LEVEL: 'warn' })
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  // Connected, nothing sent yet (as a client whose request is still on its way).
+  const socket = net.connect(server.port, '127.0.0.1')
+  await new Promise((resolve) => socket.once('connect', resolve))
+  let reply = ''
+  socket.setEncoding('utf8')
+  socket.on('data', (chunk: string) => { reply += chunk })
+  const closed = new Promise((resolve) => socket.once('close', resolve))
+  socket.on('error', () => {})
+  server.child.kill('SIGTERM')
+  // Wait until the port refuses new connections.
+  await waitFor(() => new Promise<boolean>((resolve) => {
+    const probe = net.connect(server.port, '127.0.0.1')
+    probe.once('connect', () => { probe.destroy(); resolve(false) })
+    probe.once('error', () => resolve(true))
+  }), 10_000, 50)
+  socket.write('GET /api/health/live HTTP/1.1\r\nHost: x\r\n\r\n')
+  await closed
+  t.match(reply, /^HTTP\/1\.1 200 /, 'answered 200, not 503')
+  t.match(reply, /\r\nconnection: close\r\n/i, 'with Connection: close, then closed')
+  t.equal(await server.exited, 0)
 })
