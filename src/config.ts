@@ -62,6 +62,10 @@ export const ConfigSchema = Type.Object({
   REGISTER_RATE_LIMIT_MAX: Int(10, 1, 1_000_000),
   REGISTER_RATE_LIMIT_WINDOW_MS: Int(3_600_000, 100, 86_400_000),
   ADMIN_RATE_LIMIT_MAX: Int(60, 1, 1_000_000_000),
+  RATE_LIMIT_STORE: Type.Enum(['counter', 'memory'] as const, {
+    default: 'counter',
+    description: "Where the limiter counts. counter: in Redis (shared by every instance), in process while Redis is away. memory: @fastify/rate-limit's own in-process store, each instance alone, nothing in Redis (for comparison and benchmarks; the login limits still use the counter).",
+  }),
   TRUST_PROXY: Opt(Type.Refine(Type.String(), (v) => trustProxyProblem(v) === null, (v) => trustProxyProblem(v) ?? 'is invalid')),
 
   // --- cache and quotes --------------------------------------------------------------
