@@ -90,7 +90,8 @@ export default fp(async function rateLimitPlugin (fastify: FastifyInstance) {
     global: true,
     max: config.RATE_LIMIT_MAX,
     timeWindow: config.RATE_LIMIT_WINDOW_MS,
-    store: counterStore(counter),
+    // RATE_LIMIT_STORE=memory: the library's own in-process store, for comparison.
+    ...(config.RATE_LIMIT_STORE === 'counter' ? { store: counterStore(counter) } : {}),
     keyGenerator: clientOf,
     errorResponseBuilder: (_request, context) => tooManyRequests('Rate limit exceeded', context.ttl),
     onExceeded: () => { limited.global++ },

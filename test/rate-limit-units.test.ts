@@ -158,7 +158,7 @@ t.test('earlyAllowance: 1% of the limit, at most 1000, none below 100', async (t
 /** The hit if `counter` answered it before returning (no wait for Redis), else null. */
 function hitNow (counter: WindowCounter, client: string, windowMs: number, max: number): Hit | null {
   let answer: Hit | null = null
-  counter.hit(client, windowMs, max, (hit) => { answer = hit })
+  counter.hit(client, windowMs, max, (_err, hit) => { answer = hit })
   return answer
 }
 

@@ -46,7 +46,7 @@ export function counterStore (counter: WindowCounter): FastifyRateLimitStoreCtor
     }
 
     incr (key: string, callback: IncrCallback, timeWindow: number, max: number): void {
-      counter.hit(this.#prefix + key, timeWindow, max, (hit) => { callback(null, hit) })
+      counter.hit(this.#prefix === '' ? key : this.#prefix + key, timeWindow, max, callback)
     }
 
     /**

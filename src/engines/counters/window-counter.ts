@@ -114,10 +114,17 @@ return out`
 const SCRIPT_NAME = 'aicRateLimitHits'
 type ScriptClient = Redis & Record<typeof SCRIPT_NAME, (...args: Array<string | number>) => Promise<unknown>>
 
+/**
+ * Receives a hit's count, node-style (never an error: a failed batch is answered from
+ * memory), so that a caller with a callback of that shape (the rate-limit store's) passes it
+ * straight through.
+ */
+export type HitCallback = (err: null, hit: Hit) => void
+
 /** A request waiting for Redis's count of its hit (the `index`-th hit queued on its window). */
 interface Waiter {
   index: number
-  resolve: (hit: Hit) => void
+  resolve: HitCallback
 }
 
 /** One client's window as this instance knows it. */
@@ -272,12 +279,12 @@ export class WindowCounter {
    * fails, the in-process count). Hits answered at once allocate nothing beyond the answer:
    * they are a number on their window until the next script call.
    */
-  hit (client: string, windowMs: number, max: number, done: (hit: Hit) => void): void {
+  hit (client: string, windowMs: number, max: number, done: HitCallback): void {
     const now = Date.now()
     const w = this.memory.track(client, windowMs, now)
     if (this.#state.client === null || !this.#state.available) {
       this.#stats.memoryHits++
-      done(countIn(w, now))
+      done(null, countIn(w, now))
       return
     }
     w.inFlight++
@@ -285,7 +292,7 @@ export class WindowCounter {
     if (w.count > max) {
       this.#stats.earlyRefusals++
       this.#enqueue(w, false, null, false)
-      done({ current, ttl: w.resetAt - now })
+      done(null, { current, ttl: w.resetAt - now })
       return
     }
     const allowance = earlyAllowance(max)
@@ -297,7 +304,7 @@ export class WindowCounter {
       // (Counting the hits already sent as well would make every hit urgent while a
       // call is out.)
       this.#enqueue(w, true, null, 2 * (w.queuedEarly + 1) >= allowance)
-      done({ current, ttl: w.resetAt - now })
+      done(null, { current, ttl: w.resetAt - now })
       return
     }
     this.#enqueue(w, false, done, true)
@@ -305,7 +312,7 @@ export class WindowCounter {
 
   /** `hit` as a promise. */
   hitAsync (client: string, windowMs: number, max: number): Promise<Hit> {
-    return new Promise((resolve) => { this.hit(client, windowMs, max, resolve) })
+    return new Promise((resolve) => { this.hit(client, windowMs, max, (_err, hit) => { resolve(hit) }) })
   }
 
   stats (): WindowCounterStats {
@@ -337,7 +344,7 @@ export class WindowCounter {
   }
 
   /** Queues a hit; `urgent`: the batch leaves at the end of this turn, not after the hold. */
-  #enqueue (w: Window, early: boolean, resolve: ((hit: Hit) => void) | null, urgent: boolean): void {
+  #enqueue (w: Window, early: boolean, resolve: HitCallback | null, urgent: boolean): void {
     if (w.queued === 0) this.#batcher.add(w)
     if (resolve !== null) (w.waiters ??= []).push({ index: w.queued, resolve })
     w.queued++
@@ -398,7 +405,7 @@ export class WindowCounter {
         w.count = total
         w.resetAt = now + ttl
         // The batch's hits are counts total - hits + 1 … total, in the order they were queued.
-        if (s.waiters !== null) for (const waiter of s.waiters) waiter.resolve({ current: total - s.hits + waiter.index + 1, ttl })
+        if (s.waiters !== null) for (const waiter of s.waiters) waiter.resolve(null, { current: total - s.hits + waiter.index + 1, ttl })
       }
     }, (err: unknown) => {
       this.#stats.failedBatches++
@@ -416,7 +423,7 @@ export class WindowCounter {
       const before = w.count
       w.count += s.hits
       const ttl = w.resetAt - now
-      if (s.waiters !== null) for (const waiter of s.waiters) waiter.resolve({ current: before + waiter.index + 1, ttl })
+      if (s.waiters !== null) for (const waiter of s.waiters) waiter.resolve(null, { current: before + waiter.index + 1, ttl })
     }
   }
 }
