@@ -11,12 +11,13 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from '../src/config.js'
 import { UnauthorizedError, ForbiddenError } from '../src/errors.js'
-import { Accounts, type AccountStats } from '../src/auth/accounts.js'
+import { Accounts } from '../src/auth/accounts.js'
 import { durationToSeconds } from '../src/auth/duration.js'
 import { SESSION_ID_RE } from '../src/auth/sessions.js'
 import { CheckedStrings } from '../src/auth/token-cache.js'
-import { isAdmin, isRole, type AuthUser, type TokenClaims, type TokenPayload } from '../src/auth/types.js'
+import { isAdmin, isRole, type AuthStats, type AuthUser, type TokenClaims, type TokenPayload } from '../src/auth/types.js'
 import type { UsersRepo } from '../src/db/users-repo.js'
+import { registerAuthMetrics } from '../src/metrics/auth-collectors.js'
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
@@ -30,8 +31,6 @@ declare module 'fastify' {
     identity: ReturnType<typeof createIdentity>
     authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
     requireAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
-    /** Counters for the metrics plugin. */
-    authStats: () => AuthStats & { accounts: AccountStats }
   }
 }
 
@@ -40,12 +39,6 @@ const MIN_SECRET_LENGTH = 32
 const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/i
 /** Verified tokens, and accepted Authorization headers, remembered (each). */
 const MAX_CACHED_TOKENS = 10_000
-
-export interface AuthStats {
-  authenticated: number
-  rejected: { missing: number, malformed: number, invalid: number, expired: number, session: number }
-  forbidden: number
-}
 
 /**
  * The signing secret: JWT_SECRET, or (outside production only) a random one that lives as
@@ -190,7 +183,7 @@ export default fp(async function authPlugin (fastify) {
     }
   })
 
-  fastify.decorate('authStats', () => ({ ...stats, rejected: { ...stats.rejected }, accounts: identity.accounts.stats() }))
+  registerAuthMetrics(fastify.metrics, () => ({ ...stats, accounts: identity.accounts.stats() }))
 
   fastify.addHook('onReady', async () => {
     if (!fastify.hasDecorator('sessions')) {
@@ -211,4 +204,4 @@ export default fp(async function authPlugin (fastify) {
       throw new Error(`ADMIN_EMAIL/ADMIN_PASSWORD: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
     }
   }
-}, { name: 'auth', fastify: '5.x', dependencies: ['config', 'db'] })
+}, { name: 'auth', fastify: '5.x', dependencies: ['config', 'metrics', 'db'] })

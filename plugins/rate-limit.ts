@@ -28,6 +28,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from
 import { clientKey, emailKey, ipClient, type TokenVerifier } from '../src/rate-limit/client-key.js'
 import { TooManyRequestsError, LOGIN_URL, REGISTER_URL, isAdminUrl, retryText } from '../src/rate-limit/limits.js'
 import { WindowCounter, type Hit } from '../src/engines/counters/window-counter.js'
+import { registerRateLimitMetrics } from '../src/metrics/rate-limit-collectors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -176,6 +177,7 @@ function hookList<T> (hooks: T | T[] | undefined): T[] {
 export default fp(async function rateLimitPlugin (fastify) {
   const limiter = createRateLimiter(fastify)
   fastify.decorate('rateLimiter', limiter)
+  registerRateLimitMetrics(fastify.metrics, limiter)
   // Registered after the redis plugin, so this runs before its client closes: hits held
   // back to share a call are still counted.
   fastify.addHook('onClose', async () => { limiter.counter.flush() })
@@ -192,4 +194,4 @@ export default fp(async function rateLimitPlugin (fastify) {
     // First, before the route's own onRequest hooks (authentication).
     route.onRequest = [isAdminUrl(url) ? limiter.adminHook : limiter.hook, ...hookList(route.onRequest)]
   })
-}, { name: 'rate-limit', fastify: '5.x', dependencies: ['config', 'redis'] })
+}, { name: 'rate-limit', fastify: '5.x', dependencies: ['config', 'metrics', 'redis'] })

@@ -6,7 +6,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { DestinationStream } from 'pino'
 import type { Config } from './config.js'
-import { isServiceError } from './errors.js'
+import { fromEngineError, isServiceError, type HttpError } from './errors.js'
 import { RequestLogController, createRootLogger } from './logger.js'
 import configPlugin from '../plugins/config.js'
 import redisPlugin from '../plugins/redis.js'
@@ -23,6 +23,7 @@ import docsPlugin from '../plugins/docs.js'
 import metricsPlugin from '../plugins/metrics.js'
 import { trustProxyOption } from './rate-limit/trust-proxy.js'
 import healthRoutes from '../routes/health.js'
+import metricsRoutes from '../routes/metrics.js'
 import stocksRoutes from '../routes/stocks.js'
 import authRoutes from '../routes/auth.js'
 import debugRoutes from '../routes/debug.js'
@@ -51,7 +52,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     frameworkErrors: (err, request, reply) => { answerFrameworkError(app, err, request, reply) },
   }).withTypeProvider<TypeBoxTypeProvider>()
 
-  app.setErrorHandler(function rootErrorHandler (err: FastifyError, request, reply) {
+  app.setErrorHandler(function rootErrorHandler (error: FastifyError, request, reply) {
+    // An engine's typed error (a busy lock, …) becomes its service error here, and only here.
+    const err = fromEngineError(error) ?? error
     const statusCode = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
     if (statusCode >= 500 && !isServiceError(err)) {
       request.log.error({ err }, 'request failed')
@@ -60,12 +63,14 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     }
     const message = statusCode >= 500 && !isServiceError(err) ? 'Internal Server Error' : err.message
     // Errors may carry headers meant for the client (Retry-After on a busy lock or a 429).
-    const headers = (err as FastifyError & { headers?: Record<string, string | number> }).headers
+    const headers = (err as HttpError).headers
     if (headers !== undefined && typeof headers === 'object') void reply.headers(headers)
     sendError(reply, statusCode, message)
   })
 
   await app.register(configPlugin, { config })
+  // First after config: every plugin after it registers its own metrics with it.
+  await app.register(metricsPlugin)
   await app.register(underPressurePlugin)
   await app.register(redisPlugin)
   await app.register(dbPlugin)
@@ -76,7 +81,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(rateLimitPlugin)
   // After the limiter (its onRoute hook then limits /docs too), before every route it documents.
   await app.register(docsPlugin)
-  await app.register(metricsPlugin)
   await app.register(schedulerPlugin)
   await app.register(portfolioPlugin)
 
@@ -86,6 +90,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
 
   await app.register(healthRoutes)
+  await app.register(metricsRoutes)
   await app.register(stocksRoutes)
   await app.register(authRoutes)
   await app.register(debugRoutes)

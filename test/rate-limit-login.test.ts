@@ -12,6 +12,7 @@ import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { trustProxyOption } from '../src/rate-limit/trust-proxy.js'
 import configPlugin from '../plugins/config.js'
+import metricsPlugin from '../plugins/metrics.js'
 import redisPlugin from '../plugins/redis.js'
 import rateLimitPlugin from '../plugins/rate-limit.js'
 import { LogCapture, TEST_ENV, type TapTest } from './helper.js'
@@ -26,6 +27,7 @@ async function standInApp (t: TapTest, env: Record<string, string>): Promise<Sta
   const config = loadConfig({ ...TEST_ENV, ...env })
   const app = Fastify({ logger: false, trustProxy: trustProxyOption(config.TRUST_PROXY) }).withTypeProvider<TypeBoxTypeProvider>()
   await app.register(configPlugin, { config })
+  await app.register(metricsPlugin)
   await app.register(redisPlugin)
   await app.register(rateLimitPlugin)
   let handled = 0

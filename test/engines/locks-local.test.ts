@@ -6,7 +6,8 @@
 import t from 'tap'
 import { LocalLocks } from '../../src/engines/locks/local-locks.js'
 import { Locks } from '../../src/engines/locks/locks.js'
-import { isLockError } from '../../src/engines/locks/errors.js'
+import { LockBusyError, isLockError } from '../../src/engines/locks/errors.js'
+import { fromEngineError } from '../../src/errors.js'
 import { sleep } from '../helper.js'
 
 const quiet = { info () {}, warn () {}, debug () {} }
@@ -114,7 +115,7 @@ t.test('the service serialises holders of one resource and runs other resources 
   t.equal(stats.held, 0, 'all released')
 })
 
-t.test('the service answers a retryable 409 after LOCK_WAIT_MS and never calls fn', async (t) => {
+t.test('the service throws a LockBusyError (retryable; a 409 in the app) after LOCK_WAIT_MS and never calls fn', async (t) => {
   const locks = localService(150)
   let release!: () => void
   const holding = locks.using('lock:x', 5000, async () => new Promise<void>((resolve) => { release = resolve }))
@@ -124,8 +125,10 @@ t.test('the service answers a retryable 409 after LOCK_WAIT_MS and never calls f
   const err = await locks.using('lock:x', 5000, async () => { called = true }).catch((e: unknown) => e)
   const waited = Date.now() - started
   t.ok(isLockError(err))
-  t.match(err, { statusCode: 409, code: 'AIC_CONFLICT', headers: { 'retry-after': '1' } })
-  t.match((err as Error).message, /safe to retry/)
+  t.ok(err instanceof LockBusyError, 'a typed error of the engine')
+  t.match(err, { resource: 'lock:x', retryAfterMs: 1000, waitedMs: 150 })
+  t.notOk('statusCode' in (err as object), 'the engine knows no status code')
+  t.match(fromEngineError(err), { statusCode: 409, code: 'AIC_CONFLICT', headers: { 'retry-after': '1' }, message: /safe to retry/ }, 'the app answers it with a 409')
   t.notOk(called, 'fn never ran')
   t.ok(waited >= 140 && waited < 600, `waited ${waited} ms for a 150 ms bound`)
   release()
