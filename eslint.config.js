@@ -2,6 +2,28 @@
 import { defineConfig, globalIgnores } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
+// The engines (src/engines) are a small library the app uses, never the reverse: no import
+// of Fastify or of app code from there (docs/adr/0004-engines-and-app.md). Relative paths
+// leaving src/engines depend on a file's depth, so there is one block per depth.
+const ENGINE_FRAMEWORK_IMPORTS = {
+  group: ['fastify', 'fastify/*', 'fastify-plugin', '@fastify/*'],
+  message: 'The engines know nothing of Fastify: throw a typed error and let the app map it (src/errors.ts).',
+};
+const engineBoundary = [1, 2, 3, 4].map((depth) => ({
+  files: [`src/engines/${'*/'.repeat(depth - 1)}*.ts`],
+  rules: {
+    'no-restricted-imports': ['error', {
+      patterns: [
+        ENGINE_FRAMEWORK_IMPORTS,
+        {
+          group: [`${'../'.repeat(depth)}**`],
+          message: 'An engine imports only from src/engines (and packages): move the shared code into the engines, or pass it in.',
+        },
+      ],
+    }],
+  },
+}));
+
 export default defineConfig([
   globalIgnores(['dist/', 'node_modules/', 'coverage/', '.tap/', 'bench/results/']),
 
@@ -19,6 +41,14 @@ export default defineConfig([
         },
       ],
     },
+  },
+
+  ...engineBoundary,
+  // The one crossing left: the cache's loader timeout is still the app's GatewayTimeoutError
+  // until the cache throws a typed error of its own (then delete this block).
+  {
+    files: ['src/engines/cache/two-tier-cache.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [ENGINE_FRAMEWORK_IMPORTS] }] },
   },
 
   // Service code logs through Fastify's logger (app.log / request.log), never console.log.

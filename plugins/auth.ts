@@ -7,16 +7,17 @@
  */
 import { randomBytes } from 'node:crypto'
 import fastifyJwt from '@fastify/jwt'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from '../src/config.js'
 import { UnauthorizedError, ForbiddenError } from '../src/errors.js'
-import { Accounts, type AccountStats } from '../src/auth/accounts.js'
+import { Accounts } from '../src/auth/accounts.js'
 import { durationToSeconds } from '../src/auth/duration.js'
 import { SESSION_ID_RE } from '../src/auth/sessions.js'
 import { CheckedStrings } from '../src/auth/token-cache.js'
-import { isAdmin, isRole, type AuthUser, type TokenClaims, type TokenPayload } from '../src/auth/types.js'
+import { isAdmin, isRole, type AuthStats, type AuthUser, type SessionView, type TokenClaims, type TokenPayload } from '../src/auth/types.js'
 import type { UsersRepo } from '../src/db/users-repo.js'
+import { registerAuthMetrics } from '../src/metrics/auth-collectors.js'
 
 declare module '@fastify/jwt' {
   interface FastifyJWT {
@@ -28,10 +29,8 @@ declare module '@fastify/jwt' {
 declare module 'fastify' {
   interface FastifyInstance {
     identity: ReturnType<typeof createIdentity>
-    authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
-    requireAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
-    /** Counters for the metrics plugin. */
-    authStats: () => AuthStats & { accounts: AccountStats }
+    authenticate: ReturnType<typeof createGuards>['authenticate']
+    requireAdmin: ReturnType<typeof createGuards>['requireAdmin']
   }
 }
 
@@ -40,12 +39,6 @@ const MIN_SECRET_LENGTH = 32
 const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/i
 /** Verified tokens remembered. */
 const MAX_CACHED_TOKENS = 10_000
-
-export interface AuthStats {
-  authenticated: number
-  rejected: { missing: number, malformed: number, invalid: number, expired: number, session: number }
-  forbidden: number
-}
 
 /**
  * The signing secret: JWT_SECRET, or (outside production only) a random one that lives as
@@ -98,37 +91,11 @@ export function createIdentity (users: UsersRepo, tokens: TokenCodec) {
   }
 }
 
-export default fp(async function authPlugin (fastify) {
-  const config = fastify.config
-  const log = fastify.log.child({ component: 'auth' })
-
-  const { secret, generated } = resolveSecret(config)
-  if (generated) {
-    log.warn('⚠️ JWT_SECRET is not set: using a random secret for this process only. Tokens die with the process and other instances reject them. Set JWT_SECRET (at least 32 characters) outside development.')
-  }
-  const expiresIn = durationToSeconds(config.JWT_EXPIRES_IN)
-  if (expiresIn < 10 || expiresIn > 86_400) throw new Error(`JWT_EXPIRES_IN must be between 10s and 24h (got ${config.JWT_EXPIRES_IN})`)
-
-  await fastify.register(fastifyJwt, {
-    secret,
-    sign: { algorithm: ALGORITHM, iss: config.JWT_ISSUER, aud: config.JWT_AUDIENCE, expiresIn },
-    verify: {
-      algorithms: [ALGORITHM],
-      allowedIss: config.JWT_ISSUER,
-      allowedAud: config.JWT_AUDIENCE,
-      requiredClaims: ['exp', 'iat', 'iss', 'aud', 'sub', 'role', 'sid'],
-      // No fast-jwt cache: every caller (authentication, the rate limiter's client key)
-      // goes through identity.verifyToken, which caches verified tokens itself.
-    },
-  })
-
-  const identity = createIdentity(fastify.db.users, {
-    sign: (payload) => fastify.jwt.sign({ sub: payload.sub, role: payload.role, sid: payload.sid }),
-    verify: (token) => fastify.jwt.verify<TokenClaims>(token),
-    expiresIn,
-  })
-  fastify.decorate('identity', identity)
-
+/**
+ * The guards: `authenticate` (a valid token whose session still exists → `request.user`)
+ * and `requireAdmin` (the one admin rule: `role === 'admin'`), with their counters.
+ */
+export function createGuards (identity: ReturnType<typeof createIdentity>, checkSession: (claims: TokenClaims) => Promise<SessionView | null>) {
   const stats: AuthStats = { authenticated: 0, rejected: { missing: 0, malformed: 0, invalid: 0, expired: 0, session: 0 }, forbidden: 0 }
 
   /** The checked claims of the bearer token in `header`; throws a 401 otherwise. */
@@ -165,7 +132,7 @@ export default fp(async function authPlugin (fastify) {
     // identity.verifyToken caches verified tokens (the one token cache, shared with the rate
     // limiter's key): a token's signature is checked once, not on every request.
     const claims = claimsOf(header, request)
-    const session = await fastify.sessions.check(claims)
+    const session = await checkSession(claims)
     if (session === null) {
       stats.rejected.session++
       throw new UnauthorizedError('Session expired or revoked')
@@ -174,36 +141,83 @@ export default fp(async function authPlugin (fastify) {
     request.user = { sub: claims.sub, role: claims.role, sid: claims.sid, session }
   }
 
-  fastify.decorate('authenticate', authenticate)
-
-  fastify.decorate('requireAdmin', async function (request: FastifyRequest, _reply: FastifyReply) {
+  async function requireAdmin (request: FastifyRequest, _reply: FastifyReply): Promise<void> {
     // Authenticates by itself when it runs first, so a route guarded by it alone is never open.
     if ((request.user as AuthUser | null) === null) await authenticate(request)
     if (!isAdmin(request.user)) {
       stats.forbidden++
       throw new ForbiddenError('This endpoint requires the admin role')
     }
+  }
+
+  return {
+    authenticate,
+    requireAdmin,
+    /** The guards' counters and the accounts' (for the metrics). */
+    stats: () => ({ ...stats, rejected: { ...stats.rejected }, accounts: identity.accounts.stats() }),
+  }
+}
+
+/** JWT_EXPIRES_IN in seconds; throws unless it is between 10 s and 24 h. */
+function tokenLifetime (config: Config): number {
+  const expiresIn = durationToSeconds(config.JWT_EXPIRES_IN)
+  if (expiresIn < 10 || expiresIn > 86_400) throw new Error(`JWT_EXPIRES_IN must be between 10s and 24h (got ${config.JWT_EXPIRES_IN})`)
+  return expiresIn
+}
+
+/** Creates or promotes the admin named by ADMIN_EMAIL / ADMIN_PASSWORD (both or neither). */
+async function ensureAdminFromConfig (config: Config, identity: ReturnType<typeof createIdentity>, log: FastifyBaseLogger): Promise<void> {
+  const { ADMIN_EMAIL, ADMIN_PASSWORD } = config
+  if ((ADMIN_EMAIL === undefined) !== (ADMIN_PASSWORD === undefined)) {
+    throw new Error('ADMIN_EMAIL and ADMIN_PASSWORD must be set together (or use `npm run cli -- create-admin <email>`)')
+  }
+  if (ADMIN_EMAIL === undefined || ADMIN_PASSWORD === undefined) return
+  try {
+    const { user, action } = await identity.accounts.ensureAdmin(ADMIN_EMAIL, ADMIN_PASSWORD)
+    log.info({ userId: user.id, email: user.email, action }, 'admin account from ADMIN_EMAIL')
+  } catch (err) {
+    throw new Error(`ADMIN_EMAIL/ADMIN_PASSWORD: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+  }
+}
+
+export default fp(async function authPlugin (fastify) {
+  const { config, metrics } = fastify
+  const log = fastify.log.child({ component: 'auth' })
+  const { secret, generated } = resolveSecret(config)
+  if (generated) {
+    log.warn('⚠️ JWT_SECRET is not set: using a random secret for this process only. Tokens die with the process and other instances reject them. Set JWT_SECRET (at least 32 characters) outside development.')
+  }
+  const expiresIn = tokenLifetime(config)
+  await fastify.register(fastifyJwt, {
+    secret,
+    sign: { algorithm: ALGORITHM, iss: config.JWT_ISSUER, aud: config.JWT_AUDIENCE, expiresIn },
+    verify: {
+      algorithms: [ALGORITHM],
+      allowedIss: config.JWT_ISSUER,
+      allowedAud: config.JWT_AUDIENCE,
+      requiredClaims: ['exp', 'iat', 'iss', 'aud', 'sub', 'role', 'sid'],
+      // No fast-jwt cache: every caller (authentication, the rate limiter's client key)
+      // goes through identity.verifyToken, which caches verified tokens itself.
+    },
   })
 
-  fastify.decorate('authStats', () => ({ ...stats, rejected: { ...stats.rejected }, accounts: identity.accounts.stats() }))
+  const identity = createIdentity(fastify.db.users, {
+    sign: (payload) => fastify.jwt.sign({ sub: payload.sub, role: payload.role, sid: payload.sid }),
+    verify: (token) => fastify.jwt.verify<TokenClaims>(token),
+    expiresIn,
+  })
+  // The sessions plugin registers after this one: its store is looked up per request.
+  const guards = createGuards(identity, (claims) => fastify.sessions.check(claims))
+  registerAuthMetrics(metrics, guards.stats)
 
+  fastify.decorate('identity', identity)
+  fastify.decorate('authenticate', guards.authenticate)
+  fastify.decorate('requireAdmin', guards.requireAdmin)
   fastify.addHook('onReady', async () => {
     if (!fastify.hasDecorator('sessions')) {
       throw new Error("plugin 'sessions' must be registered after 'auth': authenticate checks every token's session")
     }
   })
 
-  // Admin bootstrap: both variables or neither.
-  const { ADMIN_EMAIL, ADMIN_PASSWORD } = config
-  if ((ADMIN_EMAIL === undefined) !== (ADMIN_PASSWORD === undefined)) {
-    throw new Error('ADMIN_EMAIL and ADMIN_PASSWORD must be set together (or use `npm run cli -- create-admin <email>`)')
-  }
-  if (ADMIN_EMAIL !== undefined && ADMIN_PASSWORD !== undefined) {
-    try {
-      const { user, action } = await identity.accounts.ensureAdmin(ADMIN_EMAIL, ADMIN_PASSWORD)
-      log.info({ userId: user.id, email: user.email, action }, 'admin account from ADMIN_EMAIL')
-    } catch (err) {
-      throw new Error(`ADMIN_EMAIL/ADMIN_PASSWORD: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
-    }
-  }
-}, { name: 'auth', fastify: '5.x', dependencies: ['config', 'db'] })
+  await ensureAdminFromConfig(config, identity, log)
+}, { name: 'auth', fastify: '5.x', dependencies: ['config', 'metrics', 'db'] })

@@ -14,6 +14,7 @@ import { createTwoTierCache } from '../src/engines/cache/two-tier-cache.js'
 import { createQuoteProvider } from '../src/quotes/index.js'
 import { FinnhubProvider } from '../src/quotes/finnhub.js'
 import { createQuoteService } from '../src/quotes/quote-service.js'
+import { registerCacheMetrics, registerQuoteProviderMetrics } from '../src/metrics/cache-collectors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -74,7 +75,11 @@ export default fp(async function cachePlugin (fastify) {
   }
   fastify.decorate('cache', cache)
   fastify.decorate('quotes', quotes)
+  registerCacheMetrics(fastify.metrics, cache)
+  const origin = config.QUOTE_PROVIDER === 'finnhub' ? new URL(config.FINNHUB_BASE_URL).origin : undefined
+  const stopProviderMetrics = registerQuoteProviderMetrics(fastify.metrics, { name: quotes.provider, cache, providerStats: quotes.providerStats, origin })
+  fastify.addHook('onClose', async () => { stopProviderMetrics() })
   if (config.QUOTE_PROVIDER === 'simulated') {
     log.info('QUOTE_PROVIDER=simulated: quotes are synthetic and labelled source "simulated"')
   }
-}, { name: 'cache', fastify: '5.x', dependencies: ['config', 'redis'] })
+}, { name: 'cache', fastify: '5.x', dependencies: ['config', 'metrics', 'redis'] })

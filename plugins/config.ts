@@ -5,17 +5,19 @@ import type { Config } from '../src/config.js'
 declare module 'fastify' {
   interface FastifyInstance {
     config: Config
-    lifecycle: Lifecycle
+    lifecycle: ReturnType<typeof createLifecycle>
   }
 }
 
-export interface Lifecycle {
-  /** Set when SIGTERM/SIGINT arrives: readiness answers 503 from then on. */
-  shuttingDown: boolean
-  startedAt: number
+export function createLifecycle (now: number = Date.now()) {
+  return {
+    /** Set when SIGTERM/SIGINT arrives: readiness answers 503 from then on. */
+    shuttingDown: false,
+    startedAt: now,
+  }
 }
 
 export default fp<{ config: Config }>(async function configPlugin (fastify, opts) {
   fastify.decorate('config', opts.config)
-  fastify.decorate('lifecycle', { shuttingDown: false, startedAt: Date.now() })
+  fastify.decorate('lifecycle', createLifecycle())
 }, { name: 'config', fastify: '5.x' })

@@ -3,13 +3,17 @@
  * automatic extension (`fastify.locks.using(resource, ttlMs, fn)`), over the Redlock
  * algorithm. Masters: the main Redis (REDLOCK_URLS unset; in-process locks while it is
  * down or not configured), or the independent servers in REDLOCK_URLS, whose clients this
- * plugin owns and closes. Puts the Retry-After header on the 409 and 503 answers locks cause.
+ * plugin owns and closes. The engine's errors (busy, unavailable, lost) become 409/503 with
+ * Retry-After in src/errors.ts. Registers the locks metrics.
  */
+import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
-import { redactUrl, type Config } from '../src/config.js'
-import { Locks, type LocksLogger } from '../src/engines/locks/locks.js'
+import type { Config } from '../src/config.js'
+import { redactUrl } from '../src/engines/redis/redact.js'
+import { Locks } from '../src/engines/locks/locks.js'
 import type { LockMaster } from '../src/engines/locks/redlock.js'
 import type { RedisState } from '../src/engines/redis/state.js'
+import { registerLocksMetrics } from '../src/metrics/locks-collectors.js'
 import { createRedisStateFromConfig } from './redis.js'
 
 declare module 'fastify' {
@@ -17,8 +21,6 @@ declare module 'fastify' {
     locks: ReturnType<typeof createLocks>['locks']
   }
 }
-
-type ChildLogger = LocksLogger & { error (obj: object, msg: string): void, child (bindings: object): ChildLogger }
 
 /** REDLOCK_URLS → distinct URLs; throws with a message naming the variable. */
 export function parseRedlockUrls (value: string | undefined): string[] {
@@ -45,7 +47,7 @@ export function parseRedlockUrls (value: string | undefined): string[] {
  * REDIS_URL when it is listed), else the main Redis alone, else none. `owned` are the
  * master connections made here, to start and to close.
  */
-export function createLocks (config: Config, redisState: RedisState, log: ChildLogger) {
+export function createLocks (config: Config, redisState: RedisState, log: FastifyBaseLogger) {
   const urls = parseRedlockUrls(config.REDLOCK_URLS)
   const owned: RedisState[] = []
   const masters: LockMaster[] = []
@@ -87,8 +89,10 @@ export function createLocks (config: Config, redisState: RedisState, log: ChildL
 }
 
 export default fp(async function locksPlugin (fastify) {
-  const log = fastify.log.child({ component: 'locks' }) as unknown as ChildLogger
-  const { locks, owned } = createLocks(fastify.config, fastify.redisState, log)
+  const { config, redisState, metrics } = fastify
+  const log = fastify.log.child({ component: 'locks' })
+  const { locks, owned } = createLocks(config, redisState, log)
+  registerLocksMetrics(metrics, locks)
 
   fastify.decorate('locks', locks)
   fastify.addHook('onClose', async () => {
@@ -99,6 +103,6 @@ export default fp(async function locksPlugin (fastify) {
   log.info({
     backend: locks.backend(),
     masters: locks.masterCount,
-    source: fastify.config.REDLOCK_URLS !== undefined ? 'REDLOCK_URLS' : fastify.redis !== null ? 'REDIS_URL' : 'none',
+    source: config.REDLOCK_URLS !== undefined ? 'REDLOCK_URLS' : redisState.client !== null ? 'REDIS_URL' : 'none',
   }, locks.masterCount === 0 ? 'locks: in-process (no Redis configured, single instance)' : 'locks: Redlock')
-}, { name: 'locks', fastify: '5.x', dependencies: ['config', 'redis'] })
+}, { name: 'locks', fastify: '5.x', dependencies: ['config', 'metrics', 'redis'] })

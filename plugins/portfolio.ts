@@ -3,7 +3,7 @@
  * (`portfolio:<userId>`), written under `lock:portfolio:<userId>` with a version-checked
  * commit and idempotent retries. Registers the jobs `quotes-prewarm` (every
  * QUOTES_PREWARM_INTERVAL_MS) and `portfolio-snapshot` (PORTFOLIO_SNAPSHOT_CRON) with the
- * scheduler, which runs each tick on one instance.
+ * scheduler, which runs each tick on one instance. Registers the portfolio metrics.
  */
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
@@ -11,6 +11,7 @@ import { Cron } from 'croner'
 import type { Config } from '../src/config.js'
 import { SqlitePortfolioRepo } from '../src/portfolio/repo.js'
 import { createPortfolioService, type LockService, type PortfolioServiceOptions } from '../src/portfolio/service.js'
+import { registerPortfolioMetrics } from '../src/metrics/portfolio-collectors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -65,6 +66,7 @@ export default fp(async function portfolioPlugin (fastify) {
     quotes: fastify.quotes,
     log,
   })
+  registerPortfolioMetrics(fastify.metrics, portfolio)
   fastify.decorate('portfolio', portfolio)
 
   // Expired idempotency records go on a plain timer on every instance: deleting them twice is
@@ -91,4 +93,4 @@ export default fp(async function portfolioPlugin (fastify) {
     lockTtlMs: 60_000,
     run: async (signal) => { await portfolio.jobs.snapshot(signal) },
   })
-}, { name: 'portfolio', fastify: '5.x', dependencies: ['config', 'db', 'cache', 'locks', 'scheduler'] })
+}, { name: 'portfolio', fastify: '5.x', dependencies: ['config', 'metrics', 'db', 'cache', 'locks', 'scheduler'] })

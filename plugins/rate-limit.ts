@@ -30,6 +30,7 @@ import { clientKey, type TokenVerifier } from '../src/rate-limit/client-key.js'
 import { tooManyRequests, type LimitName, type RouteLimit } from '../src/rate-limit/limits.js'
 import { counterStore } from '../src/rate-limit/store.js'
 import { WindowCounter } from '../src/engines/counters/window-counter.js'
+import { registerRateLimitMetrics } from '../src/metrics/rate-limit-collectors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -112,6 +113,7 @@ export default fp(async function rateLimitPlugin (fastify: FastifyInstance) {
     stats: () => ({ ...counter.stats(), limited: { ...limited } }),
   }
   fastify.decorate('rateLimiter', rateLimiter)
+  registerRateLimitMetrics(fastify.metrics, rateLimiter)
 
   /** Sets the headers for a count when it is tighter than what the response says so far. */
   function tighten (reply: FastifyReply, max: number, remaining: number, resetSeconds: number): void {
@@ -167,4 +169,4 @@ export default fp(async function rateLimitPlugin (fastify: FastifyInstance) {
   // Registered after the redis plugin, so this runs before its client closes: hits held
   // back to share a call are still counted.
   fastify.addHook('onClose', async () => { counter.flush() })
-}, { name: 'rate-limit', fastify: '5.x', dependencies: ['config', 'redis', 'auth'] })
+}, { name: 'rate-limit', fastify: '5.x', dependencies: ['config', 'metrics', 'redis', 'auth'] })

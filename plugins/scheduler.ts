@@ -4,10 +4,12 @@
  * `lock:job:<name>:<tick>`. Jobs skip their ticks while a configured Redis is unavailable
  * (fail closed); without Redis configured they run under in-process locks. Timers start
  * when the app is ready; on close they stop and running jobs are aborted and awaited.
+ * Registers the jobs metrics.
  */
 import fp from 'fastify-plugin'
 import type { Config } from '../src/config.js'
 import type { Locks } from '../src/engines/locks/locks.js'
+import { registerJobsMetrics } from '../src/metrics/jobs-collectors.js'
 import { Scheduler, type SchedulerLogger } from '../src/scheduler/scheduler.js'
 
 declare module 'fastify' {
@@ -27,8 +29,9 @@ export function createScheduler (config: Config, locks: Locks, log: SchedulerLog
 
 export default fp(async function schedulerPlugin (fastify) {
   const scheduler = createScheduler(fastify.config, fastify.locks, fastify.log.child({ component: 'scheduler' }))
+  registerJobsMetrics(fastify.metrics, scheduler)
   fastify.decorate('scheduler', scheduler)
   fastify.addHook('onReady', async () => { scheduler.start() })
   // preClose: before the server and the Redis clients close, so a running job can finish.
   fastify.addHook('preClose', async () => { await scheduler.stop() })
-}, { name: 'scheduler', fastify: '5.x', dependencies: ['config', 'redis', 'locks'] })
+}, { name: 'scheduler', fastify: '5.x', dependencies: ['config', 'metrics', 'redis', 'locks'] })

@@ -2,11 +2,13 @@
  * Adds `sessions`: server-side sessions in Redis (`session:<sid>`, sliding TTL, a per-user
  * index for logout-everywhere) through the resilient store, with the in-process store while
  * Redis is away and SESSION_FALLBACK deciding about tokens whose session cannot be checked.
- * When Redis comes back, logouts made during the outage are replayed into it.
+ * When Redis comes back, logouts made during the outage are replayed into it. Registers
+ * the session metrics.
  */
 import fp from 'fastify-plugin'
 import { durationToSeconds } from '../src/auth/duration.js'
 import { createSessionStore, type SessionFallbackPolicy } from '../src/auth/sessions.js'
+import { registerSessionMetrics } from '../src/metrics/auth-collectors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -15,7 +17,7 @@ declare module 'fastify' {
 }
 
 export default fp(async function sessionsPlugin (fastify) {
-  const { config, redisState, store } = fastify
+  const { config, redisState, store, metrics } = fastify
   const log = fastify.log.child({ component: 'sessions' })
   const sessions = createSessionStore({
     store,
@@ -26,6 +28,7 @@ export default fp(async function sessionsPlugin (fastify) {
     maxTombstones: config.FALLBACK_MAX_ENTRIES,
     log,
   })
+  registerSessionMetrics(metrics, sessions)
   fastify.decorate('sessions', sessions)
 
   const onUp = (): void => {
@@ -33,4 +36,4 @@ export default fp(async function sessionsPlugin (fastify) {
   }
   redisState.on('up', onUp)
   fastify.addHook('onClose', async () => { redisState.off('up', onUp) })
-}, { name: 'sessions', fastify: '5.x', dependencies: ['config', 'redis', 'auth'] })
+}, { name: 'sessions', fastify: '5.x', dependencies: ['config', 'metrics', 'redis', 'auth'] })

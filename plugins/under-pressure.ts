@@ -18,6 +18,7 @@ import fp from 'fastify-plugin'
 import underPressure from '@fastify/under-pressure'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Config } from '../src/config.js'
+import { registerSheddingMetrics } from '../src/metrics/shedding-collectors.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -93,6 +94,7 @@ export default fp(async function underPressurePlugin (fastify) {
   const config = fastify.config
   const shedding = createLoadShedding(config, fastify.log.child({ component: 'under-pressure' }))
   fastify.decorate('loadShedding', shedding)
+  registerSheddingMetrics(fastify.metrics, shedding)
 
   fastify.addHook('onRoute', (route) => {
     if (route.config?.shed === false && route.config.pressureHandler === undefined) {
@@ -109,7 +111,7 @@ export default fp(async function underPressurePlugin (fastify) {
     // Documented: a returned value other than a promise or nullish is sent as the answer.
     pressureHandler: (_request, reply, type, value) => shedding.refuse(reply, type, value) as unknown as void,
   })
-}, { name: 'under-pressure', fastify: '5.x', dependencies: ['config'] })
+}, { name: 'under-pressure', fastify: '5.x', dependencies: ['config', 'metrics'] })
 
 declare module 'fastify' {
   interface FastifyContextConfig {

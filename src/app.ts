@@ -6,7 +6,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { DestinationStream } from 'pino'
 import type { Config } from './config.js'
-import { isServiceError } from './errors.js'
+import { fromEngineError, isServiceError, type HttpError } from './errors.js'
 import { INVALID_JSON_MESSAGE, UNSUPPORTED_MEDIA_TYPE_MESSAGE, buildValidator, missingBodyMessage, schemaErrorFormatter } from './validation.js'
 import { RequestLogController, createRootLogger } from './logger.js'
 import configPlugin from '../plugins/config.js'
@@ -24,6 +24,7 @@ import docsPlugin from '../plugins/docs.js'
 import metricsPlugin from '../plugins/metrics.js'
 import { trustProxyOption } from './rate-limit/trust-proxy.js'
 import healthRoutes from '../routes/health.js'
+import metricsRoutes from '../routes/metrics.js'
 import stocksRoutes from '../routes/stocks.js'
 import authRoutes from '../routes/auth.js'
 import debugRoutes from '../routes/debug/index.js'
@@ -56,7 +57,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     frameworkErrors: (err, request, reply) => { answerFrameworkError(app, err, request, reply) },
   }).withTypeProvider<TypeBoxTypeProvider>()
 
-  app.setErrorHandler(function rootErrorHandler (err: FastifyError, request, reply) {
+  app.setErrorHandler(function rootErrorHandler (error: FastifyError, request, reply) {
+    // An engine's typed error (a busy lock, …) becomes its service error here, and only here.
+    const err = fromEngineError(error) ?? error
     const statusCode = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500
     if (statusCode >= 500 && !isServiceError(err)) {
       request.log.error({ err }, 'request failed')
@@ -65,7 +68,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     }
     const message = statusCode >= 500 && !isServiceError(err) ? 'Internal Server Error' : bodyErrorMessage(err, request) ?? err.message
     // Errors may carry headers meant for the client (Retry-After on a busy lock or a 429).
-    const headers = (err as FastifyError & { headers?: Record<string, string | number> }).headers
+    const headers = (err as HttpError).headers
     if (headers !== undefined && typeof headers === 'object') void reply.headers(headers)
     sendError(reply, statusCode, message)
   })
@@ -75,6 +78,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   app.removeContentTypeParser('text/plain')
 
   await app.register(configPlugin, { config })
+  // First after config: every plugin after it registers its own metrics with it.
+  await app.register(metricsPlugin)
   await app.register(underPressurePlugin)
   await app.register(redisPlugin)
   await app.register(dbPlugin)
@@ -85,7 +90,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(rateLimitPlugin)
   // After the limiter (its onRoute hook then limits /docs too), before every route it documents.
   await app.register(docsPlugin)
-  await app.register(metricsPlugin)
   await app.register(schedulerPlugin)
   await app.register(portfolioPlugin)
 
@@ -95,6 +99,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
 
   await app.register(healthRoutes)
+  await app.register(metricsRoutes)
   await app.register(stocksRoutes)
   await app.register(authRoutes)
   await app.register(debugRoutes, { prefix: '/api/debug' })

@@ -16,6 +16,7 @@ import { loggerOptions } from './logger.js'
 import { Accounts, InvalidAccountInputError } from './auth/accounts.js'
 import { openDatabase } from './db/index.js'
 import configPlugin from '../plugins/config.js'
+import metricsPlugin from '../plugins/metrics.js'
 import redisPlugin from '../plugins/redis.js'
 import dbPlugin from '../plugins/db.js'
 import authPlugin from '../plugins/auth.js'
@@ -102,7 +103,9 @@ async function printToken (io: CliIo, config: Config, email: string): Promise<vo
   const level = (config.LOG_LEVEL as string) === 'info' ? 'warn' : config.LOG_LEVEL
   const app = Fastify({ logger: loggerOptions({ LOG_LEVEL: level as Config['LOG_LEVEL'] }, io.stderr) })
   try {
-    await app.register(configPlugin, { config })
+    // The plugins register their metrics; a one-shot command keeps none.
+    await app.register(configPlugin, { config: { ...config, METRICS_ENABLED: false } })
+    await app.register(metricsPlugin)
     await app.register(redisPlugin)
     await app.register(dbPlugin)
     await app.register(authPlugin)

@@ -8,6 +8,10 @@ import { existsSync } from 'node:fs'
 import { Type, type Static, type TSchema } from 'typebox'
 import { Value } from 'typebox/value'
 import { trustProxyProblem } from './rate-limit/trust-proxy.js'
+import { redactUrl } from './engines/redis/redact.js'
+
+// Kept importable from here (tests and older call sites); the code lives with the Redis engine.
+export { redactUrl, urlSecrets } from './engines/redis/redact.js'
 
 const Int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER, description?: string) =>
   Type.Integer({ default: def, minimum: min, maximum: max, ...(description ? { description } : {}) })
@@ -287,53 +291,6 @@ function redactValue (key: string, value: unknown): unknown {
   if (/SECRET|PASSWORD|TOKEN|KEY$/.test(key) && !key.endsWith('PREFIX')) return '***'
   if (key.endsWith('_URL') || key.endsWith('_URLS')) return typeof value === 'string' ? redactUrl(value) : value
   return value
-}
-
-/**
- * `redis://user:secret@host` → `redis://user:***@host`, and `?password=…` → `?password=***`
- * (ioredis reads both); works on comma-separated lists. Errs on the side of hiding: the
- * password runs from the first ':' after `//` to the LAST '@' of the URL, so a raw '@', ',',
- * '#' or '?' inside it (each of which would cut a parsed URL short) never leaves a piece in
- * the logs. A list splits only where a new URL begins.
- */
-export function redactUrl (value: string): string {
-  return value.split(/,(?=\s*[A-Za-z][A-Za-z0-9+.-]*:\/\/)/).map(redactOneUrl).join(',')
-}
-
-function redactOneUrl (url: string): string {
-  const span = passwordSpan(url)
-  const hidden = span === null ? url : `${url.slice(0, span[0])}***${url.slice(span[1])}`
-  return hidden.replace(/([?&]password=)[^&#]*/gi, '$1***')
-}
-
-/** Where a URL's password is, read as generously as `redactUrl` reads it: [start, end), or null. */
-function passwordSpan (url: string): [number, number] | null {
-  const scheme = url.indexOf('//')
-  const from = scheme === -1 ? 0 : scheme + 2
-  const at = url.lastIndexOf('@')
-  const colon = url.indexOf(':', from)
-  // No ':' before the '@': a user name alone, not a secret.
-  return at >= from && colon !== -1 && colon < at ? [colon + 1, at] : null
-}
-
-/**
- * The password of a URL as it may appear in text (an error message): the span `redactUrl`
- * hides, its percent-decoded form, and what the URL parser (ioredis) reads. Empty strings left out.
- */
-export function urlSecrets (url: string): string[] {
-  const found: string[] = []
-  const span = passwordSpan(url)
-  if (span !== null) found.push(url.slice(span[0], span[1]))
-  try {
-    const parsed = new URL(url).password
-    found.push(parsed)
-  } catch {}
-  for (const secret of [...found]) {
-    try { found.push(decodeURIComponent(secret)) } catch {}
-  }
-  for (const [, secret] of url.matchAll(/[?&]password=([^&#]*)/gi)) if (secret !== undefined) found.push(secret)
-  // Longest first, so that a shorter one never splits a longer one before it is replaced.
-  return [...new Set(found.filter((s) => s.length > 0))].sort((a, b) => b.length - a.length)
 }
 
 function dedupe (items: string[]): string[] {

@@ -100,7 +100,7 @@ t.test('REDLOCK_URLS: two of three masters down → 503 with Retry-After, fn nev
   t.same(res.json(), { statusCode: 503, error: 'Service Unavailable', message: 'Locking is unavailable (too few lock servers reachable); the operation was not performed, retry later' })
   t.equal(calls(), 2, 'fn never ran without a majority')
   await app.inject({ method: 'POST', url: '/test/locked/a' })
-  t.equal(logs.count('lock servers unreachable (no majority): writes answer 503 and jobs skip until they are back'), 1, 'logged once, not per request')
+  t.equal(logs.count('lock servers unreachable (no majority): locked work is refused and jobs skip until they are back'), 1, 'logged once, not per request')
 })
 
 t.test('bad REDLOCK_URLS stop the boot with a message naming the variable', async (t) => {

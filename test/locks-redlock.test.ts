@@ -12,7 +12,8 @@ import { pathToFileURL } from 'node:url'
 import t from 'tap'
 import { pino } from 'pino'
 import { loadConfig } from '../src/config.js'
-import { isLockError } from '../src/engines/locks/errors.js'
+import { LockBusyError, LockLostError, LockUnavailableError, isLockError } from '../src/engines/locks/errors.js'
+import { fromEngineError } from '../src/errors.js'
 import type { Lease } from '../src/engines/locks/locks.js'
 import { createLocks } from '../plugins/locks.js'
 import { createRedisStateFromConfig } from '../plugins/redis.js'
@@ -80,7 +81,7 @@ t.test('three masters: one down, locks still work; two down, a clear 503 and fn 
     t.equal(await masters[1]!.command('GET', 'lock:portfolio:7'), token, 'held on both live masters')
     // Another instance is refused with a 409 (busy), not a 503: a majority still answers.
     const err = await other.locks.using('lock:portfolio:7', 5000, async () => 'never').catch((e: unknown) => e)
-    t.match(err, { statusCode: 409 })
+    t.ok(err instanceof LockBusyError)
     return 'done'
   })
   t.equal(result, 'done', 'one master down: the lock works')
@@ -91,15 +92,15 @@ t.test('three masters: one down, locks still work; two down, a clear 503 and fn 
   let called = false
   const started = Date.now()
   const err = await locks.using('lock:portfolio:7', 5000, async () => { called = true }).catch((e: unknown) => e)
-  t.ok(isLockError(err))
-  t.match(err, { statusCode: 503, code: 'AIC_UNAVAILABLE', headers: { 'retry-after': '2' } })
-  t.match((err as Error).message, /not performed/)
+  t.ok(err instanceof LockUnavailableError)
+  t.match(err, { retryAfterMs: 2000 })
+  t.match(fromEngineError(err), { statusCode: 503, code: 'AIC_UNAVAILABLE', headers: { 'retry-after': '2' }, message: /not performed/ })
   t.notOk(called, 'fn is never called without a majority')
   t.ok(Date.now() - started < 1000, 'the 503 comes at once, not after LOCK_WAIT_MS of retries')
   t.equal(locks.stats().unavailable, 1)
   t.equal(await masters[0]!.command('EXISTS', 'lock:portfolio:7'), '0', 'the minority lock was given back')
   const claimErr = await locks.claim('lock:job:x:1', 1000).catch((e: unknown) => e)
-  t.match(claimErr, { statusCode: 503 }, 'claims (the scheduler) fail closed the same way')
+  t.ok(claimErr instanceof LockUnavailableError, 'claims (the scheduler) fail closed the same way')
 
   await masters[1]!.restart()
   await waitFor(async () => (await locks.using('lock:portfolio:7', 1000, async () => true).catch(() => false)), 5000, 100)
@@ -182,7 +183,7 @@ t.test('auto-extension keeps the lock alive past its first TTL while fn runs', r
     const pttl = Number(await redis!.command('PTTL', 'lock:long'))
     t.ok(pttl > 0 && pttl <= 400, `with a fresh TTL (${pttl} ms)`)
     const err = await b.locks.using('lock:long', 400, async () => 'never').catch((e: unknown) => e)
-    t.match(err, { statusCode: 409 }, 'another instance still cannot take it')
+    t.ok(err instanceof LockBusyError, 'another instance still cannot take it')
     await sleep(300)
   })
   t.notOk(aborted, 'the signal never fired')
@@ -205,7 +206,8 @@ t.test('the signal aborts when the lock is taken over, and the release leaves th
   })
   t.ok(abortedAfter >= 0 && abortedAfter <= 600, `aborted ${abortedAfter} ms after the take-over, within the TTL`)
   t.ok(isLockError(reason))
-  t.match(reason, { statusCode: 409, message: /lost/ })
+  t.ok(reason instanceof LockLostError)
+  t.match(reason, { why: 'taken over', message: /lost/ })
   t.equal(await redis!.command('GET', 'lock:stolen'), 'thief', "the thief's key survives our release")
   t.equal(locks.stats().lost, 1)
 })
@@ -236,7 +238,8 @@ t.test('LOCK_WAIT_MS bounds the wait: then a 409, fn never called', redisOpts, a
   const started = Date.now()
   const err = await waiter.locks.using('lock:portfolio:9', 10_000, async () => { called = true }).catch((e: unknown) => e)
   const waited = Date.now() - started
-  t.match(err, { statusCode: 409, code: 'AIC_CONFLICT', headers: { 'retry-after': '1' } })
+  t.ok(err instanceof LockBusyError)
+  t.match(fromEngineError(err), { statusCode: 409, code: 'AIC_CONFLICT', headers: { 'retry-after': '1' } })
   t.notOk(called)
   t.ok(waited >= 290 && waited < 800, `gave up after ${waited} ms (bound 300 ms)`)
   t.match(waiter.locks.stats(), { timeouts: 1, contentions: 1, failures: 1, acquisitions: 0 })
@@ -305,6 +308,7 @@ t.test('a holder whose event loop stalled past the validity finds its signal abo
     reason = signal.reason
   })
   t.ok(abortedAfterStall, 'aborted right after the stall')
-  t.match(reason, { statusCode: 409, message: /lost/ })
+  t.ok(reason instanceof LockLostError)
+  t.match(reason, { why: 'expired', message: /lost/ })
   t.equal(locks.stats().lost, 1)
 })

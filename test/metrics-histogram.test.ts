@@ -7,7 +7,7 @@ import { FastHistogram } from '../src/metrics/collectors.js'
 
 function histogramIn (registry: Registry): FastHistogram {
   const h = new FastHistogram('test_seconds', 'test', ['route'], [0.1, 1])
-  registry.registerMetric(h as unknown as Parameters<Registry['registerMetric']>[0])
+  registry.registerMetric(h)
   return h
 }
 

@@ -8,7 +8,7 @@
  */
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { isLockError } from '../src/engines/locks/errors.js'
+import { isLockError, LockUnavailableError } from '../src/engines/locks/errors.js'
 import type { JobStats } from '../src/scheduler/scheduler.js'
 import { build, sleep, waitFor, type TapTest } from './helper.js'
 import { skipUnlessRedis, startRedis, type RedisProcess } from './helpers/redis-server.js'
@@ -134,7 +134,7 @@ t.test('Redis freezing during the lock claim itself: the tick is skipped, never 
   }
   const unavailableBefore = app.locks.stats().unavailable
   const refused = await freezeUnder(async () => app.locks.claim('lock:job:frozen-claim:strict', 60_000, { strict: true }))
-  t.ok(isLockError(refused) && refused.statusCode === 503, 'a strict claim frozen mid-way is refused with a 503')
+  t.ok(refused instanceof LockUnavailableError, 'a strict claim frozen mid-way is refused: locks unavailable')
   t.equal(app.locks.stats().unavailable, unavailableBefore + 1)
   const lease = await freezeUnder(async () => app.locks.claim('lock:job:frozen-claim:lenient', 60_000, { strict: false })) as { backend?: string } | null
   t.equal(lease?.backend, 'fallback', 'a lenient one falls back to the in-process lock')

@@ -57,3 +57,10 @@ export function isRole (value: unknown): value is Role {
 export function isAdmin (user: { role: unknown } | null | undefined): boolean {
   return user?.role === 'admin'
 }
+
+/** The authentication guard's counters (for the metrics). */
+export interface AuthStats {
+  authenticated: number
+  rejected: { missing: number, malformed: number, invalid: number, expired: number, session: number }
+  forbidden: number
+}

@@ -58,7 +58,5 @@ export function parseInfo (text: string, db = 0): RedisInfo {
   }
 }
 
-/** Escapes Redis glob metacharacters so `prefix` matches literally in SCAN MATCH. */
-export function escapeGlob (prefix: string): string {
-  return prefix.replace(/[*?[\]\\^-]/g, '\\$&')
-}
+// Kept importable from here (the debug routes); the code lives with the Redis engine.
+export { escapeGlob } from '../engines/redis/scan.js'

@@ -6,8 +6,9 @@
 import t from 'tap'
 import { LocalLocks } from '../../src/engines/locks/local-locks.js'
 import { Locks } from '../../src/engines/locks/locks.js'
-import { isLockError } from '../../src/engines/locks/errors.js'
-import { sleep } from '../helper.js'
+import { LockBusyError, isLockError } from '../../src/engines/locks/errors.js'
+import { fromEngineError } from '../../src/errors.js'
+import { sleep, waitFor } from '../helper.js'
 
 const quiet = { info () {}, warn () {}, debug () {} }
 
@@ -30,28 +31,31 @@ t.test('release and extend work only with the owner token', async (t) => {
 })
 
 t.test('an entry expires at its TTL; a late release then frees nothing of the next holder', async (t) => {
+  // Margins of seconds, not milliseconds: a busy machine may stall this loop for a while.
   const locks = new LocalLocks()
-  t.ok(locks.tryAcquire('r', 'old', 120))
-  await sleep(60)
-  t.notOk(locks.tryAcquire('r', 'new', 1000), 'still held before the TTL')
-  await sleep(100)
-  t.ok(locks.tryAcquire('r', 'new', 1000), 'free after the TTL')
+  const started = Date.now()
+  t.ok(locks.tryAcquire('r', 'old', 1500))
+  t.notOk(locks.tryAcquire('r', 'new', 10_000), 'still held before the TTL')
+  await waitFor(() => locks.tryAcquire('r', 'new', 10_000), 10_000)
+  t.ok(Date.now() - started >= 1500, 'free only once the TTL has passed')
   t.notOk(locks.release('r', 'old'), 'the expired holder releases nothing')
   t.ok(locks.holds('r', 'new'))
   const [listed] = locks.list()
   t.equal(listed?.owner, 'new')
-  t.ok((listed?.ttlMs ?? 0) > 900)
+  t.ok((listed?.ttlMs ?? 0) > 5000 && (listed?.ttlMs ?? 0) <= 10_000, 'listed with its remaining TTL')
   locks.release('r', 'new')
 })
 
 t.test('extension keeps an entry past its first TTL', async (t) => {
   const locks = new LocalLocks()
-  locks.tryAcquire('r', 'a', 100)
-  for (let i = 0; i < 4; i++) {
-    await sleep(50)
-    t.ok(locks.extend('r', 'a', 100))
+  const started = Date.now()
+  locks.tryAcquire('r', 'a', 2000)
+  for (let i = 0; i < 5; i++) {
+    await sleep(500)
+    t.ok(locks.extend('r', 'a', 2000))
   }
-  t.ok(locks.holds('r', 'a'), 'held after 200 ms with a 100 ms TTL')
+  t.ok(Date.now() - started > 2000, 'past the first TTL')
+  t.ok(locks.holds('r', 'a'), 'held after 2.5 s with a 2 s TTL, extended every 0.5 s')
   locks.release('r', 'a')
 })
 
@@ -114,7 +118,7 @@ t.test('the service serialises holders of one resource and runs other resources 
   t.equal(stats.held, 0, 'all released')
 })
 
-t.test('the service answers a retryable 409 after LOCK_WAIT_MS and never calls fn', async (t) => {
+t.test('the service throws a LockBusyError (retryable; a 409 in the app) after LOCK_WAIT_MS and never calls fn', async (t) => {
   const locks = localService(150)
   let release!: () => void
   const holding = locks.using('lock:x', 5000, async () => new Promise<void>((resolve) => { release = resolve }))
@@ -124,8 +128,10 @@ t.test('the service answers a retryable 409 after LOCK_WAIT_MS and never calls f
   const err = await locks.using('lock:x', 5000, async () => { called = true }).catch((e: unknown) => e)
   const waited = Date.now() - started
   t.ok(isLockError(err))
-  t.match(err, { statusCode: 409, code: 'AIC_CONFLICT', headers: { 'retry-after': '1' } })
-  t.match((err as Error).message, /safe to retry/)
+  t.ok(err instanceof LockBusyError, 'a typed error of the engine')
+  t.match(err, { resource: 'lock:x', retryAfterMs: 1000, waitedMs: 150 })
+  t.notOk('statusCode' in (err as object), 'the engine knows no status code')
+  t.match(fromEngineError(err), { statusCode: 409, code: 'AIC_CONFLICT', headers: { 'retry-after': '1' }, message: /safe to retry/ }, 'the app answers it with a 409')
   t.notOk(called, 'fn never ran')
   t.ok(waited >= 140 && waited < 600, `waited ${waited} ms for a 150 ms bound`)
   release()

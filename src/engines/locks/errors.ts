@@ -1,38 +1,59 @@
 /**
- * The errors a lock can end in, as the service's AIC_* errors (so the root handler passes
- * their messages through), each carrying a Retry-After header that the locks plugin puts
- * on the reply.
+ * The errors the locks engine ends in. Each says when trying again makes sense
+ * (`retryAfterMs`); none knows about HTTP: the app maps them to answers (src/errors.ts).
+ * The messages are for logs; the app writes its own for clients.
  */
-import type { FastifyError } from 'fastify'
-import { ConflictError, ServiceUnavailableError } from '../../errors.js'
 
-const kLockError = Symbol.for('aic.lockError')
+/** Base class: every error the locks engine throws on purpose. */
+export class LockError extends Error {
+  /** When another try may succeed, in ms. */
+  readonly retryAfterMs: number
+  /** The lock's resource (its Redis key, before the key prefix). */
+  readonly resource: string
 
-export type LockError = FastifyError & { headers: Record<string, string>, [kLockError]: true }
-
-function brand (err: FastifyError, retryAfterS: number): LockError {
-  return Object.assign(err, { headers: { 'retry-after': String(retryAfterS) }, [kLockError]: true as const })
+  constructor (message: string, resource: string, retryAfterMs: number) {
+    super(message)
+    this.resource = resource
+    this.retryAfterMs = retryAfterMs
+  }
 }
 
-/** 409: the lock stayed busy for LOCK_WAIT_MS. */
-export function lockBusyError (): LockError {
-  return brand(new ConflictError('Another operation on this resource is in progress; this request was not applied and is safe to retry'), 1)
+/** The lock stayed busy for the whole wait (LOCK_WAIT_MS); the work was not run. */
+export class LockBusyError extends LockError {
+  override readonly name = 'LockBusyError'
+  /** How long the caller waited, in ms. */
+  readonly waitedMs: number
+
+  constructor (resource: string, waitedMs: number) {
+    super(`${resource} stayed busy for ${waitedMs} ms`, resource, 1000)
+    this.waitedMs = waitedMs
+  }
 }
 
-/** 503: a majority of the lock's Redis masters could not be reached; nothing ran. */
-export function locksUnavailableError (): LockError {
-  return brand(new ServiceUnavailableError('Locking is unavailable (too few lock servers reachable); the operation was not performed, retry later'), 2)
+/** Too few Redis masters answered to decide (no majority); the work was not run. */
+export class LockUnavailableError extends LockError {
+  override readonly name = 'LockUnavailableError'
+
+  constructor (resource: string) {
+    super(`${resource}: too few lock servers reachable (no majority)`, resource, 2000)
+  }
 }
 
 /** The abort reason when a held lock expires or is taken over while its holder still works. */
-export function lockLostError (): LockError {
-  return brand(new ConflictError('The lock on this resource was lost before the operation finished; retry'), 1)
+export class LockLostError extends LockError {
+  override readonly name = 'LockLostError'
+  readonly why: 'expired' | 'taken over'
+
+  constructor (resource: string, why: 'expired' | 'taken over') {
+    super(`the lock on ${resource} was lost (${why}) before the work finished`, resource, 1000)
+    this.why = why
+  }
 }
 
 export function isLockError (err: unknown): err is LockError {
-  return typeof err === 'object' && err !== null && (err as Partial<LockError>)[kLockError] === true
+  return err instanceof LockError
 }
 
-export function isLocksUnavailable (err: unknown): boolean {
-  return isLockError(err) && err.statusCode === 503
+export function isLocksUnavailable (err: unknown): err is LockUnavailableError {
+  return err instanceof LockUnavailableError
 }

@@ -4,7 +4,7 @@
  * owner token and remaining TTL, read in one pipeline per master.
  */
 import type { Redis } from 'ioredis'
-import { escapeGlob } from '../../debug/redis-info.js'
+import { prefixPattern } from '../redis/scan.js'
 
 export interface ScannedLock {
   resource: string
@@ -26,7 +26,7 @@ const MAX_SCAN_CALLS = 50
  * so the prefix is added to MATCH and taken off the names here.
  */
 export async function scanLocks (client: Redis, keyPrefix: string, limit: number): Promise<ScanResult> {
-  const match = `${escapeGlob(`${keyPrefix}lock:`)}*`
+  const match = prefixPattern(`${keyPrefix}lock:`)
   const names: string[] = []
   let cursor = '0'
   let ended = false

@@ -7,15 +7,17 @@
  *   fallback  the main Redis is the only master and it is down: in-process locks, safe
  *             within this instance; across instances the store's version check is what
  *             keeps data correct. Never chosen for REDLOCK_URLS: an operator who listed
- *             masters gets a 503 when a majority is unreachable, never a weaker lock.
+ *             masters gets a LockUnavailableError when a majority is unreachable, never a
+ *             weaker lock.
  *
  * Every acquisition first queues in process (LocalLocks), so one instance polls Redis with
  * one request per resource at a time, and never holds one resource twice while Redis comes
- * and goes. The wait for a busy lock is bounded by LOCK_WAIT_MS, then a retryable 409.
+ * and goes. The wait for a busy lock is bounded by LOCK_WAIT_MS, then a LockBusyError.
+ * The engine's errors (./errors.ts) carry `retryAfterMs`; the app maps them to HTTP.
  */
 import { randomUUID } from 'node:crypto'
 import { hostname } from 'node:os'
-import { isLockError, lockBusyError, lockLostError, locksUnavailableError } from './errors.js'
+import { LockBusyError, LockLostError, LockUnavailableError } from './errors.js'
 import { scanLocks } from './listing.js'
 import { LocalLocks } from './local-locks.js'
 import { Redlock, type LockMaster } from './redlock.js'
@@ -52,9 +54,9 @@ export interface LocksStats {
   acquisitions: number
   /** Acquisitions that found the lock busy at least once (whether they got it or not). */
   contentions: number
-  /** 409s: still busy after LOCK_WAIT_MS (a claim that finds the lock busy is a contention only). */
+  /** LockBusyErrors: still busy after LOCK_WAIT_MS (a claim that finds the lock busy is a contention only). */
   timeouts: number
-  /** 503s: too few masters reachable. */
+  /** LockUnavailableErrors: too few masters reachable. */
   unavailable: number
   /** timeouts + unavailable. */
   failures: number
@@ -135,10 +137,10 @@ export class Locks {
 
   /**
    * Runs `fn` while holding `resource` (the Redis key, before REDIS_KEY_PREFIX). Waits at
-   * most LOCK_WAIT_MS, then throws a retryable 409; throws a 503 when a majority of the
-   * REDLOCK_URLS masters is unreachable (fn is then never called). The lock is extended
-   * while fn runs; `signal` aborts (reason: a 409 error) if it is lost anyway. Released by
-   * owner token when fn settles.
+   * most LOCK_WAIT_MS, then throws a LockBusyError; throws a LockUnavailableError when a
+   * majority of the REDLOCK_URLS masters is unreachable (fn is then never called). The
+   * lock is extended while fn runs; `signal` aborts (reason: a LockLostError) if it is
+   * lost anyway. Released by owner token when fn settles.
    */
   async using<T> (resource: string, ttlMs: number, fn: LockedFn<T>): Promise<T> {
     checkArgs(resource, ttlMs)
@@ -153,9 +155,9 @@ export class Locks {
 
   /**
    * One try, no wait: a Lease, or null when somebody else holds `resource`. `strict`
-   * (the scheduler): throws a 503 instead of falling back to an in-process lock while the
-   * main Redis is down. The caller runs work with `lease.run(fn)` and decides whether to
-   * release (a tick lock is left to expire).
+   * (the scheduler): throws a LockUnavailableError instead of falling back to an
+   * in-process lock while the main Redis is down. The caller runs work with
+   * `lease.run(fn)` and decides whether to release (a tick lock is left to expire).
    */
   async claim (resource: string, ttlMs: number, options: { strict?: boolean } = {}): Promise<Lease | null> {
     checkArgs(resource, ttlMs)
@@ -163,7 +165,7 @@ export class Locks {
     const backend = this.backend()
     if (backend === 'fallback' && strict) {
       this.#stats.unavailable++
-      throw locksUnavailableError()
+      throw new LockUnavailableError(resource)
     }
     const token = this.#token()
     if (!this.#local.tryAcquire(resource, token, ttlMs)) {
@@ -180,7 +182,7 @@ export class Locks {
     }
     if (!strict && this.#opts.followsMainRedis) return this.#granted(resource, token, ttlMs, 'fallback', Date.now() + ttlMs, false)
     this.#local.release(resource, token)
-    throw this.#unavailable()
+    throw this.#unavailable(resource)
   }
 
   /** Held locks: `lock:*` keys on every master (SCAN), or the in-process table without Redis. */
@@ -257,7 +259,7 @@ export class Locks {
     let contended = false
     if (!this.#local.tryAcquire(resource, token, ttlMs)) {
       contended = true
-      if (!(await this.#local.acquire(resource, token, ttlMs, deadline - Date.now()))) throw this.#busy()
+      if (!(await this.#local.acquire(resource, token, ttlMs, deadline - Date.now()))) throw this.#busy(resource, waitMs)
     }
     for (;;) {
       const backend = this.backend()
@@ -268,13 +270,13 @@ export class Locks {
         // The main Redis just failed (its state machine has switched to fallback).
         if (this.#opts.followsMainRedis) return this.#granted(resource, token, ttlMs, 'fallback', Date.now() + ttlMs, contended)
         this.#local.release(resource, token)
-        throw this.#unavailable()
+        throw this.#unavailable(resource)
       }
       contended = true
       const remaining = deadline - Date.now()
       if (remaining <= 0) {
         this.#local.release(resource, token)
-        throw this.#busy()
+        throw this.#busy(resource, waitMs)
       }
       await sleep(Math.min(remaining, Math.round(this.#opts.retryDelayMs * (0.5 + Math.random()))))
     }
@@ -291,19 +293,19 @@ export class Locks {
     return new Lease({ local: this.#local, redlock: backend === 'redlock' ? this.#redlock : null, stats: this.#stats, log: this.#opts.log }, resource, token, ttlMs, backend, validUntil)
   }
 
-  #busy (): Error {
+  #busy (resource: string, waitedMs: number): LockBusyError {
     this.#stats.contentions++
     this.#stats.timeouts++
-    return lockBusyError()
+    return new LockBusyError(resource, waitedMs)
   }
 
-  #unavailable (): Error {
+  #unavailable (resource: string): LockUnavailableError {
     this.#stats.unavailable++
     if (!this.#quorumLost) {
       this.#quorumLost = true
-      this.#opts.log.warn({ masters: this.masterCount, quorum: this.#redlock?.quorum }, 'lock servers unreachable (no majority): writes answer 503 and jobs skip until they are back')
+      this.#opts.log.warn({ masters: this.masterCount, quorum: this.#redlock?.quorum }, 'lock servers unreachable (no majority): locked work is refused and jobs skip until they are back')
     }
-    return locksUnavailableError()
+    return new LockUnavailableError(resource)
   }
 
   /** `<hostname>:<pid>:<uuid>`; randomUUID draws from a cached entropy pool (randomBytes cost 6 µs a call). */
@@ -363,7 +365,7 @@ export class Lease {
   /**
    * Runs `fn`, extending the lock every third of its TTL. If an extension finds the lock
    * taken over, or the lock's validity runs out without a successful extension (masters
-   * unreachable, or an event loop stalled past it), `signal` aborts with a 409 error.
+   * unreachable, or an event loop stalled past it), `signal` aborts with a LockLostError.
    */
   async run<T> (fn: LockedFn<T>): Promise<T> {
     const keeper = new Keeper(this, this.#host)
@@ -423,7 +425,7 @@ class Keeper {
     const lease = this.#lease
     this.#host.stats.lost++
     this.#host.log.warn({ resource: lease.resource, why, backend: lease.backend }, 'lock lost while its holder was still working')
-    this.controller.abort(lockLostError())
+    this.controller.abort(new LockLostError(lease.resource, why))
   }
 
   onExtendTimer (): void {
@@ -488,4 +490,3 @@ function sleep (ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
-export { isLockError }

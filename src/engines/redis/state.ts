@@ -15,7 +15,7 @@
 import { EventEmitter } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { Redis, type RedisOptions } from 'ioredis'
-import { redactUrl, urlSecrets } from '../../config.js'
+import { redactUrl, urlSecrets } from './redact.js'
 
 export type RedisStatus = 'disabled' | 'connecting' | 'connected' | 'disconnected'
 export type RedisMode = 'redis' | 'fallback'
