@@ -61,7 +61,7 @@ export function classifyRedisError (err: unknown): ClassifiedError {
     if (unknown) return { class: 'command', code: `unknown command '${unknown[1]}'`, serverWide: false }
     // Redis < 7 said "ERR Protocol error", "ERR max number of clients reached": the server, not the call.
     if (/max number of clients/i.test(err.message)) return { class: 'transport', code: 'max clients', serverWide: true }
-    return { class: 'command', code: `ERR ${err.message.slice(4, 40)}`, serverWide: false }
+    return { class: 'command', code: `ERR ${err.message.slice(4, 40).trim()}`, serverWide: false }
   }
   // Any other error reply (a module's, a future code): this command only.
   return { class: 'command', code: first || 'reply', serverWide: false }

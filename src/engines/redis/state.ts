@@ -114,6 +114,8 @@ export class RedisState extends EventEmitter {
   /** Reasons already logged during this outage (class/code). */
   readonly #reasonsLogged = new Set<string>()
   #probeInFlight: Promise<unknown> | null = null
+  /** The code of the failure that switched to fallback (OOM needs more than one write to come back). */
+  #downCode = ''
   #lastWriteCheck = 0
   #closing = false
 
@@ -198,7 +200,8 @@ export class RedisState extends EventEmitter {
   reportFailure (err: unknown, operation?: string): void {
     if (this.client === null || this.#closing) return
     const c = classifyRedisError(err)
-    const reason = this.#record(err, c)
+    // "Connection is closed" from a call made while reconnecting is a consequence: keep the cause.
+    const reason = this.#hidesReason(c) ? this.describe(err) : this.#record(err, c)
     if (!c.serverWide) {
       this.commandRefusals++
       this.#logRefusal(c, reason, operation)
@@ -206,12 +209,16 @@ export class RedisState extends EventEmitter {
       return
     }
     if (this.mode === 'redis') {
-      this.#down()
+      this.#down(c.code)
       this.#reasonsLogged.add(reasonKey(c))
       this.#opts.log.warn({ class: c.class, reason, operation }, LOG_OPERATION_FAILED)
-    } else if (this.#failureLogged) {
+    } else if (this.#failureLogged && !this.#hidesReason(c)) {
       this.#newReason(c, reason)
     }
+  }
+
+  #hidesReason (c: ClassifiedError): boolean {
+    return c.code === 'connection closed' && this.lastFailure !== null && this.mode !== 'redis'
   }
 
   /**
@@ -302,6 +309,11 @@ export class RedisState extends EventEmitter {
   async #doPing (): Promise<number | null> {
     const client = this.client
     if (client === null) return null
+    if (client.status !== 'ready') {
+      // Reconnecting: nothing to measure, and the reason is already known.
+      this.#lastPing = { at: Date.now(), ms: null }
+      return null
+    }
     const started = performance.now()
     let timer: NodeJS.Timeout | undefined
     try {
@@ -374,9 +386,31 @@ export class RedisState extends EventEmitter {
   /** One write probe at a time, shared by whoever asks meanwhile. */
   #probeOnce (): Promise<unknown> {
     if (this.#probeInFlight === null) {
-      this.#probeInFlight = this.#writeProbe().finally(() => { this.#probeInFlight = null })
+      this.#probeInFlight = this.#writeProbe()
+        .then((err) => err === null && this.mode !== 'redis' && this.#downCode.includes('OOM') ? this.#memoryHeadroom() : err)
+        .finally(() => { this.#probeInFlight = null })
     }
     return this.#probeInFlight
+  }
+
+  /**
+   * After an OOM under `noeviction`: a small probe write can pass while the writes that
+   * failed (a large value, a transaction) still fail, so coming back on the probe alone
+   * would flap once per such write. Back only when used_memory is under 90 % of maxmemory.
+   */
+  async #memoryHeadroom (): Promise<unknown> {
+    try {
+      const info = await this.client!.info('memory')
+      const field = (name: string): string => new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim() ?? ''
+      const max = Number(field('maxmemory'))
+      const used = Number(field('used_memory'))
+      if (field('maxmemory_policy') !== 'noeviction' || !(max > 0) || used <= max * 0.9) return null
+      const err = new Error(`OOM used_memory ${used} is over 90 % of maxmemory ${max}: writes still refused`)
+      Object.defineProperty(err, 'name', { value: 'ReplyError' })
+      return err
+    } catch {
+      return null // INFO denied or failed: the write probe's answer stands
+    }
   }
 
   /** After a command refusal: does Redis refuse writes in general (NOPERM on writes, an EXECABORT hiding an OOM)? */
@@ -437,7 +471,8 @@ export class RedisState extends EventEmitter {
     this.emit('up')
   }
 
-  #down (): void {
+  #down (code = ''): void {
+    this.#downCode = code
     this.status = 'disconnected'
     this.mode = 'fallback'
     this.since = new Date()
@@ -452,7 +487,7 @@ export class RedisState extends EventEmitter {
     const c = classifyRedisError(err)
     const reason = this.describe(err)
     // A 'close' after an 'error' would otherwise hide the real reason.
-    const hidesReason = reason === 'Connection closed' && this.lastError !== null && this.mode !== 'redis'
+    const hidesReason = this.#hidesReason(c)
     if (!hidesReason) this.#record(err, c)
     if (this.mode === 'redis') {
       this.#down()
