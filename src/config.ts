@@ -108,6 +108,7 @@ export const ConfigSchema = Type.Object({
   MAX_RSS_BYTES: Int(0, 0, Number.MAX_SAFE_INTEGER),
   PRESSURE_SAMPLE_INTERVAL_MS: Int(1000, 50, 60_000),
   PRESSURE_RETRY_AFTER_SECONDS: Int(10, 1, 3600),
+  PRESSURE_MEMORY_STUCK_MS: Int(60_000, 0, 86_400_000, 'How long the heap or RSS may stay over its bound, measured after a full garbage collection, before /api/health/live answers 503 so that the orchestrator restarts the process (0: never).'),
 })
 
 export type Config = Static<typeof ConfigSchema>
