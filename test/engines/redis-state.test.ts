@@ -223,6 +223,21 @@ t.test('MISCONF (a failed background save stops writes): one switch, one return'
   t.match(r.state.snapshot().lastError, { class: 'write', message: /^MISCONF/ })
 })
 
+t.test('BUSY (a script past its time limit): not ready, one switch, back after SCRIPT KILL', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis({ args: ['--busy-reply-threshold', '100'] })
+  t.teardown(() => redis.stop())
+  const r = await underFault(t, redis, {
+    op: (c, i) => c.set(`k:${i % 50}`, 'v'),
+    // redis-cli waits for the script's answer (never): not awaited.
+    inject: async () => { void redis.command('EVAL', 'while true do end', '0').catch(() => {}) },
+    clear: () => redis.command('SCRIPT', 'KILL'),
+    switches: true,
+  })
+  t.equal(r.during.mode, 'fallback')
+  counts(t, r, 1)
+  t.ok(r.lines.some((l) => l.msg === LOG_OPERATION_FAILED && /BUSY|timed out/.test(String((l.obj as { reason: string }).reason))), 'the reason is BUSY (or the command timeout while the script started)')
+})
+
 t.test('an unknown or refused command: that call falls back, no switch, one line per reason with a suppressed count', skipUnlessRedis(), async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
