@@ -34,13 +34,11 @@ const BY_PREFIX: ReadonlyMap<string, ReplyErrorClass> = new Map([
   ['WRONGTYPE', 'command'], ['NOSCRIPT', 'command'], ['NOPERM', 'command'], ['EXECABORT', 'command'],
 ])
 
-/** Error names ioredis gives to failures that never reached a Redis reply (all but ReplyError). */
-const TRANSPORT_NAMES = new Set(['AbortError', 'MaxRetriesPerRequestError', 'ClusterAllFailedError'])
-
 /** Classifies any error a Redis call rejected with. */
 export function classifyRedisError (err: unknown): ClassifiedError {
   if (!(err instanceof Error)) return { class: 'transport', code: 'unknown', serverWide: true }
-  if (err.name !== 'ReplyError' || TRANSPORT_NAMES.has(err.name)) return { class: 'transport', code: transportCode(err), serverWide: true }
+  // Anything but a reply (AbortError, MaxRetriesPerRequestError, a socket error, a timeout) never reached Redis's answer.
+  if (err.name !== 'ReplyError') return { class: 'transport', code: transportCode(err), serverWide: true }
   const first = err.message.split(' ')[0] ?? ''
   if (first === 'EXECABORT') {
     // MULTI/EXEC: the transaction was discarded because a queued command was refused. The
