@@ -41,9 +41,12 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.get('/api/health/live', {
-    schema: { tags: ['health'], summary: 'Liveness: the process is up', response: { 200: ProbeSchema } },
+    schema: { tags: ['health'], summary: 'Liveness: the process is up (503 MEMORY_STUCK: over its memory bound even after a full GC for PRESSURE_MEMORY_STUCK_MS; restart it)', response: { 200: ProbeSchema, 503: ProbeSchema } },
     config: { rateLimit: false, shed: false },
-  }, async () => ({ status: 'OK' }))
+  }, async (_request, reply) => {
+    if (fastify.hasDecorator('loadShedding') && fastify.loadShedding.stuck()) return reply.code(503).send({ status: 'MEMORY_STUCK' })
+    return { status: 'OK' }
+  })
 
   fastify.get('/api/health/ready', {
     schema: { tags: ['health'], summary: 'Readiness: should receive traffic', response: { 200: ProbeSchema, 503: ProbeSchema } },

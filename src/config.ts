@@ -202,6 +202,8 @@ const SECTIONS = {
       'How often the load-shedding figures are sampled, in milliseconds.'),
     PRESSURE_RETRY_AFTER_SECONDS: doc(Int(10, 1, 3600),
       'Retry-After (seconds) sent with a shed 503.'),
+    PRESSURE_MEMORY_STUCK_MS: doc(Int(60_000, 0, 86_400_000, 'How long the heap or RSS may stay over its bound, measured after a full garbage collection, before /api/health/live answers 503 so that the orchestrator restarts the process (0: never).'),
+      'How long the heap or RSS may stay over its bound after a full garbage collection before /api/health/live answers 503, so that the orchestrator restarts the process (0: never).'),
   },
 }
 

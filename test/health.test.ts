@@ -6,6 +6,7 @@ import t from 'tap'
 import { build, waitFor, sleep, type TapTest } from './helper.js'
 import { getFreePort, skipUnlessRedis, startRedis } from './helpers/redis-server.js'
 import { startProxy } from './helpers/tcp-proxy.js'
+import { AUTH_ENV, adminLogin, bearer } from './auth-helpers.js'
 import { LOG_CONNECTED, LOG_CONNECTION_FAILED, LOG_OPERATION_FAILED } from '../src/engines/redis/state.js'
 import type { FastifyInstance } from 'fastify'
 
@@ -288,7 +289,7 @@ t.test('the right password connects', skipUnlessRedis(), async (t) => {
   t.notOk(logs.text.includes('p@ss/word:1'))
 })
 
-t.test('OOM under maxmemory: the write falls back, Redis stays in use, logged once', skipUnlessRedis(), async (t) => {
+t.test('OOM under maxmemory: the write falls back, the state switches once, back only once a write goes through', skipUnlessRedis(), async (t) => {
   const redis = await startRedis({ args: ['--maxmemory', '2mb', '--maxmemory-policy', 'noeviction'] })
   t.teardown(() => redis.stop())
   const { app, logs } = await build(t, { REDIS_URL: redis.url })
@@ -300,11 +301,39 @@ t.test('OOM under maxmemory: the write falls back, Redis stays in use, logged on
   }
   t.ok(refused > 0, `Redis refused ${refused} writes with OOM`)
   t.equal(app.store.memory.getSync('fill:59'), big, 'a refused write went to the in-process store instead of failing')
-  t.equal(app.redisState.mode, 'redis', 'Redis stays in use: reads still work there')
-  t.equal(await app.store.get('fill:0'), big, 'a value stored before the limit is read from Redis')
+  t.equal(app.redisState.mode, 'fallback', 'a full Redis refuses every write: the whole service uses its fallback, reads included, so it reads what it wrote')
   const warnings = logs.withMsg(LOG_OPERATION_FAILED)
-  t.equal(warnings.length, 1, 'the refusals are logged once, not per write')
-  t.match(String(warnings[0]?.reason), /^OOM command not allowed/, 'the reason is the OOM error')
-  t.equal((await health(app)).body.status, 'OK', 'health stays OK: Redis answers')
-  t.equal(app.redisState.commandRefusals, refused)
+  t.equal(warnings.length, 1, 'one ⚠️ line, not one per write')
+  t.match(warnings[0], { class: 'write', reason: /^OOM command not allowed/ }, 'the reason is the OOM error')
+  t.equal((await health(app)).body.status, 'DEGRADED')
+  await sleep(2500) // the probe answers PING all along; only a write would bring it back
+  t.equal(app.redisState.mode, 'fallback', 'still in fallback while Redis is full')
+  t.equal(logs.count(LOG_CONNECTED), 1, 'no ✅ while writes are refused')
+  await redis.command('CONFIG', 'SET', 'maxmemory', '0')
+  await waitFor(() => app.redisState.mode === 'redis', 10_000)
+  t.equal(logs.count(LOG_CONNECTED), 2, 'one ✅ once writes go through')
+  t.equal(logs.count(LOG_OPERATION_FAILED), 1)
+})
+
+t.test('a password added at runtime: NOAUTH logged once, /api/debug/redis shows the last error, no password anywhere', skipUnlessRedis(), async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { app, logs } = await build(t, { REDIS_URL: redis.url, ...AUTH_ENV })
+  const admin = (await adminLogin(app)).token
+  const secret = 'added-Later-s3cret'
+  await redis.command('CONFIG', 'SET', 'requirepass', secret)
+  await redis.command('-a', secret, '--no-auth-warning', 'CLIENT', 'KILL', 'TYPE', 'normal')
+  await waitFor(() => logs.text.includes('NOAUTH'), 10_000)
+  await sleep(1500)
+  const res = await app.inject({ url: '/api/debug/redis', headers: bearer(admin) })
+  t.equal(res.statusCode, 200)
+  const body = res.json<{ redis: { mode: string, lastError: { class: string, message: string, at: string } | null } }>()
+  t.equal(body.redis.mode, 'fallback')
+  t.match(body.redis.lastError, { class: 'auth', message: /NOAUTH/ })
+  t.ok(Number.isFinite(Date.parse(body.redis.lastError?.at ?? '')), 'with the time it happened')
+  t.equal(logs.lines.filter((l) => /NOAUTH/.test(JSON.stringify(l))).length, 1, 'NOAUTH logged once over several reconnects')
+  t.notOk(logs.text.includes(secret) || res.body.includes(secret), 'the password is nowhere')
+  await redis.command('-a', secret, '--no-auth-warning', 'CONFIG', 'SET', 'requirepass', '')
+  await waitFor(() => app.redisState.mode === 'redis', 10_000)
+  t.pass('back once the password is removed')
 })

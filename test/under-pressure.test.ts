@@ -113,3 +113,88 @@ t.test('every bound at 0: a stall is measured but nothing is shed', async (t) =>
   t.ok(seen > 50, `the stall is measured (${seen.toFixed(0)} ms)`)
   t.equal((await app.inject('/api/stocks/AAPL')).statusCode, 200)
 })
+
+t.test('sparse traffic under a lasting bound: one warning for the whole episode, not one per request', async (t) => {
+  const { app, logs } = await build(t, { MAX_HEAP_USED_BYTES: '1', MAX_EVENT_LOOP_DELAY_MS: '0', PRESSURE_SAMPLE_INTERVAL_MS: '50', LOG_LEVEL: 'info' })
+  await waitFor(() => app.isUnderPressure(), 2000)
+  for (let i = 0; i < 4; i++) {
+    t.equal((await app.inject('/api/stocks/AAPL')).statusCode, 503)
+    // Far more than two sample intervals between requests.
+    const until = Date.now() + 400
+    await waitFor(() => Date.now() >= until, 5000)
+  }
+  t.equal(logs.count('load shedding: answering 503 until the service recovers'), 1, 'one warning')
+  t.equal(logs.count('load shedding stopped'), 0, 'the episode is not over while the pressure lasts')
+  t.equal(app.loadShedding.stats().active, true)
+})
+
+t.test('a heap bound passed by garbage does not lock itself on: the sampler collects and the service answers again', async (t) => {
+  const { app } = await build(t, { MAX_EVENT_LOOP_DELAY_MS: '0', LOG_LEVEL: 'warn' })
+  const base = process.memoryUsage().heapUsed
+  const { build: build2 } = await import('./helper.js')
+  const bound = base + 64 * 1024 * 1024
+  const { app: bounded, logs } = await build2(t, { MAX_HEAP_USED_BYTES: String(bound), MAX_EVENT_LOOP_DELAY_MS: '0', PRESSURE_SAMPLE_INTERVAL_MS: '50', LOG_LEVEL: 'info' })
+  await app.close()
+  t.equal((await bounded.inject('/api/stocks/AAPL')).statusCode, 200, 'under the bound: served')
+  // 128 MB of garbage in V8's large-object space: only a full collection frees it, and an
+  // idle (because shedding) process never runs one by itself.
+  let garbage: number[][] | null = Array.from({ length: 16 }, () => new Array<number>(1024 * 1024).fill(1.5))
+  t.ok(process.memoryUsage().heapUsed > bound, 'the heap is over its bound')
+  garbage = null
+  t.equal(garbage, null)
+  await waitFor(() => bounded.loadShedding.stats().collections >= 1, 5000)
+  await waitFor(async () => (await bounded.inject('/api/stocks/AAPL')).statusCode === 200, 5000)
+  t.ok(process.memoryUsage().heapUsed < bound, 'the collection brought the heap back under its bound')
+  t.equal(bounded.loadShedding.stats().memoryOver, false)
+  t.equal((await bounded.inject('/api/health/live')).statusCode, 200)
+  t.equal(logs.count('memory over its bound even after a full garbage collection: /api/health/live answers 503 so that the orchestrator restarts this instance'), 0)
+})
+
+t.test('stuck over a memory bound after full collections: /api/health/live answers 503, logged once', async (t) => {
+  const { app, logs } = await build(t, { MAX_HEAP_USED_BYTES: '1', MAX_EVENT_LOOP_DELAY_MS: '0', PRESSURE_SAMPLE_INTERVAL_MS: '50', PRESSURE_MEMORY_STUCK_MS: '300', LOG_LEVEL: 'info' })
+  t.equal((await app.inject('/api/stocks/AAPL')).statusCode, 503)
+  await waitFor(async () => (await app.inject('/api/health/live')).statusCode === 503, 5000)
+  const live = await app.inject('/api/health/live')
+  t.same(live.json(), { status: 'MEMORY_STUCK' })
+  t.ok(app.loadShedding.stats().collections >= 1, 'a full collection was tried first')
+  t.equal((await app.inject('/api/health/ready')).statusCode, 200, 'readiness is not the question: liveness is')
+  t.equal(logs.count('memory over its bound even after a full garbage collection: /api/health/live answers 503 so that the orchestrator restarts this instance'), 1)
+})
+
+t.test('the memory sampler on its own: collect first, stuck only after the duration, episode ends with the pressure', async (t) => {
+  const { createLoadShedding } = await import('../plugins/under-pressure.js')
+  let heap = 200
+  let clock = 0
+  let gcs = 0
+  const lines: string[] = []
+  const log = { warn: (_o: object, m: string) => { lines.push(m) }, info: (_o: object, m: string) => { lines.push(m) }, error: (_o: object, m: string) => { lines.push(m) } }
+  const s = createLoadShedding({ MAX_EVENT_LOOP_DELAY_MS: 0, MAX_HEAP_USED_BYTES: 100, MAX_RSS_BYTES: 0, PRESSURE_RETRY_AFTER_SECONDS: 1, PRESSURE_SAMPLE_INTERVAL_MS: 50, PRESSURE_MEMORY_STUCK_MS: 10_000 }, log, {
+    read: () => ({ heapUsed: heap, rss: 0 }),
+    gc: () => { gcs++; heap = Math.min(heap, 150) },
+    now: () => clock,
+  })
+  t.equal(s.sampleMemory(), false, 'still over after the collection')
+  t.equal(gcs, 1)
+  clock += 500
+  t.equal(s.sampleMemory(), false)
+  t.equal(gcs, 1, 'at most one collection a second')
+  clock += 9_600
+  s.sampleMemory()
+  t.equal(s.stuck(), true, 'over for 10 s after collections: stuck')
+  t.equal(gcs, 2)
+  heap = 90
+  clock += 1000
+  t.equal(s.sampleMemory(), true)
+  t.equal(s.stuck(), false)
+  heap = 120
+  const gcBefore = gcs
+  let collected = false
+  const s2 = createLoadShedding({ MAX_EVENT_LOOP_DELAY_MS: 0, MAX_HEAP_USED_BYTES: 100, MAX_RSS_BYTES: 0, PRESSURE_RETRY_AFTER_SECONDS: 1, PRESSURE_SAMPLE_INTERVAL_MS: 50 }, log, {
+    read: () => ({ heapUsed: collected ? 60 : heap, rss: 0 }),
+    gc: () => { collected = true },
+    now: () => clock,
+  })
+  t.equal(s2.sampleMemory(), true, 'garbage over the bound: collected, not shed')
+  t.equal(gcs, gcBefore)
+  t.equal(lines.filter((l) => l.startsWith('memory over its bound')).length, 1, 'the stuck line once')
+})

@@ -35,6 +35,11 @@ export const DebugRedisSchema = Type.Object({
     responseTime: NullableNum,
     url: Type.Union([Type.String(), Type.Null()], { description: 'REDIS_URL with its password redacted.' }),
     info: Type.Union([RedisInfoSchema, Type.Null()], { description: 'null when Redis is unreachable or not configured.' }),
+    lastError: Type.Union([Type.Object({
+      class: Type.String({ description: 'transport, routing, write, not-ready, auth or command (docs/reliability.md).' }),
+      message: Type.String({ description: 'The reason, secrets redacted.' }),
+      at: Type.String({ format: 'date-time' }),
+    }), Type.Null()], { description: 'The last failure seen (a reconnect refused, a command failed); null if none since start.' }),
   }),
   fallback: Type.Object({
     active: Type.Boolean(),
@@ -93,7 +98,7 @@ const debug: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
     return {
-      redis: { status: redisState.status, mode: redisState.mode, responseTime, url: redisState.url, info },
+      redis: { status: redisState.status, mode: redisState.mode, responseTime, url: redisState.url, info, lastError: redisState.snapshot().lastError },
       fallback: { active: redisState.mode === 'fallback', since: redisState.since.toISOString(), activations: redisState.activations },
       timestamp: new Date().toISOString(),
     }

@@ -303,7 +303,13 @@ export class Locks {
     this.#stats.unavailable++
     if (!this.#quorumLost) {
       this.#quorumLost = true
-      this.#opts.log.warn({ masters: this.masterCount, quorum: this.#redlock?.quorum }, 'lock servers unreachable (no majority): locked work is refused and jobs skip until they are back')
+      if (this.#opts.followsMainRedis) {
+        // The lock server is the main Redis: writes take in-process locks while it fails
+        // (they do not answer 503); only jobs, which never run without their lock, skip.
+        this.#opts.log.warn({ masters: this.masterCount }, 'lock server (the main Redis) failed the lock: jobs skip until it answers; writes use in-process locks meanwhile')
+      } else {
+        this.#opts.log.warn({ masters: this.masterCount, quorum: this.#redlock?.quorum }, 'lock servers unreachable (no majority): locked work is refused and jobs skip until they are back')
+      }
     }
     return new LockUnavailableError(resource)
   }

@@ -9,13 +9,24 @@
  *
  * The state flips to fallback on the first failed or timed-out command (reported by the
  * callers through `reportFailure`), not only on socket events, because a frozen server keeps
- * its socket open. A background probe flips it back. No caller ever awaits a dead Redis:
- * the offline queue is off and every command has a timeout.
+ * its socket open. What a failure does depends on its class (reply-errors.ts): a server-wide
+ * one (transport, routing, refused writes, not ready, auth) switches the state; a refusal of
+ * one command (a wrong type, a denied or unknown command) makes only that call fall back.
+ *
+ * The way back is a write probe (`SET <prefix>health:probe:<instance> 1 PX 5000`), on every
+ * new connection and every probe interval while in fallback, never a PING: a Redis that
+ * answers PING but refuses writes (READONLY replica, MISCONF, OOM, NOPERM on writes) would
+ * otherwise be taken back and dropped again on the next write, once a probe interval.
+ * No caller ever awaits a dead Redis: the offline queue is off and every command has a timeout.
  */
 import { EventEmitter } from 'node:events'
 import { readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { Redis, type RedisOptions } from 'ioredis'
 import { redactUrl, urlSecrets } from './redact.js'
+import { classifyRedisError, isCommandRefusal, type ClassifiedError, type ReplyErrorClass } from './reply-errors.js'
+
+export { classifyRedisError, isCommandRefusal, type ReplyErrorClass }
 
 export type RedisStatus = 'disabled' | 'connecting' | 'connected' | 'disconnected'
 export type RedisMode = 'redis' | 'fallback'
@@ -48,7 +59,16 @@ export interface RedisStateOptions {
   probeIntervalMs?: number
   /** Upper bound of the reconnect backoff. */
   reconnectCapMs?: number
+  /** Names this instance's write-probe key (`health:probe:<instanceId>`); hostname:pid by default. */
+  instanceId?: string
   log: StateLogger
+}
+
+/** The last failure seen, for /api/debug/redis: its class, the redacted message, when. */
+export interface RedisFailure {
+  class: ReplyErrorClass
+  message: string
+  at: string
 }
 
 export interface RedisStateSnapshot {
@@ -56,13 +76,17 @@ export interface RedisStateSnapshot {
   mode: RedisMode
   since: string
   activations: number
-  lastError: string | null
+  lastError: RedisFailure | null
   url: string | null
 }
 
 export const LOG_CONNECTED = '✅ Redis connected successfully'
 export const LOG_CONNECTION_FAILED = '❌ Redis connection failed'
 export const LOG_OPERATION_FAILED = '⚠️ Redis operation failed, using fallback'
+/** A refusal of one command: that call used its fallback, Redis stays in use. Rate-limited per reason. */
+export const LOG_COMMAND_REFUSED = 'Redis refused a command: that call used the fallback, Redis stays in use'
+/** While in fallback, each new reason why Redis still cannot be used, once. */
+export const LOG_STILL_FAILING = 'Redis still unusable: new reason'
 
 export class RedisState extends EventEmitter {
   readonly client: Redis | null
@@ -71,9 +95,14 @@ export class RedisState extends EventEmitter {
   mode: RedisMode = 'fallback'
   since = new Date()
   activations = 0
+  /** The last failure's message, redacted (see `lastFailure` for its class and time). */
   lastError: string | null = null
-  /** Commands Redis refused (OOM, WRONGTYPE) while it stayed reachable. */
+  lastFailure: RedisFailure | null = null
+  /** Commands Redis refused (a wrong type, a denied or unknown command) while it stayed in use. */
   commandRefusals = 0
+  /** Write probes sent (to come back, or to check writes after a command refusal). */
+  writeProbes = 0
+  readonly instanceId: string
 
   readonly #opts: Required<Omit<RedisStateOptions, 'url' | 'tlsCa'>>
   readonly #secrets: string[]
@@ -81,7 +110,13 @@ export class RedisState extends EventEmitter {
   #pingInFlight: Promise<number | null> | null = null
   #lastPing: { at: number, ms: number | null } = { at: 0, ms: null }
   #failureLogged = false
-  readonly #refusalLoggedAt = new Map<string, number>()
+  readonly #refusalLog = new Map<string, { at: number, suppressed: number }>()
+  /** Reasons already logged during this outage (class/code). */
+  readonly #reasonsLogged = new Set<string>()
+  #probeInFlight: Promise<unknown> | null = null
+  /** The code of the failure that switched to fallback (OOM needs more than one write to come back). */
+  #downCode = ''
+  #lastWriteCheck = 0
   #closing = false
 
   constructor (options: RedisStateOptions) {
@@ -100,8 +135,10 @@ export class RedisState extends EventEmitter {
       pingCacheMs: 1000,
       probeIntervalMs: 1000,
       reconnectCapMs: 1000,
+      instanceId: `${hostname()}:${process.pid}`,
       ...stripUndefined(options),
     } as Required<Omit<RedisStateOptions, 'url' | 'tlsCa'>>
+    this.instanceId = this.#opts.instanceId
     this.url = options.url ? redactUrl(options.url) : null
     this.#secrets = options.url ? urlSecrets(options.url) : []
     if (!options.url) {
@@ -111,7 +148,7 @@ export class RedisState extends EventEmitter {
     }
     this.status = 'connecting'
     this.client = new Redis(options.url, this.#clientOptions(options))
-    this.client.on('ready', () => this.#up())
+    this.client.on('ready', () => { void this.#verify() })
     this.client.on('error', (err: Error) => this.#connectionProblem(err))
     this.client.on('close', () => this.#connectionProblem(new Error('Connection closed')))
   }
@@ -139,12 +176,15 @@ export class RedisState extends EventEmitter {
     await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer)
-        client.off('ready', done)
+        this.off('up', done)
+        this.off('down', done)
         client.off('error', done)
         resolve()
       }
       const timer = setTimeout(done, this.#opts.connectTimeoutMs)
-      client.once('ready', done)
+      // 'up' comes after the first write probe on the new connection succeeded.
+      this.once('up', done)
+      this.once('down', done)
       client.once('error', done)
       // connect() rejects on the first failure; ioredis keeps reconnecting by itself.
       client.connect().catch(() => {})
@@ -152,30 +192,33 @@ export class RedisState extends EventEmitter {
   }
 
   /**
-   * A command failed or timed out: use the fallback from now on, until the probe says
-   * Redis answers again. Callers report every failure; only a transition is logged.
+   * A command failed or timed out. A server-wide failure (reply-errors.ts) switches to the
+   * fallback until a write probe succeeds; only the transition is logged. A refusal of this
+   * command alone makes this call fall back and is logged at a bounded rate; it also checks
+   * (at most once a probe interval) whether Redis refuses writes in general.
    */
   reportFailure (err: unknown, operation?: string): void {
     if (this.client === null || this.#closing) return
-    const reason = this.describe(err)
-    this.lastError = reason
-    if (isCommandRefusal(err)) {
-      // Redis answered, it just refused this command (OOM under maxmemory, a wrong type):
-      // the caller uses its fallback for this call, but Redis stays in use for the rest.
-      // Flipping here would make the state flap every probe interval while memory is full.
+    const c = classifyRedisError(err)
+    // "Connection is closed" from a call made while reconnecting is a consequence: keep the cause.
+    const reason = this.#hidesReason(c) ? this.describe(err) : this.#record(err, c)
+    if (!c.serverWide) {
       this.commandRefusals++
-      const kind = reason.split(' ')[0] ?? 'ERR'
-      const last = this.#refusalLoggedAt.get(kind) ?? 0
-      if (Date.now() - last >= REFUSAL_LOG_INTERVAL_MS) {
-        this.#refusalLoggedAt.set(kind, Date.now())
-        this.#opts.log.warn({ reason, operation, mode: this.mode }, LOG_OPERATION_FAILED)
-      }
+      this.#logRefusal(c, reason, operation)
+      if (this.mode === 'redis') void this.#checkWrites()
       return
     }
     if (this.mode === 'redis') {
-      this.#down()
-      this.#opts.log.warn({ reason, operation }, LOG_OPERATION_FAILED)
+      this.#down(c.code)
+      this.#reasonsLogged.add(reasonKey(c))
+      this.#opts.log.warn({ class: c.class, reason, operation }, LOG_OPERATION_FAILED)
+    } else if (this.#failureLogged && !this.#hidesReason(c)) {
+      this.#newReason(c, reason)
     }
+  }
+
+  #hidesReason (c: ClassifiedError): boolean {
+    return c.code === 'connection closed' && this.lastFailure !== null && this.mode !== 'redis'
   }
 
   /**
@@ -201,7 +244,7 @@ export class RedisState extends EventEmitter {
       mode: this.mode,
       since: this.since.toISOString(),
       activations: this.activations,
-      lastError: this.lastError,
+      lastError: this.lastFailure === null ? null : { ...this.lastFailure },
       url: this.url,
     }
   }
@@ -266,6 +309,11 @@ export class RedisState extends EventEmitter {
   async #doPing (): Promise<number | null> {
     const client = this.client
     if (client === null) return null
+    if (client.status !== 'ready') {
+      // Reconnecting: nothing to measure, and the reason is already known.
+      this.#lastPing = { at: Date.now(), ms: null }
+      return null
+    }
     const started = performance.now()
     let timer: NodeJS.Timeout | undefined
     try {
@@ -287,11 +335,128 @@ export class RedisState extends EventEmitter {
     }
   }
 
-  /** While in fallback with a socket that looks ready (a frozen server), PING to come back. */
+  /**
+   * `SET health:probe:<instance> 1 PX 5000` (REDIS_KEY_PREFIX applies): the one question that
+   * tells a usable Redis from one that answers but refuses writes. Resolves null on success,
+   * else the error.
+   */
+  async #writeProbe (): Promise<unknown> {
+    const client = this.client
+    if (client === null) return new Error('Redis is not configured')
+    this.writeProbes++
+    let timer: NodeJS.Timeout | undefined
+    try {
+      await Promise.race([
+        client.set(`health:probe:${this.instanceId}`, '1', 'PX', 5000),
+        new Promise((_resolve, reject) => {
+          timer = setTimeout(() => reject(new Error(`write probe timed out after ${this.#opts.commandTimeoutMs} ms`)), this.#opts.commandTimeoutMs)
+        }),
+      ])
+      return null
+    } catch (err) {
+      return err
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** A new connection is ready: use it once a write went through, else say why not. */
+  async #verify (): Promise<void> {
+    if (this.#closing || this.mode === 'redis') return
+    const err = await this.#probeOnce()
+    if (this.#settled()) return
+    if (err === null) this.#up()
+    else this.#connectionProblem(err)
+  }
+
+  /** While in fallback with a socket that looks ready (a frozen or refusing server), probe to come back. */
   async #probe (): Promise<void> {
     if (this.mode === 'redis' || this.client?.status !== 'ready' || this.#closing) return
-    const ms = await this.ping(true)
-    if (ms !== null) this.#up()
+    const err = await this.#probeOnce()
+    if (this.#settled()) return
+    if (err === null) this.#up()
+    else this.#connectionProblem(err)
+  }
+
+  /** Closing, or already back (the state may change while a probe is out). */
+  #settled (): boolean {
+    return this.#closing || this.mode === 'redis'
+  }
+
+  /** One write probe at a time, shared by whoever asks meanwhile. */
+  #probeOnce (): Promise<unknown> {
+    if (this.#probeInFlight === null) {
+      this.#probeInFlight = this.#writeProbe()
+        .then((err) => err === null && this.mode !== 'redis' && this.#downCode.includes('OOM') ? this.#memoryHeadroom() : err)
+        .finally(() => { this.#probeInFlight = null })
+    }
+    return this.#probeInFlight
+  }
+
+  /**
+   * After an OOM under `noeviction`: a small probe write can pass while the writes that
+   * failed (a large value, a transaction) still fail, so coming back on the probe alone
+   * would flap once per such write. Back only when used_memory is under 90 % of maxmemory.
+   */
+  async #memoryHeadroom (): Promise<unknown> {
+    try {
+      const info = await this.client!.info('memory')
+      const field = (name: string): string => new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim() ?? ''
+      const max = Number(field('maxmemory'))
+      const used = Number(field('used_memory'))
+      if (field('maxmemory_policy') !== 'noeviction' || !(max > 0) || used <= max * 0.9) return null
+      const err = new Error(`OOM used_memory ${used} is over 90 % of maxmemory ${max}: writes still refused`)
+      Object.defineProperty(err, 'name', { value: 'ReplyError' })
+      return err
+    } catch {
+      return null // INFO denied or failed: the write probe's answer stands
+    }
+  }
+
+  /** After a command refusal: does Redis refuse writes in general (NOPERM on writes, an EXECABORT hiding an OOM)? */
+  async #checkWrites (): Promise<void> {
+    if (Date.now() - this.#lastWriteCheck < this.#opts.probeIntervalMs) return
+    this.#lastWriteCheck = Date.now()
+    const err = await this.#probeOnce()
+    if (err === null || this.mode !== 'redis' || this.#closing) return
+    const c = classifyRedisError(err)
+    if (c.class === 'command') {
+      // The probe's SET itself was refused (an ACL without write rights): every write is.
+      const reason = this.#record(err, c)
+      this.#down()
+      this.#reasonsLogged.add(reasonKey(c))
+      this.#opts.log.warn({ class: c.class, reason, operation: 'write probe' }, LOG_OPERATION_FAILED)
+    } else {
+      this.reportFailure(err, 'write probe')
+    }
+  }
+
+  #record (err: unknown, c: ClassifiedError): string {
+    const reason = this.describe(err)
+    this.lastError = reason
+    this.lastFailure = { class: c.class, message: reason, at: new Date().toISOString() }
+    return reason
+  }
+
+  /** At most one line per reason per REFUSAL_LOG_INTERVAL_MS, with the count of the ones not logged. */
+  #logRefusal (c: ClassifiedError, reason: string, operation: string | undefined): void {
+    const key = reasonKey(c)
+    const now = Date.now()
+    const entry = this.#refusalLog.get(key)
+    if (entry !== undefined && now - entry.at < REFUSAL_LOG_INTERVAL_MS) {
+      entry.suppressed++
+      return
+    }
+    this.#refusalLog.set(key, { at: now, suppressed: 0 })
+    this.#opts.log.warn({ class: c.class, reason, operation, mode: this.mode, suppressed: entry?.suppressed ?? 0 }, LOG_COMMAND_REFUSED)
+  }
+
+  /** While in fallback: a reason not seen during this outage is logged once. */
+  #newReason (c: ClassifiedError, reason: string): void {
+    const key = reasonKey(c)
+    if (this.#reasonsLogged.has(key)) return
+    this.#reasonsLogged.add(key)
+    this.#opts.log.warn({ class: c.class, reason }, LOG_STILL_FAILING)
   }
 
   #up (): void {
@@ -300,12 +465,14 @@ export class RedisState extends EventEmitter {
     this.mode = 'redis'
     this.since = new Date()
     this.#failureLogged = false
+    this.#reasonsLogged.clear()
     this.#lastPing = { at: 0, ms: null }
     this.#opts.log.info({ url: this.url }, LOG_CONNECTED)
     this.emit('up')
   }
 
-  #down (): void {
+  #down (code = ''): void {
+    this.#downCode = code
     this.status = 'disconnected'
     this.mode = 'fallback'
     this.since = new Date()
@@ -315,35 +482,38 @@ export class RedisState extends EventEmitter {
     this.emit('down')
   }
 
-  #connectionProblem (err: Error): void {
+  #connectionProblem (err: unknown): void {
     if (this.#closing) return
+    const c = classifyRedisError(err)
     const reason = this.describe(err)
     // A 'close' after an 'error' would otherwise hide the real reason.
-    if (!(reason === 'Connection closed' && this.lastError !== null && this.mode !== 'redis')) this.lastError = reason
+    const hidesReason = this.#hidesReason(c)
+    if (!hidesReason) this.#record(err, c)
     if (this.mode === 'redis') {
       this.#down()
-      this.#opts.log.error({ reason: this.lastError }, LOG_CONNECTION_FAILED)
+      this.#reasonsLogged.add(reasonKey(c))
+      this.#opts.log.error({ class: c.class, reason: this.lastError }, LOG_CONNECTION_FAILED)
     } else if (!this.#failureLogged) {
-      // First failure since boot (still "connecting"): say it once, then stay quiet.
+      // First failure since boot (still "connecting"): say it once, then only new reasons.
       this.#failureLogged = true
       this.status = 'disconnected'
       this.activations++
       this.since = new Date()
-      this.#opts.log.error({ reason: this.lastError }, LOG_CONNECTION_FAILED)
+      this.#reasonsLogged.add(reasonKey(c))
+      this.#opts.log.error({ class: c.class, reason: this.lastError }, LOG_CONNECTION_FAILED)
       this.emit('down')
+    } else if (!hidesReason) {
+      this.#newReason(c, reason)
     }
   }
 }
 
-/** A refusal is logged at most this often per kind (OOM, WRONGTYPE). */
-const REFUSAL_LOG_INTERVAL_MS = 60_000
-const REFUSALS = new Set(['OOM', 'WRONGTYPE'])
-
-/** Redis answered with an error reply that concerns this command only. */
-export function isCommandRefusal (err: unknown): boolean {
-  if (!(err instanceof Error) || err.name !== 'ReplyError') return false
-  return REFUSALS.has(err.message.split(' ')[0] ?? '')
+function reasonKey (c: ClassifiedError): string {
+  return `${c.class}/${c.code}`
 }
+
+/** A refusal of one command is logged at most this often per reason (WRONGTYPE, unknown command 'X'). */
+export const REFUSAL_LOG_INTERVAL_MS = 60_000
 
 /** Capped exponential backoff with jitter: 50, 100, 200 … ms up to the cap, each × [0.5, 1). */
 export function backoff (times: number, capMs: number): number {
