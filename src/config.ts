@@ -8,6 +8,8 @@ import { existsSync } from 'node:fs'
 import { Type, type Static, type TSchema } from 'typebox'
 import { Value } from 'typebox/value'
 import { trustProxyProblem } from './rate-limit/trust-proxy.js'
+import { corsOriginsProblem } from './cors-origins.js'
+import { isTimeZone, marketWindowProblem } from './scheduler/market-hours.js'
 
 const Int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER, description?: string) =>
   Type.Integer({ default: def, minimum: min, maximum: max, ...(description ? { description } : {}) })
@@ -87,6 +89,10 @@ export const ConfigSchema = Type.Object({
   LOCK_WAIT_MS: Int(2000, 0, 60_000),
   LOCK_RETRY_DELAY_MS: Int(50, 5, 5000),
   SCHEDULER_ENABLED: Bool(true),
+  SCHEDULER_TZ: Type.Refine(Type.String({
+    default: 'UTC',
+    description: 'IANA time zone in which cron expressions (PORTFOLIO_SNAPSHOT_CRON) and market hours (QUOTES_PREWARM_HOURS) are read, daylight-saving switches included (e.g. America/New_York). UTC by default, as before.',
+  }), (v) => isTimeZone(v), () => 'is not a time zone (an IANA name such as America/New_York or UTC)'),
 
   // --- portfolio ---------------------------------------------------------------------
   PORTFOLIO_TTL_SECONDS: Int(300, 1, 86_400),
@@ -96,6 +102,9 @@ export const ConfigSchema = Type.Object({
   IDEMPOTENCY_MAX_KEYS_PER_USER: Int(1000, 1, 1_000_000),
   PORTFOLIO_MAX_POSITIONS: Int(200, 1, 10_000),
   QUOTES_PREWARM_INTERVAL_MS: Int(15_000, 1000, 3_600_000),
+  QUOTES_PREWARM_HOURS: Opt(Type.Refine(Type.String({
+    description: 'Job quotes-prewarm runs only inside this window of SCHEDULER_TZ, e.g. "Mon-Fri 09:30-16:00" (with SCHEDULER_TZ=America/New_York: US market hours). Unset: around the clock.',
+  }), (v) => marketWindowProblem(v) === null, (v) => marketWindowProblem(v) ?? 'is invalid')),
   PORTFOLIO_SNAPSHOT_CRON: Type.String({ default: '0 22 * * *', minLength: 9, maxLength: 100 }),
 
   // --- operability -------------------------------------------------------------------
@@ -103,6 +112,9 @@ export const ConfigSchema = Type.Object({
   METRICS_TOKEN: Opt(Type.String({ minLength: 16, maxLength: 512, pattern: '^[\\x21-\\x7e]+$' })),
   REDIS_INFO_INTERVAL_MS: Int(10_000, 100, 3_600_000),
   DOCS_ENABLED: Bool(true),
+  CORS_ORIGINS: Opt(Type.Refine(Type.String({
+    description: 'Origins (scheme://host[:port]) whose browser scripts may call the API with credentials, comma-separated. Unset: no CORS headers for any origin.',
+  }), (v) => corsOriginsProblem(v) === null, (v) => corsOriginsProblem(v) ?? 'is invalid')),
   MAX_EVENT_LOOP_DELAY_MS: Int(1000, 0, 60_000),
   MAX_HEAP_USED_BYTES: Int(0, 0, Number.MAX_SAFE_INTEGER),
   MAX_RSS_BYTES: Int(0, 0, Number.MAX_SAFE_INTEGER),
