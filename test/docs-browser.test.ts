@@ -54,7 +54,9 @@ t.test('Swagger UI renders the operations in headless chromium, and "Try it out"
   await page.addInitScript(() => {
     const seen: string[] = []
     ;(globalThis as unknown as { cspViolations: string[] }).cspViolations = seen
-    document.addEventListener('securitypolicyviolation', (e) => { seen.push(`${e.effectiveDirective} ${e.blockedURI}`) })
+    type Violation = { effectiveDirective: string, blockedURI: string }
+    const page = globalThis as unknown as { document: { addEventListener (type: string, listener: (e: Violation) => void): void } }
+    page.document.addEventListener('securitypolicyviolation', (e) => { seen.push(`${e.effectiveDirective} ${e.blockedURI}`) })
   })
 
   const response = await page.goto(`${base}/`, { waitUntil: 'load' })
