@@ -81,8 +81,10 @@ export function createIdentity (users: UsersRepo, tokens: TokenCodec) {
     accounts,
     /** Token lifetime in seconds (JWT_EXPIRES_IN). */
     expiresIn: tokens.expiresIn,
-    issueToken (payload: TokenPayload): { token: string, expiresIn: number } {
-      return { token: tokens.sign(payload), expiresIn: tokens.expiresIn }
+    /** A signed token, its lifetime in seconds, and its expiry (its `exp`). */
+    issueToken (payload: TokenPayload): { token: string, expiresIn: number, expiresAt: Date } {
+      const token = tokens.sign(payload)
+      return { token, expiresIn: tokens.expiresIn, expiresAt: new Date(expOf(token, tokens.expiresIn) * 1000) }
     },
     /**
      * The claims of a validly signed, unexpired token for this issuer and audience; throws
@@ -97,6 +99,18 @@ export function createIdentity (users: UsersRepo, tokens: TokenCodec) {
     },
   }
 }
+
+/** The `exp` the signer wrote into a token it just made (now + lifetime if it cannot be read). */
+function expOf (token: string, expiresIn: number): number {
+  try {
+    const exp = (JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { exp?: unknown }).exp
+    if (typeof exp === 'number' && Number.isFinite(exp)) return exp
+  } catch {}
+  return Math.floor(Date.now() / 1000) + expiresIn
+}
+
+/** A token id as sessions make them (sessions.ts newTokenId: 96 bits, base64url). */
+const TOKEN_ID_RE = /^[A-Za-z0-9_-]{16}$/
 
 export default fp(async function authPlugin (fastify) {
   const config = fastify.config
@@ -123,7 +137,7 @@ export default fp(async function authPlugin (fastify) {
   })
 
   const identity = createIdentity(fastify.db.users, {
-    sign: (payload) => fastify.jwt.sign({ sub: payload.sub, role: payload.role, sid: payload.sid }),
+    sign: (payload) => fastify.jwt.sign({ sub: payload.sub, role: payload.role, sid: payload.sid, ...(payload.jti !== undefined ? { jti: payload.jti } : {}) }),
     verify: (token) => fastify.jwt.verify<TokenClaims>(token),
     expiresIn,
   })
@@ -159,7 +173,7 @@ export default fp(async function authPlugin (fastify) {
       throw new UnauthorizedError(expired ? 'Token expired' : 'Invalid token')
     }
     if (typeof claims.sub !== 'string' || claims.sub === '' || !isRole(claims.role) || typeof claims.sid !== 'string' || !SESSION_ID_RE.test(claims.sid) ||
-        typeof claims.iat !== 'number' || typeof claims.exp !== 'number') {
+        typeof claims.iat !== 'number' || typeof claims.exp !== 'number' || (claims.jti !== undefined && (typeof claims.jti !== 'string' || !TOKEN_ID_RE.test(claims.jti)))) {
       stats.rejected.invalid++
       throw new UnauthorizedError('Invalid token')
     }
@@ -176,7 +190,7 @@ export default fp(async function authPlugin (fastify) {
       throw new UnauthorizedError('Session expired or revoked')
     }
     stats.authenticated++
-    request.user = { sub: claims.sub, role: claims.role, sid: claims.sid, session }
+    request.user = { sub: claims.sub, role: claims.role, sid: claims.sid, jti: claims.jti, exp: claims.exp, session }
   }
 
   fastify.decorate('authenticate', authenticate)

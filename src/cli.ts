@@ -115,7 +115,7 @@ async function printToken (io: CliIo, config: Config, email: string): Promise<vo
     if (user === null) throw new CliError(`no user with the email ${email}`)
     const session = await app.sessions.create({ userId: user.id, email: user.email, role: user.role, ip: 'cli', userAgent: 'ai-capital-cli' })
     if (session.source !== 'redis') throw new CliError('Redis failed while storing the session; try again')
-    const { token, expiresIn } = app.identity.issueToken({ sub: user.id, role: user.role, sid: session.id })
+    const { token, expiresIn } = app.identity.issueToken({ sub: user.id, role: user.role, sid: session.id, jti: session.tokenId })
     io.stdout.write(`${token}\n`)
     io.stderr.write(`token for ${user.email} (role ${user.role}), valid ${expiresIn} s, session ${session.id}\n`)
     if (user.role !== 'admin') io.stderr.write('note: this user is not an admin; the debug endpoints will answer 403\n')
