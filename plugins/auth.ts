@@ -5,14 +5,13 @@
  * `requireAdmin` (the one admin rule: `role === 'admin'`). Creates or promotes the admin
  * named by ADMIN_EMAIL / ADMIN_PASSWORD at boot.
  */
-import { randomBytes } from 'node:crypto'
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Config } from '../src/config.js'
 import { UnauthorizedError, ForbiddenError } from '../src/errors.js'
 import { Accounts, type AccountStats } from '../src/auth/accounts.js'
 import { durationToSeconds } from '../src/auth/duration.js'
+import { resolveSecret, shownPath } from '../src/auth/secret.js'
 import { SESSION_ID_RE } from '../src/auth/sessions.js'
 import { CheckedStrings } from '../src/auth/token-cache.js'
 import { isAdmin, isRole, type AuthUser, type TokenClaims, type TokenPayload } from '../src/auth/types.js'
@@ -36,7 +35,6 @@ declare module 'fastify' {
 }
 
 export const ALGORITHM = 'HS256'
-const MIN_SECRET_LENGTH = 32
 const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/i
 /** Verified tokens, and accepted Authorization headers, remembered (each). */
 const MAX_CACHED_TOKENS = 10_000
@@ -45,20 +43,6 @@ export interface AuthStats {
   authenticated: number
   rejected: { missing: number, malformed: number, invalid: number, expired: number, session: number }
   forbidden: number
-}
-
-/**
- * The signing secret: JWT_SECRET, or (outside production only) a random one that lives as
- * long as the process. Throws with a message naming JWT_SECRET when production has none.
- */
-export function resolveSecret (config: Pick<Config, 'JWT_SECRET' | 'NODE_ENV'>): { secret: string, generated: boolean } {
-  const secret = config.JWT_SECRET
-  if (secret !== undefined && secret.length >= MIN_SECRET_LENGTH) return { secret, generated: false }
-  if (secret !== undefined) throw new Error(`JWT_SECRET must be at least ${MIN_SECRET_LENGTH} characters long`)
-  if (config.NODE_ENV === 'production') {
-    throw new Error(`JWT_SECRET is required when NODE_ENV=production (at least ${MIN_SECRET_LENGTH} random characters, e.g. \`openssl rand -base64 48\`)`)
-  }
-  return { secret: randomBytes(48).toString('base64url'), generated: true }
 }
 
 export interface TokenCodec {
@@ -116,9 +100,11 @@ export default fp(async function authPlugin (fastify) {
   const config = fastify.config
   const log = fastify.log.child({ component: 'auth' })
 
-  const { secret, generated } = resolveSecret(config)
-  if (generated) {
+  const { secret, source, path, created } = resolveSecret(config)
+  if (source === 'generated') {
     log.warn('⚠️ JWT_SECRET is not set: using a random secret for this process only. Tokens die with the process and other instances reject them. Set JWT_SECRET (at least 32 characters) outside development.')
+  } else if (source === 'file' && path !== undefined) {
+    log.warn({ path: shownPath(path), created }, `⚠️ JWT_SECRET is not set: using the development secret in ${shownPath(path)}${created === true ? ' (made now, mode 0600)' : ''}, which the CLI reads too. Set JWT_SECRET outside development.`)
   }
   const expiresIn = durationToSeconds(config.JWT_EXPIRES_IN)
   if (expiresIn < 10 || expiresIn > 86_400) throw new Error(`JWT_EXPIRES_IN must be between 10s and 24h (got ${config.JWT_EXPIRES_IN})`)
