@@ -3,7 +3,8 @@
  * (`portfolio:<userId>`), written under `lock:portfolio:<userId>` with a version-checked
  * commit and idempotent retries. Registers the jobs `quotes-prewarm` (every
  * QUOTES_PREWARM_INTERVAL_MS, within QUOTES_PREWARM_HOURS when set) and `portfolio-snapshot`
- * (PORTFOLIO_SNAPSHOT_CRON, in SCHEDULER_TZ) with the scheduler, which runs each tick on one instance.
+ * (PORTFOLIO_SNAPSHOT_CRON, in SCHEDULER_TZ) with the scheduler, which runs each tick on
+ * one instance.
  */
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'

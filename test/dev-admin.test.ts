@@ -15,6 +15,10 @@ import t from 'tap'
 import { waitFor, type TapTest } from './helper.js'
 import { getFreePort, skipUnlessRedis, startRedis } from './helpers/redis-server.js'
 
+// Four server starts and two CLI runs, each a process with its own TypeScript compilation: on
+// a machine as loaded as a shared CI runner (load 40 on 2 cores) that took 115 s.
+t.setTimeout(300_000)
+
 const ROOT = resolve(import.meta.dirname, '..')
 const TSX = import.meta.resolve('tsx')
 const ADMIN = 'admin@example.com'
@@ -46,7 +50,7 @@ async function startServer (t: TapTest, cwd: string, port: number): Promise<Chil
   await waitFor(async () => {
     if (child.exitCode !== null) throw new Error(`server exited early:\n${output}`)
     try { return (await fetch(`http://127.0.0.1:${port}/api/health/live`)).ok } catch { return false }
-  }, 30_000, 100)
+  }, 60_000, 100)
   return child
 }
 
@@ -63,7 +67,7 @@ function cli (cwd: string, args: string[]): Promise<Run> {
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
     child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`cli timed out\n${stderr}`)) }, 30_000)
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`cli timed out\n${stderr}`)) }, 60_000)
     child.on('error', reject)
     child.on('close', (code) => { clearTimeout(timer); resolvePromise({ code, stdout, stderr }) })
   })

@@ -15,6 +15,9 @@ import t from 'tap'
 import { chromium, type BrowserContext } from 'playwright-core'
 import { build } from './helper.js'
 
+// A browser start and a page of Swagger UI: minutes, not seconds, on a heavily loaded machine.
+t.setTimeout(300_000)
+
 const CHROMIUM = '/usr/bin/chromium'
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
 const missing = !existsSync(CHROMIUM)
@@ -32,7 +35,7 @@ t.test('chromium is there when CI runs', { skip: !inCi }, async (t) => {
   t.ok(existsSync(CHROMIUM), `${CHROMIUM} exists (CI=true)`)
 })
 
-t.test('Swagger UI renders the operations in headless chromium, and "Try it out" gets a 200', { skip, timeout: 120_000 }, async (t) => {
+t.test('Swagger UI renders the operations in headless chromium, and "Try it out" gets a 200', { skip, timeout: 240_000 }, async (t) => {
   const { app } = await build(t, { LOG_LEVEL: 'warn', SCHEDULER_ENABLED: 'false' })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const address = app.server.address()
@@ -47,6 +50,8 @@ t.test('Swagger UI renders the operations in headless chromium, and "Try it out"
     args: [...ARGS, `--host-resolver-rules=MAP ${HOST} 127.0.0.1`],
   })
   t.teardown(() => context.close())
+  context.setDefaultTimeout(60_000)
+  context.setDefaultNavigationTimeout(60_000)
   const page = context.pages()[0] ?? await context.newPage()
   const errors: string[] = []
   page.on('pageerror', (err) => { errors.push(err.message) })
@@ -64,7 +69,7 @@ t.test('Swagger UI renders the operations in headless chromium, and "Try it out"
   t.equal(response?.status(), 200)
 
   const operation = page.locator('.opblock-get').filter({ has: page.locator('[data-path="/api/stocks/{ticker}"]') }).first()
-  await operation.waitFor({ state: 'visible', timeout: 30_000 })
+  await operation.waitFor({ state: 'visible', timeout: 60_000 })
   t.ok(await operation.isVisible(), 'the GET /api/stocks/{ticker} operation is rendered')
   t.ok(await page.locator('.opblock').count() >= 15, 'and the other operations with it')
   t.match(await page.locator('.info .title').first().textContent(), /AI Capital API/)
@@ -74,7 +79,7 @@ t.test('Swagger UI renders the operations in headless chromium, and "Try it out"
   await operation.locator('input[placeholder="ticker"]').fill('AAPL')
   await operation.locator('button.execute').click()
   const status = operation.locator('.live-responses-table .response .response-col_status').first()
-  await status.waitFor({ state: 'visible', timeout: 30_000 })
+  await status.waitFor({ state: 'visible', timeout: 60_000 })
   t.equal((await status.textContent())?.trim(), '200', 'Execute shows a 200')
   const body = await operation.locator('.live-responses-table .response-col_description pre').first().textContent()
   t.match(body, /"ticker": "AAPL"/, 'with the quote in the body')
