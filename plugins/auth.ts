@@ -5,7 +5,6 @@
  * `requireAdmin` (the one admin rule: `role === 'admin'`). Creates or promotes the admin
  * named by ADMIN_EMAIL / ADMIN_PASSWORD at boot.
  */
-import { randomBytes } from 'node:crypto'
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -13,6 +12,7 @@ import type { Config } from '../src/config.js'
 import { UnauthorizedError, ForbiddenError } from '../src/errors.js'
 import { Accounts } from '../src/auth/accounts.js'
 import { durationToSeconds } from '../src/auth/duration.js'
+import { resolveSecret, shownPath } from '../src/auth/secret.js'
 import { SESSION_ID_RE } from '../src/auth/sessions.js'
 import { CheckedStrings } from '../src/auth/token-cache.js'
 import { isAdmin, isRole, type AuthStats, type AuthUser, type SessionView, type TokenClaims, type TokenPayload } from '../src/auth/types.js'
@@ -35,24 +35,9 @@ declare module 'fastify' {
 }
 
 export const ALGORITHM = 'HS256'
-const MIN_SECRET_LENGTH = 32
 const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/i
 /** Verified tokens remembered. */
 const MAX_CACHED_TOKENS = 10_000
-
-/**
- * The signing secret: JWT_SECRET, or (outside production only) a random one that lives as
- * long as the process. Throws with a message naming JWT_SECRET when production has none.
- */
-export function resolveSecret (config: Pick<Config, 'JWT_SECRET' | 'NODE_ENV'>): { secret: string, generated: boolean } {
-  const secret = config.JWT_SECRET
-  if (secret !== undefined && secret.length >= MIN_SECRET_LENGTH) return { secret, generated: false }
-  if (secret !== undefined) throw new Error(`JWT_SECRET must be at least ${MIN_SECRET_LENGTH} characters long`)
-  if (config.NODE_ENV === 'production') {
-    throw new Error(`JWT_SECRET is required when NODE_ENV=production (at least ${MIN_SECRET_LENGTH} random characters, e.g. \`openssl rand -base64 48\`)`)
-  }
-  return { secret: randomBytes(48).toString('base64url'), generated: true }
-}
 
 export interface TokenCodec {
   sign (payload: TokenPayload): string
@@ -74,8 +59,10 @@ export function createIdentity (users: UsersRepo, tokens: TokenCodec) {
     accounts,
     /** Token lifetime in seconds (JWT_EXPIRES_IN). */
     expiresIn: tokens.expiresIn,
-    issueToken (payload: TokenPayload): { token: string, expiresIn: number } {
-      return { token: tokens.sign(payload), expiresIn: tokens.expiresIn }
+    /** A signed token, its lifetime in seconds, and its expiry (its `exp`). */
+    issueToken (payload: TokenPayload): { token: string, expiresIn: number, expiresAt: Date } {
+      const token = tokens.sign(payload)
+      return { token, expiresIn: tokens.expiresIn, expiresAt: new Date(expOf(token, tokens.expiresIn) * 1000) }
     },
     /**
      * The claims of a validly signed, unexpired token for this issuer and audience; throws
@@ -90,6 +77,18 @@ export function createIdentity (users: UsersRepo, tokens: TokenCodec) {
     },
   }
 }
+
+/** The `exp` the signer wrote into a token it just made (now + lifetime if it cannot be read). */
+function expOf (token: string, expiresIn: number): number {
+  try {
+    const exp = (JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { exp?: unknown }).exp
+    if (typeof exp === 'number' && Number.isFinite(exp)) return exp
+  } catch {}
+  return Math.floor(Date.now() / 1000) + expiresIn
+}
+
+/** A token id as sessions make them (sessions.ts newTokenId: 96 bits, base64url). */
+const TOKEN_ID_RE = /^[A-Za-z0-9_-]{16}$/
 
 /**
  * The guards: `authenticate` (a valid token whose session still exists → `request.user`)
@@ -120,7 +119,7 @@ export function createGuards (identity: ReturnType<typeof createIdentity>, check
       throw new UnauthorizedError(expired ? 'Token expired' : 'Invalid token')
     }
     if (typeof claims.sub !== 'string' || claims.sub === '' || !isRole(claims.role) || typeof claims.sid !== 'string' || !SESSION_ID_RE.test(claims.sid) ||
-        typeof claims.iat !== 'number' || typeof claims.exp !== 'number') {
+        typeof claims.iat !== 'number' || typeof claims.exp !== 'number' || (claims.jti !== undefined && (typeof claims.jti !== 'string' || !TOKEN_ID_RE.test(claims.jti)))) {
       stats.rejected.invalid++
       throw new UnauthorizedError('Invalid token')
     }
@@ -138,7 +137,7 @@ export function createGuards (identity: ReturnType<typeof createIdentity>, check
       throw new UnauthorizedError('Session expired or revoked')
     }
     stats.authenticated++
-    request.user = { sub: claims.sub, role: claims.role, sid: claims.sid, session }
+    request.user = { sub: claims.sub, role: claims.role, sid: claims.sid, jti: claims.jti, exp: claims.exp, session }
   }
 
   async function requireAdmin (request: FastifyRequest, _reply: FastifyReply): Promise<void> {
@@ -183,9 +182,11 @@ async function ensureAdminFromConfig (config: Config, identity: ReturnType<typeo
 export default fp(async function authPlugin (fastify) {
   const { config, metrics } = fastify
   const log = fastify.log.child({ component: 'auth' })
-  const { secret, generated } = resolveSecret(config)
-  if (generated) {
+  const { secret, source, path, created } = resolveSecret(config)
+  if (source === 'generated') {
     log.warn('⚠️ JWT_SECRET is not set: using a random secret for this process only. Tokens die with the process and other instances reject them. Set JWT_SECRET (at least 32 characters) outside development.')
+  } else if (source === 'file' && path !== undefined) {
+    log.warn({ path: shownPath(path), created }, `⚠️ JWT_SECRET is not set: using the development secret in ${shownPath(path)}${created === true ? ' (made now, mode 0600)' : ''}, which the CLI reads too. Set JWT_SECRET outside development.`)
   }
   const expiresIn = tokenLifetime(config)
   await fastify.register(fastifyJwt, {
@@ -202,7 +203,7 @@ export default fp(async function authPlugin (fastify) {
   })
 
   const identity = createIdentity(fastify.db.users, {
-    sign: (payload) => fastify.jwt.sign({ sub: payload.sub, role: payload.role, sid: payload.sid }),
+    sign: (payload) => fastify.jwt.sign({ sub: payload.sub, role: payload.role, sid: payload.sid, ...(payload.jti !== undefined ? { jti: payload.jti } : {}) }),
     verify: (token) => fastify.jwt.verify<TokenClaims>(token),
     expiresIn,
   })

@@ -2,7 +2,12 @@
  * The OpenAPI document, generated from the route schemas by `@fastify/swagger`, and Swagger
  * UI to read it: `GET /docs` (UI) and `GET /docs/json` (OpenAPI 3.1). Registered before
  * every plugin and route file that adds routes, since the document is built from the routes
- * seen after it. DOCS_ENABLED=false leaves both out.
+ * seen after it. DOCS_ENABLED=false leaves both out. `GET /` redirects (302) to the UI.
+ *
+ * The UI's Content-Security-Policy is the library's strict one without
+ * `upgrade-insecure-requests`: over plain HTTP on a host other than localhost, that directive
+ * makes the browser fetch the UI's scripts and styles over HTTPS, which fails, and the page
+ * stays blank. Everything else in it (same-origin scripts and styles only) is kept.
  *
  * Responses every route can give without declaring them are added to the document only
  * (the route schemas used for serialisation are not touched): 429 on rate-limited routes,
@@ -17,6 +22,12 @@ import { ErrorSchema } from '../src/schemas.js'
 import { VERSION } from '../src/version.js'
 
 export const DOCS_PREFIX = '/docs'
+
+/** The CSP header without `upgrade-insecure-requests`, which breaks the UI over plain HTTP. */
+export function cspForPlainHttp (header: string | number | string[]): string {
+  const value = Array.isArray(header) ? header.join('; ') : String(header)
+  return value.split(';').map((d) => d.trim()).filter((d) => d !== '' && d.toLowerCase() !== 'upgrade-insecure-requests').join('; ') + ';'
+}
 
 export const SECURITY_SCHEMES = {
   bearerAuth: {
@@ -86,5 +97,7 @@ export default fp(async function docsPlugin (fastify) {
     routePrefix: DOCS_PREFIX,
     uiConfig: { docExpansion: 'list', deepLinking: false },
     staticCSP: true,
+    transformStaticCSP: cspForPlainHttp,
   })
+  fastify.get('/', { schema: { hide: true } }, async (_request, reply) => reply.redirect(DOCS_PREFIX, 302))
 }, { name: 'docs', fastify: '5.x', dependencies: ['config'] })

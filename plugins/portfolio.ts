@@ -2,8 +2,9 @@
  * Adds `portfolio`: portfolios in the primary store, read through the cache
  * (`portfolio:<userId>`), written under `lock:portfolio:<userId>` with a version-checked
  * commit and idempotent retries. Registers the jobs `quotes-prewarm` (every
- * QUOTES_PREWARM_INTERVAL_MS) and `portfolio-snapshot` (PORTFOLIO_SNAPSHOT_CRON) with the
- * scheduler, which runs each tick on one instance. Registers the portfolio metrics.
+ * QUOTES_PREWARM_INTERVAL_MS, within QUOTES_PREWARM_HOURS when set) and `portfolio-snapshot`
+ * (PORTFOLIO_SNAPSHOT_CRON, in SCHEDULER_TZ) with the scheduler, which runs each tick on
+ * one instance. Registers the portfolio metrics.
  */
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
@@ -85,6 +86,7 @@ export default fp(async function portfolioPlugin (fastify) {
     name: PREWARM_JOB,
     every: config.QUOTES_PREWARM_INTERVAL_MS,
     lockTtlMs: Math.max(5000, config.QUOTES_PREWARM_INTERVAL_MS),
+    ...(config.QUOTES_PREWARM_HOURS !== undefined ? { hours: config.QUOTES_PREWARM_HOURS } : {}),
     run: async (signal) => { await portfolio.jobs.prewarm(signal) },
   })
   fastify.scheduler.add({

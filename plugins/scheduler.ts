@@ -1,6 +1,7 @@
 /**
  * Adds `scheduler`: jobs declared with a name, an interval (`every`, ms) or a cron
- * expression (UTC), and a lock TTL, each tick run by exactly one instance under
+ * expression (read in SCHEDULER_TZ, UTC by default), optional market hours (read in the same
+ * zone), and a lock TTL, each tick run by exactly one instance under
  * `lock:job:<name>:<tick>`. Jobs skip their ticks while a configured Redis is unavailable
  * (fail closed); without Redis configured they run under in-process locks. Timers start
  * when the app is ready; on close they stop and running jobs are aborted and awaited.
@@ -24,6 +25,7 @@ export function createScheduler (config: Config, locks: Locks, log: SchedulerLog
     enabled: config.SCHEDULER_ENABLED,
     log,
     stopTimeoutMs: config.SHUTDOWN_TIMEOUT_MS,
+    timeZone: config.SCHEDULER_TZ,
   })
 }
 

@@ -8,7 +8,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { Type } from 'typebox'
 import { ErrorSchema } from '../src/schemas.js'
-import { TICKER_PATTERN } from '../src/quotes/schemas.js'
+import { TICKER_DESCRIPTION, TICKER_PATTERN } from '../src/quotes/schemas.js'
 import { MAX_PRICE, MAX_TRADE_SHARES, MIN_PRICE, SHARE_DECIMALS } from '../src/portfolio/ledger.js'
 
 const Money = (description?: string) => Type.Union([Type.Number(), Type.Null()], description ? { description } : {})
@@ -36,7 +36,7 @@ export const PortfolioSchema = Type.Object({
 }, { $id: 'Portfolio' })
 
 const TradeBodySchema = Type.Object({
-  ticker: Type.String({ pattern: TICKER_PATTERN, description: '1 to 10 letters, digits, dots or dashes; case-insensitive.' }),
+  ticker: Type.String({ pattern: TICKER_PATTERN, description: TICKER_DESCRIPTION }),
   side: Type.Union([Type.Literal('buy'), Type.Literal('sell')]),
   shares: Type.Number({ exclusiveMinimum: 0, maximum: MAX_TRADE_SHARES, description: `At most ${SHARE_DECIMALS} decimals.` }),
   price: Type.Number({ minimum: MIN_PRICE, maximum: MAX_PRICE, description: 'Price per share.' }),
@@ -52,7 +52,7 @@ const TradeHeadersSchema = Type.Object({
 })
 
 const TickerParamsSchema = Type.Object({
-  ticker: Type.String({ pattern: TICKER_PATTERN }),
+  ticker: Type.String({ pattern: TICKER_PATTERN, description: TICKER_DESCRIPTION }),
 }, { additionalProperties: false })
 
 const HistoryQuerySchema = Type.Object({

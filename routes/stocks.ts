@@ -9,17 +9,17 @@ import { Type } from 'typebox'
 import { ErrorSchema } from '../src/schemas.js'
 import type { FastifyReply } from 'fastify'
 import { MAX_BATCH, type QuoteLookup } from '../src/quotes/quote-service.js'
-import { QuoteSchema, TICKER_PATTERN } from '../src/quotes/schemas.js'
+import { QuoteSchema, TICKER_DESCRIPTION, TICKER_ITEM_PATTERN, TICKER_MAX_LENGTH, TICKER_PATTERN } from '../src/quotes/schemas.js'
 
 const TickerParamsSchema = Type.Object({
-  ticker: Type.String({ pattern: TICKER_PATTERN, description: '1 to 10 letters, digits, dots or dashes; case-insensitive.' }),
+  ticker: Type.String({ pattern: TICKER_PATTERN, description: TICKER_DESCRIPTION }),
 }, { additionalProperties: false })
 
-const TICKER_ITEM = '[A-Za-z0-9.\\-]{1,10}'
+const TICKER_ITEM = TICKER_ITEM_PATTERN
 const BatchQuerySchema = Type.Object({
   tickers: Type.String({
     pattern: `^${TICKER_ITEM}(,${TICKER_ITEM})*$`,
-    maxLength: MAX_BATCH * 11 * 2,
+    maxLength: MAX_BATCH * (TICKER_MAX_LENGTH + 1) * 2,
     description: `Comma-separated tickers, 1 to ${MAX_BATCH} distinct (duplicates are answered once).`,
   }),
 })

@@ -20,6 +20,7 @@ import locksPlugin from '../plugins/locks.js'
 import schedulerPlugin from '../plugins/scheduler.js'
 import portfolioPlugin from '../plugins/portfolio.js'
 import underPressurePlugin from '../plugins/under-pressure.js'
+import corsPlugin from '../plugins/cors.js'
 import docsPlugin from '../plugins/docs.js'
 import metricsPlugin from '../plugins/metrics.js'
 import { trustProxyOption } from './rate-limit/trust-proxy.js'
@@ -80,6 +81,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(configPlugin, { config })
   // First after config: every plugin after it registers its own metrics with it.
   await app.register(metricsPlugin)
+  // Before under-pressure: its hook runs first, so shed 503s (and 429s) carry CORS headers.
+  await app.register(corsPlugin)
   await app.register(underPressurePlugin)
   await app.register(redisPlugin)
   await app.register(dbPlugin)

@@ -4,8 +4,12 @@
  *   npm run -s cli -- create-admin <email>    password from stdin (prompted without echo on a TTY)
  *   npm run -s cli -- token <email>           prints a bearer token backed by a real session
  *
- * `token` needs the server's JWT_SECRET and its Redis (REDIS_URL): the session must live
- * where the server looks for it. Results go to stdout, everything else to stderr, so
+ * `token` needs the server's secret and its Redis (REDIS_URL): the session must live where
+ * the server looks for it. The secret is JWT_SECRET, or in development (NODE_ENV unset or
+ * development) the file the server keeps beside its database (`./data/jwt-secret`, see
+ * src/auth/secret.ts), so `npm run dev` and the CLI agree with nothing set. Without Redis the
+ * server keeps sessions in its own memory: log in over HTTP instead (the error says how).
+ * Results go to stdout, everything else to stderr, so
  * `TOKEN=$(npm run -s cli -- token admin@example.com)` works.
  */
 import { realpathSync } from 'node:fs'
@@ -15,6 +19,7 @@ import { ConfigError, loadConfig, loadDotEnv, type Config } from './config.js'
 import { loggerOptions } from './logger.js'
 import { Accounts, InvalidAccountInputError } from './auth/accounts.js'
 import { openDatabase } from './db/index.js'
+import { resolveSecret } from './auth/secret.js'
 import configPlugin from '../plugins/config.js'
 import metricsPlugin from '../plugins/metrics.js'
 import redisPlugin from '../plugins/redis.js'
@@ -24,7 +29,8 @@ import sessionsPlugin from '../plugins/sessions.js'
 
 const USAGE = `usage:
   npm run -s cli -- create-admin <email>   create the admin, or promote the user and set its password (read from stdin)
-  npm run -s cli -- token <email>          print a bearer token with a fresh session (needs JWT_SECRET and REDIS_URL)
+  npm run -s cli -- token <email>          print a bearer token with a fresh session (needs the server's REDIS_URL, and its
+                                           JWT_SECRET or, in development, its ./data/jwt-secret)
 in a deployed build (no tsx, no src/): node dist/src/cli.js create-admin <email>, and so on`
 
 class CliError extends Error {}
@@ -93,11 +99,15 @@ async function createAdmin (io: CliIo, config: Config, email: string): Promise<v
 }
 
 async function printToken (io: CliIo, config: Config, email: string): Promise<void> {
-  if (config.JWT_SECRET === undefined) {
-    throw new CliError('JWT_SECRET is not set: the server would refuse a token signed with a throwaway secret. Run with the server\'s environment.')
-  }
   if (config.REDIS_URL === undefined) {
-    throw new CliError('REDIS_URL is not set: without Redis the server keeps sessions in its own memory, where this command cannot add one. Log in with POST /api/auth/login instead.')
+    const port = config.PORT
+    throw new CliError('REDIS_URL is not set: without Redis the server keeps sessions in its own memory, where this command cannot add one. ' +
+      'Log in over HTTP instead, e.g. with ADMIN_EMAIL and ADMIN_PASSWORD in .env (the admin is made at boot):\n' +
+      `  curl -s localhost:${port}/api/auth/login -H 'content-type: application/json' -d '{"email":"${email}","password":"…"}'\n` +
+      'or run a Redis (e.g. redis-server on 127.0.0.1:6379) and set REDIS_URL=redis://127.0.0.1:6379 in .env, for the server and this command.')
+  }
+  if (resolveSecret(config).source === 'generated') {
+    throw new CliError(`JWT_SECRET is not set (and NODE_ENV=${config.NODE_ENV} keeps no development secret file): the server would refuse a token signed with a throwaway secret. Run with the server's environment.`)
   }
   // Only the parts a token needs: no routes, no scheduler.
   const level = (config.LOG_LEVEL as string) === 'info' ? 'warn' : config.LOG_LEVEL
@@ -118,7 +128,7 @@ async function printToken (io: CliIo, config: Config, email: string): Promise<vo
     if (user === null) throw new CliError(`no user with the email ${email}`)
     const session = await app.sessions.create({ userId: user.id, email: user.email, role: user.role, ip: 'cli', userAgent: 'ai-capital-cli' })
     if (session.source !== 'redis') throw new CliError('Redis failed while storing the session; try again')
-    const { token, expiresIn } = app.identity.issueToken({ sub: user.id, role: user.role, sid: session.id })
+    const { token, expiresIn } = app.identity.issueToken({ sub: user.id, role: user.role, sid: session.id, jti: session.tokenId })
     io.stdout.write(`${token}\n`)
     io.stderr.write(`token for ${user.email} (role ${user.role}), valid ${expiresIn} s, session ${session.id}\n`)
     if (user.role !== 'admin') io.stderr.write('note: this user is not an admin; the debug endpoints will answer 403\n')

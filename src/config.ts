@@ -8,6 +8,8 @@ import { existsSync } from 'node:fs'
 import { Type, type Static, type TSchema } from 'typebox'
 import { Value } from 'typebox/value'
 import { trustProxyProblem } from './rate-limit/trust-proxy.js'
+import { corsOriginsProblem } from './cors-origins.js'
+import { isTimeZone, marketWindowProblem } from './scheduler/market-hours.js'
 import { redactUrl } from './engines/redis/redact.js'
 
 // Kept importable from here (tests and older call sites); the code lives with the Redis engine.
@@ -81,7 +83,7 @@ const SECTIONS = {
     DATABASE_PATH: doc(Type.String({ default: './data/ai-capital.db', minLength: 1 }),
       'The primary store (users): an SQLite file, created with its directory; migrations run at boot.'),
     JWT_SECRET: doc(Opt(Type.String({ minLength: 32 })),
-      'HS256 signing secret, at least 32 characters (e.g. `openssl rand -base64 48`). Unset outside production: a random per-process secret and a warning; unset in production: boot fails.'),
+      'HS256 signing secret, at least 32 characters (e.g. `openssl rand -base64 48`). Unset in development: a secret kept in jwt-secret beside the database (./data/jwt-secret, mode 0600), shared by the server and the CLI, with a warning. Unset with NODE_ENV=test: a random per-process secret. Unset in production: boot fails.'),
     JWT_ISSUER: doc(Type.String({ default: 'ai-capital-api', minLength: 1 }),
       'Issuer written into every token and required on every token received.'),
     JWT_AUDIENCE: doc(Type.String({ default: 'ai-capital', minLength: 1 }),
@@ -164,6 +166,8 @@ const SECTIONS = {
       'Pause between two tries of a busy lock (each pause is randomised by ±50%).'),
     SCHEDULER_ENABLED: doc(Bool(true),
       'Run scheduled jobs on this instance (each tick still runs on one instance only; while a configured Redis is down, ticks are skipped).'),
+    SCHEDULER_TZ: doc(Type.Refine(Type.String({ default: 'UTC' }), (v) => isTimeZone(v), () => 'is not a time zone (an IANA name such as America/New_York or UTC)'),
+      'IANA time zone in which cron expressions (PORTFOLIO_SNAPSHOT_CRON) and market hours (QUOTES_PREWARM_HOURS) are read, daylight-saving switches included (e.g. America/New_York).'),
   },
   'portfolio': {
     PORTFOLIO_TTL_SECONDS: doc(Int(300, 1, 86_400),
@@ -180,8 +184,10 @@ const SECTIONS = {
       'Positions one portfolio may hold: a buy of a ticker not held is a 422 at this many.'),
     QUOTES_PREWARM_INTERVAL_MS: doc(Int(15_000, 1000, 3_600_000),
       'Job quotes-prewarm: how often the quotes of every held ticker are loaded into the cache.'),
+    QUOTES_PREWARM_HOURS: doc(Opt(Type.Refine(Type.String(), (v) => marketWindowProblem(v) === null, (v) => marketWindowProblem(v) ?? 'is invalid')),
+      'Job quotes-prewarm runs only inside this window of SCHEDULER_TZ (days and hours; in the zone America/New_York, "Mon-Fri 09:30-16:00" is US market hours). Unset: always.', 'Mon-Fri 09:30-16:00'),
     PORTFOLIO_SNAPSHOT_CRON: doc(Type.String({ default: '0 22 * * *', minLength: 9, maxLength: 100 }),
-      'Job portfolio-snapshot: when each portfolio\'s value is stored for /api/portfolio/history (cron, 5 or 6 fields, UTC; the default is 22:00 UTC daily, after the US market close). It also deletes expired idempotency records.'),
+      'Job portfolio-snapshot: when each portfolio\'s value is stored for /api/portfolio/history (cron, 5 or 6 fields, read in SCHEDULER_TZ; the default is 22:00 daily, with the default UTC after the US market close). It also deletes expired idempotency records.'),
   },
   'operability': {
     METRICS_ENABLED: doc(Bool(true),
@@ -192,6 +198,8 @@ const SECTIONS = {
       'How often Redis INFO is read for the redis_* metrics (never per scrape; skipped while Redis is away).'),
     DOCS_ENABLED: doc(Bool(true),
       'GET /docs (Swagger UI) and GET /docs/json (the OpenAPI document).'),
+    CORS_ORIGINS: doc(Opt(Type.Refine(Type.String(), (v) => corsOriginsProblem(v) === null, (v) => corsOriginsProblem(v) ?? 'is invalid')),
+      'Origins (scheme://host[:port]) whose browser scripts may call the API with credentials, comma-separated, no wildcard. Unset: no CORS headers for any origin (closed).', 'http://localhost:5173,https://app.example.com'),
     MAX_EVENT_LOOP_DELAY_MS: doc(Int(1000, 0, 60_000),
       'Load shedding: while a bound is passed, requests get 503 with Retry-After (except routes marked shed: false: health probes and /metrics). This bound: mean event-loop delay over one sample interval, in ms (0: off).'),
     MAX_HEAP_USED_BYTES: doc(Int(0, 0, Number.MAX_SAFE_INTEGER),

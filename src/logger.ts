@@ -2,9 +2,14 @@
  * Logger options shared by the server and the tests. Redaction covers what can carry a
  * secret: authorization headers, cookies, passwords, and ioredis error objects (an AUTH
  * command's arguments are the password).
+ *
+ * Output is JSON lines, except in development on a terminal (NODE_ENV=development and stdout
+ * a TTY), where `pino-pretty` makes them readable. Redirected or piped output, containers
+ * and production stay JSON, for log collectors.
  */
 import { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
 import pino, { type DestinationStream, type LoggerOptions } from 'pino'
+import pretty from 'pino-pretty'
 import type { Config } from './config.js'
 
 export const REDACT_PATHS = [
@@ -31,6 +36,22 @@ export function loggerOptions (config: Pick<Config, 'LOG_LEVEL'>, stream?: Desti
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     ...(stream ? { stream } : {}),
   }
+}
+
+/** Pretty lines only for a person at a terminal in development; JSON everywhere else. */
+export function wantsPrettyLogs (config: Partial<Pick<Config, 'NODE_ENV'>>, stdout: { isTTY?: boolean }): boolean {
+  return config.NODE_ENV === 'development' && stdout.isTTY === true
+}
+
+/** pino-pretty writing to `stdout`, synchronously (nothing lost when the process exits). */
+export function prettyStream (stdout: NodeJS.WritableStream & { isTTY?: boolean, hasColors?: () => boolean }): DestinationStream {
+  return pretty({
+    destination: stdout,
+    sync: true,
+    colorize: typeof stdout.hasColors === 'function' ? stdout.hasColors() : false,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname',
+  })
 }
 
 type LogFn = (...args: unknown[]) => void
@@ -110,7 +131,14 @@ export class LazyRequestLogger {
  * whose `child` is lazy, rather than a custom `childLoggerFactory`, also spares the check
  * Fastify runs on every request logger a custom factory returns.
  */
-export function createRootLogger (config: Pick<Config, 'LOG_LEVEL'>, stream?: DestinationStream): LazyRequestLogger {
+export function createRootLogger (
+  config: Pick<Config, 'LOG_LEVEL'> & Partial<Pick<Config, 'NODE_ENV'>>,
+  stream?: DestinationStream,
+  stdout: NodeJS.WritableStream & { isTTY?: boolean, hasColors?: () => boolean } = process.stdout,
+): LazyRequestLogger {
+  if (stream === undefined && wantsPrettyLogs(config, stdout)) stream = prettyStream(stdout)
+  // Another stdout (a test's) is written to as given; the real one through pino's own fd writer.
+  else if (stream === undefined && stdout !== process.stdout) stream = stdout as unknown as DestinationStream
   const base = (stream === undefined ? pino(loggerOptions(config)) : pino(loggerOptions(config), stream)) as unknown as ParentLogger
   return new LazyRequestLogger(base, {}, {}, base)
 }

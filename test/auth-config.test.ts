@@ -1,8 +1,9 @@
 /**
- * Boot-time rules of the auth plugin: the JWT secret (required in production, random with a
- * warning elsewhere), the token lifetime, and the admin account from ADMIN_EMAIL/PASSWORD.
+ * Boot-time rules of the auth plugin: the JWT secret (required in production, kept in a file
+ * beside the database in development, random with a warning elsewhere), the token lifetime,
+ * and the admin account from ADMIN_EMAIL/PASSWORD.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -34,6 +35,31 @@ t.test('outside production, no JWT_SECRET: a random secret and one loud warning'
   await register(app, 'dev@example.com')
   const s = await login(app, 'dev@example.com')
   t.equal((await me(app, s.token)).statusCode, 200, 'tokens work within the process')
+})
+
+t.test('development without JWT_SECRET: one secret in a 0600 file beside the database, shared by every start', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aic-devsecret-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const env = { ...NO_SECRET, NODE_ENV: 'development', DATABASE_PATH: join(dir, 'data', 'app.db') }
+  const file = join(dir, 'data', 'jwt-secret')
+
+  const { app: first, logs } = await build(t, env)
+  t.ok(existsSync(file), 'data/jwt-secret is made on the first start')
+  t.equal(statSync(file).mode & 0o777, 0o600, 'readable by its owner only')
+  t.ok(readFileSync(file, 'utf8').trim().length >= 32)
+  t.match(logs.lines.find((l) => String(l.msg).includes('JWT_SECRET is not set')), { level: 40, created: true, msg: /development secret in .*jwt-secret \(made now, mode 0600\)/ })
+  await register(first, 'devfile@example.com')
+  const s = await login(first, 'devfile@example.com')
+
+  const { app: second, logs: secondLogs } = await build(t, env)
+  t.match(second.identity.verifyToken(s.token), { sub: s.userId }, 'a later start (or the CLI) verifies the first one\'s tokens')
+  t.match(secondLogs.lines.find((l) => String(l.msg).includes('JWT_SECRET is not set')), { created: false })
+
+  const { app: test } = await build(t, { ...env, NODE_ENV: 'test' })
+  t.throws(() => test.identity.verifyToken(s.token), 'NODE_ENV=test never reads it: a secret of its own')
+
+  writeFileSync(file, 'short\n')
+  await t.rejects(build(t, env), /jwt-secret holds fewer than 32 characters: delete it/, 'a damaged file stops the boot with what to do')
 })
 
 t.test('instances share tokens only when they share JWT_SECRET (and Redis)', skipUnlessRedis(), async (t) => {

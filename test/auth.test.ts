@@ -46,7 +46,7 @@ t.test('register → login → me → logout → me is 401', redisOpts, async (t
 
   const who = await me(app, body.token)
   t.equal(who.statusCode, 200)
-  t.same(Object.keys(who.body).sort(), ['email', 'id', 'role', 'session'])
+  t.same(Object.keys(who.body).sort(), ['accessTokenExpiresAt', 'email', 'id', 'role', 'session', 'sessionExpiresAt'])
   t.match(who.body, { id: user.id, email: 'ann@example.com', role: 'user', session: { id: claims.sid } })
   const expiresAt = Date.parse(String((who.body.session as { expiresAt: string }).expiresAt))
   t.ok(expiresAt > Date.now() + 3590_000 && expiresAt <= Date.now() + 3600_000, 'session expiresAt ≈ now + SESSION_TTL_SECONDS')
@@ -162,7 +162,7 @@ t.test('forged, expired and misdirected tokens are all 401', redisOpts, async (t
   const real = await registerAndLogin(app, 'mallory@example.com')
   const now = Math.floor(Date.now() / 1000)
   const header = { alg: 'HS256', typ: 'JWT' }
-  const claims = { sub: real.userId, role: 'user', sid: real.sid, iss: JWT_ISSUER, aud: JWT_AUDIENCE, iat: now, exp: now + 600 }
+  const claims = { sub: real.userId, role: 'user', sid: real.sid, jti: decodePayload(real.token).jti, iss: JWT_ISSUER, aud: JWT_AUDIENCE, iat: now, exp: now + 600 }
 
   // Control: a hand-made token with the right secret and claims is accepted, so each 401
   // below is caused by the one thing that differs.

@@ -153,8 +153,8 @@ t.test('token refuses what would produce a token the server rejects', skipUnless
   const deadPort = await getFreePort()
 
   const cases: Array<[string, Record<string, string | undefined>, RegExp]> = [
-    ['no JWT_SECRET', { ...AUTH_ENV, JWT_SECRET: undefined, DATABASE_PATH, REDIS_URL: redis.url }, /JWT_SECRET is not set/],
-    ['no REDIS_URL', { ...AUTH_ENV, DATABASE_PATH }, /REDIS_URL is not set/],
+    ['no JWT_SECRET outside development', { ...AUTH_ENV, JWT_SECRET: undefined, NODE_ENV: 'test', DATABASE_PATH, REDIS_URL: redis.url }, /JWT_SECRET is not set/],
+    ['no REDIS_URL', { ...AUTH_ENV, DATABASE_PATH }, /REDIS_URL is not set[\s\S]*ADMIN_EMAIL and ADMIN_PASSWORD[\s\S]*curl -s localhost:3000\/api\/auth\/login/],
     ['Redis unreachable', { ...AUTH_ENV, DATABASE_PATH, REDIS_URL: `redis://127.0.0.1:${deadPort}`, REDIS_CONNECT_TIMEOUT_MS: '300' }, /unreachable/],
     ['unknown user', { ...AUTH_ENV, DATABASE_PATH, REDIS_URL: redis.url }, /no user with the email nobody@example\.com/],
   ]

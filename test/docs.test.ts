@@ -60,7 +60,8 @@ t.test('/docs/json is a valid OpenAPI 3 document listing every registered route 
   t.match(doc.openapi, /^3\.1\./)
   t.equal(doc.info.title, 'AI Capital API')
 
-  const registered = routesOf(app).filter((r) => r.method !== 'HEAD' && r.url !== '/docs' && !r.url.startsWith('/docs/'))
+  // `/` only redirects to the UI.
+  const registered = routesOf(app).filter((r) => r.method !== 'HEAD' && r.url !== '/' && r.url !== '/docs' && !r.url.startsWith('/docs/'))
   t.ok(registered.length >= 19, `the router lists the service's routes (${registered.length})`)
   for (const expected of ['GET /api/health/live', 'GET /api/stocks/:ticker', 'POST /api/portfolio/transactions', 'GET /metrics', 'DELETE /api/portfolio/positions/:ticker']) {
     t.ok(registered.some((r) => `${r.method} ${r.url}` === expected), `parsed from the router: ${expected}`)
@@ -134,7 +135,15 @@ t.test('GET /docs serves Swagger UI; DOCS_ENABLED=false removes both', async (t)
   t.match(ui.headers['content-type'], /text\/html/)
   t.match(ui.body, /swagger/i)
 
+  const csp = String(ui.headers['content-security-policy'])
+  t.match(csp, /script-src 'self'/, 'a CSP is sent')
+  t.notMatch(csp, /upgrade-insecure-requests/, 'without upgrade-insecure-requests, which blanks the UI over plain HTTP')
+  const root = await app.inject('/')
+  t.equal(root.statusCode, 302, '/ redirects')
+  t.equal(root.headers.location, '/docs', 'to the UI')
+
   const { app: off } = await build(t, { DOCS_ENABLED: 'false', LOG_LEVEL: 'warn' })
+  t.equal((await off.inject('/')).statusCode, 404, 'no redirect to a UI that is not there')
   t.equal((await off.inject('/docs')).statusCode, 404)
   t.equal((await off.inject('/docs/json')).statusCode, 404)
 })

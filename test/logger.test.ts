@@ -8,8 +8,9 @@ import pino from 'pino'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { LazyRequestLogger, REDACT_PATHS, RequestLogController, type ParentLogger } from '../src/logger.js'
-import { LogCapture, TEST_ENV, type TapTest } from './helper.js'
+import { Writable } from 'node:stream'
+import { LazyRequestLogger, REDACT_PATHS, RequestLogController, createRootLogger, wantsPrettyLogs, type ParentLogger } from '../src/logger.js'
+import { LogCapture, TEST_ENV, waitFor, type TapTest } from './helper.js'
 
 async function appWith (t: TapTest, level: string, extra: (app: FastifyInstance) => void): Promise<{ app: FastifyInstance, logs: LogCapture }> {
   const logs = new LogCapture()
@@ -160,4 +161,41 @@ t.test('the root logger hands out lazy children, which log with every binding on
   t.equal(line?.password, '[redacted]', 'redaction still applies to children of children')
   component.debug('not at info')
   t.equal(logs.count('not at info'), 0)
+})
+
+/** A stdout stand-in: a terminal or not, collecting what is written. */
+class FakeStdout extends Writable {
+  text = ''
+  constructor (readonly isTTY: boolean) { super() }
+  override _write (chunk: Buffer, _enc: BufferEncoding, done: () => void): void {
+    this.text += chunk.toString('utf8')
+    done()
+  }
+}
+
+t.test('pretty logs in development on a terminal; JSON lines otherwise', async (t) => {
+  t.ok(wantsPrettyLogs({ NODE_ENV: 'development' }, { isTTY: true }))
+  for (const [env, tty] of [['development', false], ['production', true], ['test', true]] as const) {
+    t.notOk(wantsPrettyLogs({ NODE_ENV: env }, { isTTY: tty }), `NODE_ENV=${env}, ${tty ? 'a' : 'no'} TTY: JSON`)
+  }
+
+  const terminal = new FakeStdout(true)
+  const dev = createRootLogger({ LOG_LEVEL: 'info', NODE_ENV: 'development' }, undefined, terminal)
+  dev.info({ userId: 'u1', password: 'hunter2' }, 'hello from dev')
+  await waitFor(() => terminal.text.includes('hello from dev'), 5000)
+  t.match(terminal.text, /INFO.*hello from dev/, 'a readable line with its level')
+  t.throws(() => JSON.parse(terminal.text.split('\n')[0] ?? ''), 'not JSON')
+  t.match(terminal.text, /userId: "u1"/, 'fields shown')
+  t.notMatch(terminal.text, /hunter2/, 'redaction still applies')
+
+  const piped = new FakeStdout(false)
+  const json = createRootLogger({ LOG_LEVEL: 'info', NODE_ENV: 'development' }, undefined, piped)
+  json.info({ userId: 'u1' }, 'hello from a pipe')
+  await waitFor(() => piped.text.includes('hello from a pipe'), 5000)
+  t.match(JSON.parse(piped.text.trim().split('\n')[0] ?? '') as object, { msg: 'hello from a pipe', userId: 'u1', level: 30 }, 'piped: JSON lines')
+
+  const prod = new FakeStdout(true)
+  createRootLogger({ LOG_LEVEL: 'info', NODE_ENV: 'production' }, undefined, prod).info('hello from prod')
+  await waitFor(() => prod.text.includes('hello from prod'), 5000)
+  t.match(JSON.parse(prod.text.trim()) as object, { msg: 'hello from prod' }, 'production on a terminal: still JSON')
 })

@@ -294,7 +294,7 @@ t.test('an invalidation on instance A removes the L1 copy on instance B', redisO
   t.equal(next.body.price, 102, 'B asked the provider again')
 })
 
-const MALFORMED = ['AAPL*', 'A:B', '%7Ba%7D', 'AAPL%0D%0ASET', 'ABCDEFGHIJK', '%C3%84PPL', 'AAPL%20', '..%2F..%2Fetc', '%00', '']
+const MALFORMED = ['AAPL*', 'A:B:C', '1X:AAPL', ':AAPL', 'TASE:', 'ABCDEFGHIJK:X', '%7Ba%7D', 'AAPL%0D%0ASET', 'ABCDEFGHIJK', '%C3%84PPL', 'AAPL%20', '..%2F..%2Fetc', '%00', '']
 
 t.test('malformed tickers are a 400 before any Redis or provider call', redisOpts, async (t) => {
   const redis = await privateRedis(t)
@@ -308,7 +308,7 @@ t.test('malformed tickers are a 400 before any Redis or provider call', redisOpt
     t.equal(res.statusCode, 400, `/api/stocks/${ticker} → 400`)
     t.equal(res.json<{ error: string }>().error, 'Bad Request')
   }
-  for (const list of ['AAPL,AAPL*', 'A:B', 'AAPL,,MSFT', 'AAPL%0D%0A', `${Array.from({ length: 51 }, (_v, i) => `T${i}`).join(',')}`, '']) {
+  for (const list of ['AAPL,AAPL*', 'A:B:C', 'AAPL,,MSFT', 'AAPL%0D%0A', `${Array.from({ length: 51 }, (_v, i) => `T${i}`).join(',')}`, '']) {
     const res = await app.inject({ method: 'GET', url: `/api/stocks?tickers=${list}` })
     t.equal(res.statusCode, 400, `/api/stocks?tickers=${list.slice(0, 40)} → 400`)
   }

@@ -11,6 +11,17 @@
  * cannot be checked because Redis is unreachable is accepted (policy `allow`: signature and
  * expiry are still verified) or refused (`deny`). With Redis not configured at all, memory is
  * the session store and a miss is a miss.
+ *
+ * Token rotation. A session records the id of its current token (`tid`, the token's `jti`)
+ * and refuses its other tokens; `rotate` (POST /api/auth/refresh) swaps in a new id with a
+ * compare-and-set on the whole record, so of two refreshes with one token only one wins.
+ * While Redis is away: a session made in the outage lives in memory and rotates there; a
+ * session held in Redis cannot be rotated (`unavailable`: the caller answers 503 and the token
+ * keeps working until it expires, under `allow`). A token that is not checked against its
+ * session (Redis unreachable, `allow`) cannot be checked against the current id either: this
+ * instance remembers the rotations it made and refuses the tokens they replaced, but another
+ * instance accepts a replaced token until it expires (at most JWT_EXPIRES_IN), as it would a
+ * token logged out elsewhere.
  */
 import { randomBytes } from 'node:crypto'
 import type { ChainableCommander, Redis } from 'ioredis'
@@ -74,8 +85,10 @@ export interface SessionStats {
   created: number
   checks: number
   accepted: Record<SessionSource, number>
-  rejected: { missing: number, revoked: number, mismatch: number, denied: number, overflow: number }
+  rejected: { missing: number, revoked: number, mismatch: number, denied: number, overflow: number, superseded: number }
   revoked: number
+  /** Tokens replaced by a refresh. */
+  rotated: number
   revokedAll: number
   reconciled: number
   /** Outage logouts dropped because more were made than `maxTombstones` keeps. */
@@ -114,8 +127,29 @@ const MAX_PARSED = 10_000
 
 type TouchReply = [string, number, number] | null
 type TouchClient = Redis & { aicSessionTouch (numKeys: number, ...args: Array<string | number>): Promise<TouchReply[]> }
+type SwapClient = Redis & { aicSessionSwap (key: string, expected: string, next: string, ttlMs: number): Promise<number> }
 
-type CheckClaims = Pick<TokenClaims, 'sid' | 'sub' | 'role' | 'iat' | 'exp'>
+type CheckClaims = Pick<TokenClaims, 'sid' | 'sub' | 'role' | 'iat' | 'exp' | 'jti'>
+
+/** What `rotate` did: a new current token id, a refusal (a 401), or no way to tell (a 503). */
+export type RotateResult =
+  | { outcome: 'rotated', tokenId: string, expiresAt: Date, email: string | undefined }
+  | { outcome: 'refused' }
+  | { outcome: 'unavailable' }
+
+/** 96 random bits, base64url: a token id (`jti`). */
+export function newTokenId (): string {
+  return randomBytes(12).toString('base64url')
+}
+
+// Compare-and-set of a whole session record: the new one only if the old is still there
+// unchanged (not refreshed meanwhile by another request, not revoked, not expired).
+const SWAP_LUA = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0`
 type CheckResult = SessionView | null
 
 /** One check waiting for the script call of this turn. */
@@ -145,12 +179,20 @@ export class SessionStore {
   readonly #pending = new Map<string, PendingTouch>()
   #flushScheduled = false
   readonly #parsed = new Map<string, Parsed>()
+  /**
+   * The current token id of each session this instance rotated (until every token it
+   * replaced has expired): a token checked without its session (Redis unreachable, policy
+   * allow) is refused here when a refresh replaced it.
+   */
+  readonly #rotations = new Map<string, { tid: string, until: number }>()
+  readonly #maxRotations: number
   readonly #stats: Omit<SessionStats, 'tombstonesDropped'> = {
     created: 0,
     checks: 0,
     accepted: { redis: 0, memory: 0, fallback: 0 },
-    rejected: { missing: 0, revoked: 0, mismatch: 0, denied: 0, overflow: 0 },
+    rejected: { missing: 0, revoked: 0, mismatch: 0, denied: 0, overflow: 0, superseded: 0 },
     revoked: 0,
+    rotated: 0,
     revokedAll: 0,
     reconciled: 0,
   }
@@ -167,6 +209,7 @@ export class SessionStore {
       ttlMs: Math.max(this.ttlMs, options.tokenTtlSeconds * 1000) + 60_000,
     })
     this.#log = options.log
+    this.#maxRotations = Math.max(1, options.maxTombstones ?? 50_000)
     if (options.state.client !== null) defineSessionScripts(options.state.client)
   }
 
@@ -176,6 +219,7 @@ export class SessionStore {
 
   async create (input: NewSession): Promise<SessionView> {
     const id = randomBytes(16).toString('base64url')
+    const tokenId = newTokenId()
     const record: SessionRecord = {
       userId: input.userId,
       ...(input.email !== undefined ? { email: input.email } : {}),
@@ -183,6 +227,7 @@ export class SessionStore {
       createdAt: new Date().toISOString(),
       ip: input.ip,
       userAgent: input.userAgent?.slice(0, 256) ?? null,
+      tid: tokenId,
     }
     const json = JSON.stringify(record)
     const key = sessionKey(id)
@@ -198,7 +243,66 @@ export class SessionStore {
       return 'memory'
     })
     this.#stats.created++
-    return { id, expiresAt: new Date(Date.now() + this.ttlMs), source, email: input.email }
+    return { id, expiresAt: new Date(Date.now() + this.ttlMs), source, email: input.email, tokenId }
+  }
+
+  /**
+   * Makes a new token id the session's current one, if `claims` is the session's current
+   * token (then every other token of the session is refused from now on), and extends the
+   * session. See the file's comment for what happens while Redis is away.
+   */
+  async rotate (claims: CheckClaims): Promise<RotateResult> {
+    const key = sessionKey(claims.sid)
+    const tokenId = newTokenId()
+    // null: Redis did not have the session, or could not be asked; memory decides then.
+    const result = await this.#store.use<RotateResult | null>('session.rotate', async (client) => {
+      const raw = await client.get(key)
+      if (raw === null) return null
+      const next = this.#rotatedRecord(raw, claims, tokenId)
+      if (next === null) return { outcome: 'refused' }
+      const swapped = await (client as SwapClient).aicSessionSwap(key, raw, next.json, this.ttlMs)
+      if (Number(swapped) !== 1) return { outcome: 'refused' }
+      await client.pexpire(userSessionsKey(claims.sub), this.ttlMs)
+      this.#rememberRotation(claims.sid, tokenId)
+      return { outcome: 'rotated', tokenId, expiresAt: new Date(Date.now() + this.ttlMs), email: next.email }
+    }, () => null)
+    const outcome = result ?? this.#rotateInMemory(claims, tokenId)
+    if (outcome.outcome === 'rotated') this.#stats.rotated++
+    return outcome
+  }
+
+  /** A rotation of a session held in memory (made in an outage, or Redis not configured). */
+  #rotateInMemory (claims: CheckClaims, tokenId: string): RotateResult {
+    const memory = this.#store.memory
+    const key = sessionKey(claims.sid)
+    const raw = memory.getSync(key)
+    if (raw === null) {
+      // Not here, and Redis (which may have it) cannot be asked: no way to tell.
+      if (this.#state.status !== 'disabled' && !this.#state.available) return { outcome: 'unavailable' }
+      return { outcome: 'refused' }
+    }
+    const next = this.#rotatedRecord(raw, claims, tokenId)
+    if (next === null) return { outcome: 'refused' }
+    // No await between the read and the write: atomic within this process.
+    void memory.set(key, next.json, this.ttlMs)
+    void memory.expire(userSessionsKey(claims.sub), this.ttlMs)
+    this.#rememberRotation(claims.sid, tokenId)
+    return { outcome: 'rotated', tokenId, expiresAt: new Date(Date.now() + this.ttlMs), email: next.email }
+  }
+
+  /** The record with `tokenId` as its current token, if `claims` is its current token (else null). */
+  #rotatedRecord (raw: string, claims: CheckClaims, tokenId: string): { json: string, email: string | undefined } | null {
+    const record = parseRecord(raw)
+    if (record === null || record.userId !== claims.sub || record.role !== claims.role) return null
+    if (record.tid !== undefined && record.tid !== claims.jti) return null
+    if (this.#isRevoked(claims.sid, record.userId, Date.parse(record.createdAt))) return null
+    return { json: JSON.stringify({ ...record, tid: tokenId }), email: record.email }
+  }
+
+  #rememberRotation (sid: string, tid: string): void {
+    if (!this.#rotations.has(sid) && this.#rotations.size >= this.#maxRotations) dropOldest(this.#rotations)
+    this.#rotations.delete(sid)
+    this.#rotations.set(sid, { tid, until: Date.now() + this.#tokenTtlMs })
   }
 
   /**
@@ -413,6 +517,10 @@ export class SessionStore {
       this.#stats.rejected.mismatch++
       return null
     }
+    if (record.tid !== undefined && record.tid !== claims.jti) {
+      this.#stats.rejected.superseded++
+      return null
+    }
     if (this.#isRevoked(claims.sid, record.userId, found.createdAtMs)) {
       this.#stats.rejected.revoked++
       return null
@@ -435,7 +543,7 @@ export class SessionStore {
     return parsed
   }
 
-  #unverified (claims: Pick<TokenClaims, 'sid' | 'sub' | 'exp' | 'iat'>): SessionView | null {
+  #unverified (claims: Pick<TokenClaims, 'sid' | 'sub' | 'exp' | 'iat' | 'jti'>): SessionView | null {
     if (!this.#fallbackLogged) {
       this.#fallbackLogged = true
       this.#log.warn({ policy: this.policy }, this.policy === 'allow'
@@ -453,6 +561,11 @@ export class SessionStore {
     }
     if (this.#isRevoked(claims.sid, claims.sub, claims.iat * 1000)) {
       this.#stats.rejected.revoked++
+      return null
+    }
+    const rotation = this.#rotations.get(claims.sid)
+    if (rotation !== undefined && rotation.until > Date.now() && rotation.tid !== claims.jti) {
+      this.#stats.rejected.superseded++
       return null
     }
     this.#stats.accepted.fallback++
@@ -538,6 +651,7 @@ export class SessionStore {
 export function defineSessionScripts (client: Redis): void {
   // No fixed key count: each call passes its own.
   if (!('aicSessionTouch' in client)) client.defineCommand('aicSessionTouch', { lua: TOUCH_LUA })
+  if (!('aicSessionSwap' in client)) client.defineCommand('aicSessionSwap', { lua: SWAP_LUA, numberOfKeys: 1 })
 }
 
 export function createSessionStore (options: SessionStoreOptions): SessionStore {
@@ -556,6 +670,7 @@ function parseRecord (raw: string | null): SessionRecord | null {
       createdAt: value.createdAt,
       ip: typeof value.ip === 'string' ? value.ip : '',
       userAgent: typeof value.userAgent === 'string' ? value.userAgent : null,
+      ...(typeof value.tid === 'string' ? { tid: value.tid } : {}),
     }
   } catch {
     return null

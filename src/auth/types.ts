@@ -12,6 +12,11 @@ export interface TokenPayload {
   role: Role
   /** The session id: `session:<sid>` in Redis. */
   sid: string
+  /**
+   * The token id: the session records the id of its current token, and refuses the others
+   * (a refresh rotates it). Absent only in tokens issued before token ids existed.
+   */
+  jti?: string
 }
 
 /** A verified token's claims. */
@@ -34,6 +39,8 @@ export interface SessionRecord {
   createdAt: string
   ip: string
   userAgent: string | null
+  /** The id (`jti`) of the session's current token; older tokens of the session are refused. */
+  tid?: string
 }
 
 export interface SessionView {
@@ -42,10 +49,14 @@ export interface SessionView {
   source: SessionSource
   /** From the session record; absent when the session could not be read (Redis down, policy allow). */
   email?: string | undefined
+  /** For a new session: the id its first token must carry (`jti`). */
+  tokenId?: string
 }
 
 /** `request.user` after `authenticate`. */
 export interface AuthUser extends TokenPayload {
+  /** When the token expires (seconds since the epoch). */
+  exp: number
   session: SessionView
 }
 

@@ -90,7 +90,7 @@ export class FinnhubProvider implements QuoteProvider {
   }
 
   async #attempt (ticker: string): Promise<Quote> {
-    const url = `${this.#base}/quote?symbol=${encodeURIComponent(ticker)}`
+    const url = `${this.#base}/quote?symbol=${encodeURIComponent(finnhubSymbol(ticker))}`
     const signal = AbortSignal.timeout(this.#opts.timeoutMs)
     let body: unknown
     try {
@@ -116,6 +116,27 @@ export class FinnhubProvider implements QuoteProvider {
     }
     return toQuote(ticker, body)
   }
+}
+
+/**
+ * Finnhub's suffix for a stock exchange's listings (`TEVA.TA`); US exchanges have none. An
+ * exchange not listed here is passed as written (`BINANCE:BTCUSDT`), the form Finnhub uses
+ * for the venues it names by prefix.
+ */
+export const FINNHUB_EXCHANGE_SUFFIX: Readonly<Record<string, string>> = {
+  NASDAQ: '', NYSE: '', AMEX: '', NYSEARCA: '', ARCA: '', BATS: '', US: '',
+  TASE: '.TA', LSE: '.L', LON: '.L', TSX: '.TO', TSXV: '.V', XETRA: '.DE', ETR: '.DE', FRA: '.F',
+  EPA: '.PA', AMS: '.AS', EBR: '.BR', SIX: '.SW', BIT: '.MI', BME: '.MC', STO: '.ST', OSL: '.OL',
+  CPH: '.CO', HEL: '.HE', HKEX: '.HK', HKG: '.HK', TYO: '.T', TSE: '.T', ASX: '.AX', NSE: '.NS',
+  BSE: '.BO', KRX: '.KS', SGX: '.SI',
+}
+
+/** The symbol Finnhub expects for a validated, upper-case ticker (`TASE:TEVA` → `TEVA.TA`). */
+export function finnhubSymbol (ticker: string): string {
+  const colon = ticker.indexOf(':')
+  if (colon === -1) return ticker
+  const suffix = FINNHUB_EXCHANGE_SUFFIX[ticker.slice(0, colon)]
+  return suffix === undefined ? ticker : `${ticker.slice(colon + 1)}${suffix}`
 }
 
 function statusError (status: number): Error {

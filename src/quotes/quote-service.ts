@@ -43,7 +43,7 @@ export function quoteKey (ticker: string): string {
 /** The ticker in upper case; a 400 for anything that does not match the ticker pattern. */
 export function normalizeTicker (ticker: string): string {
   if (typeof ticker !== 'string' || !TICKER_REGEX.test(ticker)) {
-    throw new BadRequestError('A ticker is 1 to 10 letters, digits, dots or dashes')
+    throw new BadRequestError('A ticker is 1 to 10 letters, digits, dots or dashes, optionally after an exchange and a colon (TASE:TEVA)')
   }
   return ticker.toUpperCase()
 }

@@ -12,6 +12,12 @@
  * unset), not an interval: an instance that dies mid-run frees it within that, so a daily
  * job's next tick is not skipped as "previous run in progress".
  *
+ * Time: cron expressions and market-hours windows are read in the scheduler's time zone
+ * (SCHEDULER_TZ, UTC by default), so they follow its daylight-saving switches: a job at
+ * 09:30 America/New_York runs at 14:30 UTC in winter and 13:30 UTC in summer. A job with
+ * `hours` (`Mon-Fri 09:30-16:00`) has no ticks outside that window: its next tick is the
+ * first one inside it (an interval job's ticks stay aligned to multiples of the interval).
+ *
  * Fails closed: when the lock cannot be taken in Redis (configured but down, or no
  * majority of REDLOCK_URLS), the tick is skipped and the log says so once per outage and
  * job. Without Redis configured (one instance by definition) in-process locks are used.
@@ -19,6 +25,7 @@
 import { Cron } from 'croner'
 import { isLocksUnavailable } from '../engines/locks/errors.js'
 import type { Lease, Locks } from '../engines/locks/locks.js'
+import { isInWindow, isTimeZone, nextOpening, parseMarketWindow, type MarketWindow } from './market-hours.js'
 
 /** The run lock's TTL for a job that names none (it is extended while the job runs). */
 const DEFAULT_RUN_LOCK_TTL_MS = 60_000
@@ -33,14 +40,19 @@ export interface JobSpec {
   name: string
   /** Interval in ms (ticks aligned to multiples of it since the epoch). */
   every?: number
-  /** Cron expression (5 or 6 fields, UTC). */
+  /** Cron expression (5 or 6 fields), in the scheduler's time zone. */
   cron?: string
+  /**
+   * Market hours: ticks only inside this window of the scheduler's time zone, written
+   * `Mon-Fri 09:30-16:00` (see market-hours.ts). Unset: every tick.
+   */
+  hours?: string
   /** TTL of the job's run lock (extended while it runs); the tick lock lives at least one interval in any case. */
   lockTtlMs?: number
   run: (signal: AbortSignal, tick: TickInfo) => Promise<void>
 }
 
-export type SkipReason = 'redis unavailable' | 'previous run in progress' | 'late'
+export type SkipReason = 'redis unavailable' | 'previous run in progress' | 'late' | 'outside market hours'
 
 export interface JobStats {
   name: string
@@ -75,6 +87,8 @@ export interface SchedulerOptions {
   log: SchedulerLogger
   /** How long `stop()` waits for running jobs after aborting them. */
   stopTimeoutMs?: number
+  /** IANA zone in which cron expressions and market hours are read (SCHEDULER_TZ); UTC by default. */
+  timeZone?: string
   now?: () => number
 }
 
@@ -87,6 +101,8 @@ const MAX_TIMER_MS = 2_147_483_647
 interface Job {
   spec: JobSpec
   cron: Cron | null
+  /** `hours`, parsed in the scheduler's zone; null: every tick. */
+  window: MarketWindow | null
   schedule: string
   stats: JobStats
   timer: NodeJS.Timeout | null
@@ -100,6 +116,7 @@ interface Job {
 
 export class Scheduler {
   readonly enabled: boolean
+  readonly timeZone: string
   readonly #locks: Pick<Locks, 'claim'>
   readonly #log: SchedulerLogger
   readonly #jobs = new Map<string, Job>()
@@ -111,6 +128,8 @@ export class Scheduler {
 
   constructor (options: SchedulerOptions) {
     this.enabled = options.enabled
+    this.timeZone = options.timeZone ?? 'UTC'
+    if (!isTimeZone(this.timeZone)) throw new TypeError(`scheduler: "${this.timeZone}" is not a time zone (an IANA name such as America/New_York or UTC)`)
     this.#locks = options.locks
     this.#log = options.log
     this.#stopTimeoutMs = options.stopTimeoutMs ?? 10_000
@@ -135,16 +154,28 @@ export class Scheduler {
     let cron: Cron | null = null
     if (spec.cron !== undefined) {
       try {
-        cron = new Cron(spec.cron, { paused: true, timezone: 'UTC' })
+        cron = new Cron(spec.cron, { paused: true, timezone: this.timeZone })
       } catch (err) {
         throw new TypeError(`${label}: invalid cron expression: ${err instanceof Error ? err.message : String(err)}`)
       }
       if (cron.nextRun() === null) throw new TypeError(`${label}: the cron expression never fires`)
     }
-    const schedule = spec.every !== undefined ? `every ${spec.every} ms` : `cron ${spec.cron ?? ''} (UTC)`
+    let window: MarketWindow | null = null
+    if (spec.hours !== undefined) {
+      try {
+        window = parseMarketWindow(spec.hours, this.timeZone)
+      } catch (err) {
+        throw new TypeError(`${label}: invalid hours: ${err instanceof Error ? err.message : String(err)}`)
+      }
+    }
+    const base = spec.every !== undefined ? `every ${spec.every} ms` : `cron ${spec.cron ?? ''}`
+    const schedule = window === null
+      ? (spec.every !== undefined ? base : `${base} (${this.timeZone})`)
+      : `${base}, ${window.text} (${this.timeZone})`
     const job: Job = {
       spec,
       cron,
+      window,
       schedule,
       timer: null,
       armed: null,
@@ -228,7 +259,24 @@ export class Scheduler {
     return job === undefined ? null : this.#next(job, after)
   }
 
+  /** The first tick after `after` inside the job's window (every tick when it has none). */
   #next (job: Job, after: number): (TickInfo & { intervalMs: number }) | null {
+    let from = after
+    // A window opens at least once a week; a bound against expressions that never meet it.
+    for (let i = 0; i < 10_000; i++) {
+      const tick = this.#rawNext(job, from)
+      if (tick === null || job.window === null) return tick
+      const at = tick.scheduledAt.getTime()
+      if (isInWindow(job.window, at)) return tick
+      const opening = nextOpening(job.window, at)
+      if (opening === null) return null
+      // The first tick at or after the opening.
+      from = Math.max(at, opening.getTime() - 1)
+    }
+    return null
+  }
+
+  #rawNext (job: Job, after: number): (TickInfo & { intervalMs: number }) | null {
     const every = job.spec.every
     if (every !== undefined) {
       const id = Math.floor(after / every) + 1
@@ -269,6 +317,7 @@ export class Scheduler {
     const { name } = job.spec
     const interval = job.spec.every ?? this.#next(job, tick.scheduledAt.getTime())?.intervalMs ?? 86_400_000
     const ttl = Math.max(job.spec.lockTtlMs ?? 0, interval)
+    if (job.window !== null && !isInWindow(job.window, tick.scheduledAt.getTime())) return this.#skip(job, tick, 'outside market hours')
     if (job.running !== null) return this.#skip(job, tick, 'previous run in progress')
     if (this.#now() - tick.scheduledAt.getTime() > interval / 2) return this.#skip(job, tick, 'late')
 
@@ -341,6 +390,8 @@ export class Scheduler {
       } else {
         this.#log.debug({ job: job.spec.name, tick: tick.id, reason }, 'job tick skipped')
       }
+    } else if (reason === 'outside market hours') {
+      this.#log.debug({ job: job.spec.name, tick: tick.id, reason }, 'job tick skipped')
     } else {
       this.#log.warn({ job: job.spec.name, tick: tick.id, reason }, 'job tick skipped')
     }
