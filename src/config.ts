@@ -81,6 +81,7 @@ export const ConfigSchema = Type.Object({
   CACHE_L1_MAX_BYTES: Int(32 * 1_048_576, 65_536, 4096 * 1_048_576),
   CACHE_LOCK_TTL_MS: Int(3000, 100, 60_000),
   CACHE_LOADER_TIMEOUT_MS: Int(10_000, 100, 120_000),
+  CACHE_FAILURE_TTL_MS: Int(3000, 0, 60_000, 'How long an upstream failure (5xx or timeout) is remembered, here and for the other instances: the stale value (or the error) is answered meanwhile without calling the upstream again. 0: not remembered.'),
 
   // --- locks and jobs ----------------------------------------------------------------
   REDLOCK_URLS: Opt(Type.String({ pattern: '^rediss?://[^,\\s]+(\\s*,\\s*rediss?://[^,\\s]+)*$' })),

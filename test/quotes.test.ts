@@ -68,6 +68,11 @@ t.test('finnhub: unknown symbol (all zeros) → 404; incomplete answers → 502;
   t.throws(() => toQuote('X', null), { statusCode: 502, message: 'The quote provider sent an unexpected answer' })
   t.same(toQuote('X', { c: 10, d: null, dp: null, h: 11, l: 9, o: 9.5, pc: 8, t: 1 }).change, 2, 'a missing change is computed, not guessed')
 
+  // Finnhub's answer for a symbol it lists but does not quote: a price, nothing else.
+  t.throws(() => toQuote('DELISTED', { c: 4.2, d: null, dp: null, h: 0, l: 0, o: 0, pc: 0, t: 1_700_000_000 }),
+    { statusCode: 404, message: 'No quote for DELISTED' }, 'a price with zero open, high, low and previous close is not a quote')
+  t.equal(toQuote('X', { c: 4.2, h: 4.3, l: 4.1, o: 0, pc: 4, t: 1 }).price, 4.2, 'one zero figure alone (no open yet) is still a quote')
+
   const fake = await fakeFinnhub(t)
   fake.mode = 'zero'
   await t.rejects(finnhub(fake).quote('NOPE'), { statusCode: 404, message: 'Unknown ticker: NOPE' })
