@@ -225,6 +225,20 @@ t.test('upstream failing with nothing cached: 503 (or 504 on a timeout), never 5
   t.equal(ok.cache, 'MISS')
 })
 
+t.test('a failing provider is asked once per CACHE_FAILURE_TTL_MS across instances, not once per request', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const extra = { FINNHUB_BREAKER_THRESHOLD: '100', CACHE_FAILURE_TTL_MS: '30000' }
+  const a = await build(t, env(fake, redis, extra))
+  const b = await build(t, env(fake, redis, extra))
+  fake.mode = 'fail'
+  const answers = [await a.app.inject('/api/stocks/CSCO'), await a.app.inject('/api/stocks/CSCO'), await b.app.inject('/api/stocks/CSCO'), await b.app.inject('/api/stocks/CSCO')]
+  t.same(answers.map((r) => r.statusCode), [503, 503, 503, 503], 'the same answer on both instances')
+  t.same(answers[2]?.json(), { statusCode: 503, error: 'Service Unavailable', message: 'The quote provider failed (HTTP 500)' }, 'rebuilt from what A recorded')
+  t.equal(fake.calls, 1, 'one provider call for four requests on two instances')
+  t.equal(await redis.command('EXISTS', 'stock:CSCO'), '0', 'no value was cached')
+})
+
 t.test('an unknown symbol (Finnhub\'s all zeros) is a 404, and is not cached', redisOpts, async (t) => {
   const redis = await privateRedis(t)
   const fake = await fakeFinnhub(t)
