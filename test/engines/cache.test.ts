@@ -233,10 +233,10 @@ t.test('grace: a load abandoned at the loader timeout serves the stale value, ma
 })
 
 t.test('XFetch: a hot key is refreshed before it expires, so no reader sees it expire', redisOpts, async (t) => {
-  t.ok(shouldRefreshEarly(1000, 1010, 50, 20_000, () => 0.5), '-50·ln(0.5) ≈ 35 ms ≥ the 10 ms left')
-  t.notOk(shouldRefreshEarly(1000, 2000, 50, 20_000, () => 0.5), 'not 1 s before expiry')
-  t.notOk(shouldRefreshEarly(1000, 1001, 0, 20_000, () => 1), 'random() = 1 never refreshes early')
-  t.ok(shouldRefreshEarly(1000, 1100, 0, 20_000, () => 0.5), 'a fast loader still gets 1 % of the TTL (200 ms) as delta: -200·ln(0.5) ≈ 139 ms ≥ 100 ms')
+  t.ok(shouldRefreshEarly({ now: 1000, expiresAt: 1010, loadMs: 50, ttlMs: 20_000 }, () => 0.5), '-50·ln(0.5) ≈ 35 ms ≥ the 10 ms left')
+  t.notOk(shouldRefreshEarly({ now: 1000, expiresAt: 2000, loadMs: 50, ttlMs: 20_000 }, () => 0.5), 'not 1 s before expiry')
+  t.notOk(shouldRefreshEarly({ now: 1000, expiresAt: 1001, loadMs: 0, ttlMs: 20_000 }, () => 1), 'random() = 1 never refreshes early')
+  t.ok(shouldRefreshEarly({ now: 1000, expiresAt: 1100, loadMs: 0, ttlMs: 20_000 }, () => 0.5), 'a fast loader still gets 1 % of the TTL (200 ms) as delta: -200·ln(0.5) ≈ 139 ms ≥ 100 ms')
 
   const redis = await privateRedis(t)
   // random() = 0.001 → refresh when less than 6.9 × the load time (40 ms) is left: ~275 ms.

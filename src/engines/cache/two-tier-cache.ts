@@ -331,7 +331,7 @@ export class TwoTierCache {
   }
 
   #refreshDue (entry: CacheEntry, now: number): boolean {
-    return shouldRefreshEarly(now, entry.freshUntil, entry.loadDurationMs, entry.ttl, this.#random, this.#xfetch)
+    return shouldRefreshEarly({ now, expiresAt: entry.freshUntil, loadMs: entry.loadDurationMs, ttlMs: entry.ttl }, this.#random, this.#xfetch)
   }
 
   #dropLocal (key: string): void {
