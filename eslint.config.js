@@ -44,13 +44,6 @@ export default defineConfig([
   },
 
   ...engineBoundary,
-  // The one crossing left: the cache's loader timeout is still the app's GatewayTimeoutError
-  // until the cache throws a typed error of its own (then delete this block).
-  {
-    files: ['src/engines/cache/two-tier-cache.ts'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [ENGINE_FRAMEWORK_IMPORTS] }] },
-  },
-
   // Service code logs through Fastify's logger (app.log / request.log), never console.log.
   // bench/ and the CLI (src/cli.ts) print to the terminal on purpose, so they are not covered.
   {

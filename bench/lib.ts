@@ -151,7 +151,7 @@ export interface BenchBuild {
 }
 
 /** Bench files that run inside a server process, transpiled to dist/<same path>.js. */
-const SERVER_SIDE_FILES = ['bench/bare-server.ts', 'bench/scenarios/locks.ts']
+const SERVER_SIDE_FILES = ['bench/bare-server.ts', 'bench/scenarios/locks.ts', 'bench/scenarios/quotes.ts']
 
 /** Where buildForBench puts the transpiled `file` (a path relative to the repository). */
 function compiledPath (root: string, file: string): string {

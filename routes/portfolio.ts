@@ -9,6 +9,7 @@ import type { FastifyReply } from 'fastify'
 import { Type } from 'typebox'
 import { ErrorSchema } from '../src/schemas.js'
 import { TICKER_DESCRIPTION, TICKER_PATTERN } from '../src/quotes/schemas.js'
+import type { PortfolioView } from '../src/portfolio/valuation.js'
 import { MAX_PRICE, MAX_TRADE_SHARES, MIN_PRICE, SHARE_DECIMALS } from '../src/portfolio/ledger.js'
 
 const Money = (description?: string) => Type.Union([Type.Number(), Type.Null()], description ? { description } : {})
@@ -73,7 +74,6 @@ const HistorySchema = Type.Object({
   })),
 })
 
-const CacheHeader = 'x-cache'
 const errors = { 401: ErrorSchema, 429: ErrorSchema, 503: ErrorSchema }
 const writeErrors = { ...errors, 400: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 422: ErrorSchema }
 
@@ -91,15 +91,20 @@ const portfolio: FastifyPluginAsyncTypebox = async (fastify) => {
     ...auth,
     schema: {
       tags: ['portfolio'],
-      summary: 'The caller\'s portfolio, priced with the cached quotes (X-Cache: HIT | MISS)',
+      summary: 'The caller\'s portfolio, priced with the cached quotes (X-Cache: HIT | MISS, Age in seconds)',
       security: [{ bearerAuth: [] }],
       response: { 200: PortfolioSchema, ...errors },
     },
-  }, async (request, reply) => {
-    const { view, cache } = await service.get(request.user.sub)
-    void reply.header(CacheHeader, cache)
-    return view
-  })
+    config: {
+      cache: {
+        ...service.policy,
+        key: (request) => service.key(request.user.sub),
+        cacheable: (view: PortfolioView) => service.cacheable(view),
+        // A copy whose invalidation has not reached this instance yet is never answered.
+        accept: (view: PortfolioView, request) => service.isCurrent(request.user.sub, view),
+      },
+    },
+  }, async (request) => service.view(request.user.sub))
 
   fastify.post('/api/portfolio/transactions', {
     ...auth,

@@ -2,13 +2,13 @@
  * Stock quotes. A ticker is checked by the schema before anything else runs, so a malformed
  * one is a 400 that never reaches Redis or the provider. `X-Cache` says where the answer came
  * from (HIT, MISS, or STALE when the provider failed and an expired quote was served) and
- * `Age` how many seconds old it is.
+ * `Age` how many seconds old it is. The single quote is cached by its route option
+ * (`config.cache`, plugins/cache.ts): the handler only asks the provider.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { ErrorSchema } from '../src/schemas.js'
-import type { FastifyReply } from 'fastify'
-import { MAX_BATCH, type QuoteLookup } from '../src/quotes/quote-service.js'
+import { MAX_BATCH, normalizeTicker, quoteKey } from '../src/quotes/quote-service.js'
 import { QuoteSchema, TICKER_DESCRIPTION, TICKER_ITEM_PATTERN, TICKER_MAX_LENGTH, TICKER_PATTERN } from '../src/quotes/schemas.js'
 
 const TickerParamsSchema = Type.Object({
@@ -33,23 +33,6 @@ const BatchSchema = Type.Object({
 
 const errors = { 400: ErrorSchema, 404: ErrorSchema, 502: ErrorSchema, 503: ErrorSchema, 504: ErrorSchema }
 
-/**
- * Serialised quotes by their object. The cache hands out deeply frozen values, one object
- * shared by every reader: of an L1 entry for as long as L1 holds it, and of one L2 read or
- * load by all the requests that waited on it (with L1 off, a burst of requests for one
- * ticker shares one Redis GET and so one serialisation). An entry goes with its object.
- */
-const serialized = new WeakMap<object, string>()
-
-function sendQuote (reply: FastifyReply, result: QuoteLookup): void {
-  let json = serialized.get(result.quote)
-  if (json === undefined) {
-    json = reply.serialize(result.quote) as string
-    serialized.set(result.quote, json)
-  }
-  void reply.header('x-cache', result.cache).header('age', String(result.age)).type('application/json; charset=utf-8').send(json)
-}
-
 const stocks: FastifyPluginAsyncTypebox = async (fastify) => {
   const { quotes } = fastify
 
@@ -60,12 +43,10 @@ const stocks: FastifyPluginAsyncTypebox = async (fastify) => {
       params: TickerParamsSchema,
       response: { 200: QuoteSchema, ...errors },
     },
-  }, function quote (request, reply) {
-    // A fresh L1 copy is answered synchronously; anything else once the cache has it.
-    const result = quotes.lookup(request.params.ticker)
-    if (result instanceof Promise) return result.then((r) => { sendQuote(reply, r) })
-    sendQuote(reply, result)
-  })
+    config: {
+      cache: { ...quotes.policy, key: (request) => quoteKey(normalizeTicker((request.params as { ticker: string }).ticker)) },
+    },
+  }, async (request) => quotes.fetch(normalizeTicker(request.params.ticker)))
 
   fastify.get('/api/stocks', {
     schema: {

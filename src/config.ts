@@ -156,6 +156,8 @@ const SECTIONS = {
       'Life of the per-key fill lock that lets one instance load while the others wait (renewed while the load runs, so a crashed instance holds it no longer than this).'),
     CACHE_LOADER_TIMEOUT_MS: doc(Int(10_000, 100, 120_000),
       'A load slower than this is abandoned (504 unless a stale value can be served); also the longest any request waits for another instance\'s load.'),
+    CACHE_FAILURE_TTL_MS: doc(Int(3000, 0, 60_000, 'How long an upstream failure (5xx or timeout) is remembered, here and for the other instances: the stale value (or the error) is answered meanwhile without calling the upstream again. 0: not remembered.'),
+      'How long an upstream failure (5xx or timeout) is remembered, here and for the other instances: the stale value (or the error) is answered meanwhile without calling the upstream again. 0: not remembered.'),
   },
   'locks and jobs': {
     REDLOCK_URLS: doc(Opt(Type.String({ pattern: '^rediss?://[^,\\s]+(\\s*,\\s*rediss?://[^,\\s]+)*$' })),

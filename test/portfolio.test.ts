@@ -202,6 +202,8 @@ t.test('a portfolio with a ticker that cannot be priced is answered, marked, and
   t.equal(await redis.command('EXISTS', `portfolio:${user.userId}`), '0')
 
   fake.modes.delete('DOWN')
+  // The quote's failure is remembered for CACHE_FAILURE_TTL_MS (3 s): priced once it has passed.
+  await waitFor(async () => (await getPortfolio(app, user.token)).view.unpriced.length === 0, 15_000, 200)
   const priced = await getPortfolio(app, user.token)
   t.same(priced.view.unpriced, [])
   t.type(priced.view.totals.value, 'number')

@@ -68,6 +68,9 @@ t.test('a quote: shape, headers, and the guide\'s key stock:<TICKER> with its 20
   const redis = await privateRedis(t)
   const fake = await fakeFinnhub(t)
   const { app } = await build(t, env(fake, redis))
+  // Its first subscription makes an instance distrust what L1 held before it: subscribed first,
+  // so that the hits below are L1's however slowly the machine connects.
+  await waitFor(() => app.cache.stats().invalidation.subscribed, 10_000)
 
   const first = await quote(app, 'aapl')
   t.equal(first.status, 200)
@@ -96,12 +99,11 @@ t.test('a quote: shape, headers, and the guide\'s key stock:<TICKER> with its 20
   t.equal(third.headers['content-type'], 'application/json; charset=utf-8')
   t.equal(third.payload, JSON.stringify(first.body), 'the schema\'s serialisation, byte for byte')
   t.equal(app.cache.stats().caches.quotes?.hitsL1, 2, 'two L1 hits, each counted once')
-  const now = app.quotes.lookup('aapl')
-  t.notOk(now instanceof Promise, 'a quote fresh in L1 is answered synchronously')
-  t.match(now, { ticker: 'AAPL', cache: 'HIT', layer: 'l1' })
-  const later = app.quotes.lookup('NVDA')
-  t.ok(later instanceof Promise, 'anything else is a promise')
-  t.equal((await later).ticker, 'NVDA')
+  const entry = app.cache.peek('stock:AAPL')
+  t.ok(entry !== undefined, 'a quote fresh in L1 is there for the synchronous hook')
+  t.equal(entry?.payload, third.payload, 'with its serialized answer kept on the entry')
+  t.equal(app.cache.peek('stock:NVDA'), undefined, 'anything else goes through the handler')
+  t.equal((await app.quotes.get('NVDA')).ticker, 'NVDA')
   t.equal(fake.seen[0]?.token, 'test-key', 'the API key goes in the X-Finnhub-Token header')
   t.notMatch(fake.seen[0]?.url ?? '', /test-key/, 'and never in the URL')
 })
@@ -152,7 +154,8 @@ t.test('two instances on one Redis × 50 concurrent requests each: still one ups
 t.test('upstream failing after expiry: the stale quote, marked STALE', redisOpts, async (t) => {
   const redis = await privateRedis(t)
   const fake = await fakeFinnhub(t)
-  const { app } = await build(t, env(fake, redis, { QUOTE_TTL_SECONDS: '1', QUOTE_GRACE_SECONDS: '60' }))
+  // Failures not remembered here, so that the recovery shows on the next request (see below for CACHE_FAILURE_TTL_MS).
+  const { app } = await build(t, env(fake, redis, { QUOTE_TTL_SECONDS: '1', QUOTE_GRACE_SECONDS: '60', CACHE_FAILURE_TTL_MS: '0' }))
 
   const fresh = await quote(app, 'AMD')
   t.equal(fresh.cache, 'MISS')
@@ -200,7 +203,7 @@ t.test('a slow provider after expiry: the stale quote after the soft timeout', r
 t.test('upstream failing with nothing cached: 503 (or 504 on a timeout), never 500, never a price', redisOpts, async (t) => {
   const redis = await privateRedis(t)
   const fake = await fakeFinnhub(t)
-  const { app } = await build(t, env(fake, redis, { FINNHUB_TIMEOUT_MS: '200', FINNHUB_BREAKER_THRESHOLD: '100' }))
+  const { app } = await build(t, env(fake, redis, { FINNHUB_TIMEOUT_MS: '200', FINNHUB_BREAKER_THRESHOLD: '100', CACHE_FAILURE_TTL_MS: '0' }))
 
   fake.mode = 'fail'
   const failed = await app.inject('/api/stocks/ORCL')
@@ -215,7 +218,7 @@ t.test('upstream failing with nothing cached: 503 (or 504 on a timeout), never 5
 
   fake.mode = 'garbage'
   const garbage = await app.inject('/api/stocks/SAP')
-  t.equal(garbage.statusCode, 502)
+  t.equal(garbage.statusCode, 502, garbage.payload)
 
   t.same(await allKeys(redis).then((keys) => keys.filter((k) => /stock:/.test(k))), [], 'errors are never cached')
 
@@ -223,6 +226,20 @@ t.test('upstream failing with nothing cached: 503 (or 504 on a timeout), never 5
   const ok = await quote(app, 'ORCL')
   t.equal(ok.status, 200, 'the next request asks the provider again')
   t.equal(ok.cache, 'MISS')
+})
+
+t.test('a failing provider is asked once per CACHE_FAILURE_TTL_MS across instances, not once per request', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const fake = await fakeFinnhub(t)
+  const extra = { FINNHUB_BREAKER_THRESHOLD: '100', CACHE_FAILURE_TTL_MS: '30000' }
+  const a = await build(t, env(fake, redis, extra))
+  const b = await build(t, env(fake, redis, extra))
+  fake.mode = 'fail'
+  const answers = [await a.app.inject('/api/stocks/CSCO'), await a.app.inject('/api/stocks/CSCO'), await b.app.inject('/api/stocks/CSCO'), await b.app.inject('/api/stocks/CSCO')]
+  t.same(answers.map((r) => r.statusCode), [503, 503, 503, 503], 'the same answer on both instances')
+  t.same(answers[2]?.json(), { statusCode: 503, error: 'Service Unavailable', message: 'The quote provider failed (HTTP 500)' }, 'rebuilt from what A recorded')
+  t.equal(fake.calls, 1, 'one provider call for four requests on two instances')
+  t.equal(await redis.command('EXISTS', 'stock:CSCO'), '0', 'no value was cached')
 })
 
 t.test('an unknown symbol (Finnhub\'s all zeros) is a 404, and is not cached', redisOpts, async (t) => {
@@ -357,21 +374,23 @@ t.test('a batch of cached and uncached tickers: one Redis round trip for the cac
   t.equal(res?.headers['x-cache'], 'MISS')
   t.equal(fake.calls, 4, 'the provider only for the two misses')
 
-  const mgets = commands.filter((l) => /"mget"/i.test(l))
-  t.equal(mgets.length, 1, 'one MGET')
-  t.match(mgets[0] ?? '', /"mget" "stock:AAPL" "stock:MSFT" "stock:GOOG" "stock:NVDA"/i, 'for all four tickers')
-  const cachedTouched = commands.filter((l) => !/"mget"/i.test(l) && /stock:(AAPL|MSFT)"/.test(l))
+  // The cache reads with a script (each value with its PTTL): count the commands the client
+  // sent, not those the script ran ("[0 lua]").
+  const sent = commands.filter((l) => !/ lua\]/.test(l))
+  const reads = sent.filter((l) => /"eval(sha)?"/i.test(l) && /"stock:AAPL" "stock:MSFT" "stock:GOOG" "stock:NVDA"/i.test(l))
+  t.equal(reads.length, 1, 'one read for all four tickers')
+  const cachedTouched = sent.filter((l) => !reads.includes(l) && /stock:(AAPL|MSFT)"/.test(l))
   t.same(cachedTouched, [], 'no other command touched the cached tickers')
 
-  // All cached: MGET and nothing else for the quotes.
+  // All cached: one read and nothing else for the quotes.
   const c = await build(t, env(fake, redis))
   const only = await monitor(redis, async () => {
     const all = await c.app.inject('/api/stocks?tickers=AAPL,MSFT,GOOG,NVDA')
     t.equal(all.headers['x-cache'], 'HIT')
   })
-  const quoteCommands = only.filter((l) => /stock:/.test(l))
+  const quoteCommands = only.filter((l) => !/ lua\]/.test(l) && /stock:/.test(l))
   t.equal(quoteCommands.length, 1, 'a fully cached batch is one command')
-  t.match(quoteCommands[0] ?? '', /"mget"/i)
+  t.match(quoteCommands[0] ?? '', /"eval(sha)?"/i)
   t.equal(fake.calls, 4)
 })
 

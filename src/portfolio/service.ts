@@ -10,14 +10,15 @@
  * keeps the data right when the lock fails (expired during a pause, Redis lost, two
  * instances on in-process locks).
  *
- * A read: the cached view, accepted only if its version is still the stored one (one
- * primary-key lookup). An invalidation that has not reached this instance yet (pub/sub is
- * asynchronous, and queued while Redis is away) therefore never serves an old portfolio.
+ * A read: `view` builds the priced view (the loader behind the cached GET route, which
+ * caches it as `portfolio:<userId>`); `isCurrent` accepts a cached view only if its version
+ * is still the stored one (one primary-key lookup). An invalidation that has not reached
+ * this instance yet (pub/sub is asynchronous, and queued while Redis is away) therefore
+ * never serves an old portfolio.
  */
 import { createHash } from 'node:crypto'
 import { ConflictError, NotFoundError, UnprocessableError } from '../errors.js'
 import { TooManyRequestsError, retryText } from '../rate-limit/limits.js'
-import type { CacheStatus } from '../engines/cache/types.js'
 import type { TwoTierCache } from '../engines/cache/two-tier-cache.js'
 import { applyTrade, checkTrade, type Position, type Trade } from './ledger.js'
 import {
@@ -41,7 +42,7 @@ export interface PortfolioLogger {
 export interface PortfolioServiceOptions {
   repo: PortfolioRepo
   locks: LockService
-  cache: Pick<TwoTierCache, 'wrapEntry' | 'invalidate'>
+  cache: Pick<TwoTierCache, 'invalidate'>
   quotes: QuoteSource
   log: PortfolioLogger
   /** PORTFOLIO_TTL_SECONDS */
@@ -106,13 +107,6 @@ export function requestHash (trade: Trade): string {
     .digest('base64url')
 }
 
-/** Thrown by the cache loader for a view that must not be cached (a quote was missing). */
-class UncachedView extends Error {
-  constructor (readonly view: PortfolioView) {
-    super('portfolio view with unpriced positions')
-  }
-}
-
 const DAY_MS = 86_400_000
 
 export function createPortfolioService (options: PortfolioServiceOptions) {
@@ -120,7 +114,8 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
   const now = options.now ?? Date.now
   const maxPositions = options.maxPositions ?? Infinity
   const maxKeys = options.maxKeysPerUser ?? Infinity
-  const cacheOptions = { ttl: options.portfolioTtlSeconds, name: 'portfolios' }
+  /** How the GET route caches a view (plugins/cache.ts's route option). */
+  const policy = { ttl: options.portfolioTtlSeconds, name: 'portfolios' }
   const stats: PortfolioStats = {
     reads: 0, staleCopies: 0, uncached: 0, trades: 0, removals: 0, replays: 0, keyMismatches: 0, conflicts: 0, lockLost: 0, invalidateFailures: 0,
   }
@@ -146,23 +141,6 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
   async function buildView (userId: string): Promise<PortfolioView> {
     const state = await repo.read(userId)
     return price(userId, state.version, state.positions)
-  }
-
-  async function cachedView (userId: string): Promise<{ view: PortfolioView, cache: CacheStatus }> {
-    try {
-      const result = await cache.wrapEntry(portfolioKey(userId), cacheOptions, async () => {
-        const view = await buildView(userId)
-        if (view.unpriced.length > 0) throw new UncachedView(view)
-        return view
-      })
-      return { view: result.value, cache: result.cache }
-    } catch (err) {
-      if (err instanceof UncachedView) {
-        stats.uncached++
-        return { view: err.view, cache: 'MISS' }
-      }
-      throw err
-    }
   }
 
   async function invalidate (userId: string): Promise<void> {
@@ -232,14 +210,29 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
   }
 
   return {
-    /** The user's priced portfolio, cached as portfolio:<userId>. */
-    async get (userId: string): Promise<{ view: PortfolioView, cache: CacheStatus }> {
+    policy,
+
+    /** The cache key of the user's priced portfolio. */
+    key: portfolioKey,
+
+    /** The user's priced portfolio (the GET route's loader). */
+    async view (userId: string): Promise<PortfolioView> {
+      return buildView(userId)
+    },
+
+    /** A view with a position that could not be priced is answered but not cached. */
+    cacheable (view: PortfolioView): boolean {
+      if (view.unpriced.length === 0) return true
+      stats.uncached++
+      return false
+    },
+
+    /** Whether a cached view is still the stored version (one primary-key lookup); counts a read. */
+    async isCurrent (userId: string, view: PortfolioView): Promise<boolean> {
       stats.reads++
-      const first = await cachedView(userId)
-      if (first.view.version === await repo.version(userId)) return first
+      if (view.version === await repo.version(userId)) return true
       stats.staleCopies++
-      await invalidate(userId)
-      return cachedView(userId)
+      return false
     },
 
     /**

@@ -3,7 +3,8 @@
  * `X-Finnhub-Token` header (kept out of URLs, so out of every access log). Each attempt has a
  * timeout; network errors, timeouts, 429 and 5xx are retried a bounded number of times with a
  * short jittered backoff; a circuit breaker makes a dead provider fail fast. Finnhub answers
- * an unknown symbol with all zeros: that is a 404, never a price of 0.
+ * an unknown symbol with all zeros, and a symbol it does not quote with a price but zero open,
+ * high, low and previous close: both are a 404, never a price.
  */
 import { BadGatewayError, GatewayTimeoutError, NotFoundError, ServiceUnavailableError, isServiceError } from '../errors.js'
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js'
@@ -157,6 +158,9 @@ export function toQuote (ticker: string, body: unknown): Quote {
   const pc = num(b.pc)
   const t = num(b.t)
   if (c === 0 && h === 0 && l === 0 && o === 0 && pc === 0) throw new NotFoundError(`Unknown ticker: ${ticker}`)
+  // A price with zero open, high, low and previous close is what Finnhub sends for symbols it
+  // lists but does not quote: not a real quote.
+  if (h === 0 && l === 0 && o === 0 && pc === 0) throw new NotFoundError(`No quote for ${ticker}`)
   if (c === null || h === null || l === null || o === null || pc === null || t === null || c <= 0 || t <= 0) {
     throw new BadGatewayError('The quote provider sent an incomplete quote')
   }

@@ -3,9 +3,10 @@
  * batch (one L2 round trip for all of them, the provider only for the misses, with bounded
  * concurrency). The portfolio concern prices positions with `getMany`.
  */
-import { BadRequestError, isServiceError } from '../errors.js'
+import { BadRequestError, GatewayTimeoutError, isServiceError } from '../errors.js'
+import { CacheLoadTimeoutError } from '../engines/cache/errors.js'
 import type { TwoTierCache } from '../engines/cache/two-tier-cache.js'
-import type { CacheLayer, CacheStatus } from '../engines/cache/types.js'
+import type { CacheLayer, CachePolicy, CacheStatus } from '../engines/cache/types.js'
 import { TICKER_REGEX, type Quote, type QuoteProvider } from './schemas.js'
 
 export interface QuoteServiceOptions {
@@ -50,7 +51,8 @@ export function normalizeTicker (ticker: string): string {
 
 export function createQuoteService (options: QuoteServiceOptions) {
   const { cache, provider } = options
-  const wrapOptions = {
+  /** How a quote is cached: the route declares the same policy (plugins/cache.ts reads it here). */
+  const policy: CachePolicy = {
     ttl: options.ttlSeconds,
     grace: options.graceSeconds,
     name: 'quotes',
@@ -59,22 +61,22 @@ export function createQuoteService (options: QuoteServiceOptions) {
 
   return {
     provider: provider.name,
+    policy,
+
+    /** The provider's quote, not cached: the loader behind the cached route and `get`. */
+    async fetch (symbol: string): Promise<Quote> {
+      return provider.quote(symbol)
+    },
 
     /** One quote; throws the AIC error to answer with (404 unknown, 502/503/504 upstream). */
     async get (ticker: string): Promise<QuoteLookup> {
-      return this.lookup(ticker)
-    },
-
-    /**
-     * `get` for the hot path: a quote fresh in L1 is answered synchronously (no promise, no
-     * microtask); anything else is `get`'s promise.
-     */
-    lookup (ticker: string): QuoteLookup | Promise<QuoteLookup> {
       const symbol = normalizeTicker(ticker)
-      const result = cache.wrapEntryNow(quoteKey(symbol), wrapOptions, () => provider.quote(symbol))
-      return result instanceof Promise
-        ? result.then((r) => ({ ticker: symbol, quote: r.value, cache: r.cache, age: r.age, layer: r.layer }))
-        : { ticker: symbol, quote: result.value, cache: result.cache, age: result.age, layer: result.layer }
+      try {
+        const r = await cache.get({ ...policy, key: quoteKey(symbol), load: () => provider.quote(symbol) })
+        return { ticker: symbol, quote: r.value, cache: r.cache, age: r.age, layer: r.layer }
+      } catch (err) {
+        throw asServiceError(err)
+      }
     },
 
     /**
@@ -86,15 +88,19 @@ export function createQuoteService (options: QuoteServiceOptions) {
       if (symbols.length === 0 || symbols.length > MAX_BATCH) {
         throw new BadRequestError(`Ask for 1 to ${MAX_BATCH} distinct tickers (got ${symbols.length})`)
       }
-      const settled = await cache.wrapMany(symbols.map(quoteKey), wrapOptions,
-        (key) => provider.quote(key.slice('stock:'.length)), options.batchConcurrency)
+      const settled = await cache.getMany<Quote>({
+        ...policy,
+        keys: symbols.map(quoteKey),
+        load: (key) => provider.quote(key.slice('stock:'.length)),
+        concurrency: options.batchConcurrency,
+      })
       const quotes: QuoteLookup[] = []
       const errors: QuoteFailure[] = []
       settled.forEach((outcome, i) => {
         const ticker = symbols[i] as string
         if (outcome.status === 'fulfilled') {
           const result = outcome.value
-          quotes.push({ ticker, quote: result.value as Quote, cache: result.cache, age: result.age, layer: result.layer })
+          quotes.push({ ticker, quote: result.value, cache: result.cache, age: result.age, layer: result.layer })
         } else {
           errors.push({ ticker, ...describeFailure(outcome.reason) })
         }
@@ -106,8 +112,15 @@ export function createQuoteService (options: QuoteServiceOptions) {
 
 export type QuoteService = ReturnType<typeof createQuoteService>
 
+/** The cache's own errors as the app answers them (a load abandoned at its timeout: 504). */
+export function asServiceError (err: unknown): unknown {
+  if (err instanceof CacheLoadTimeoutError) return new GatewayTimeoutError(`The quote provider did not answer within ${err.timeoutMs} ms`)
+  return err
+}
+
 /** Status and message for a client: AIC errors keep theirs, anything else is a plain 503. */
-export function describeFailure (err: unknown): { statusCode: number, message: string } {
+export function describeFailure (failure: unknown): { statusCode: number, message: string } {
+  const err = asServiceError(failure)
   if (isServiceError(err)) {
     const e = err as { statusCode?: number, message: string }
     return { statusCode: e.statusCode ?? 503, message: e.message }

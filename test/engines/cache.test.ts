@@ -9,6 +9,8 @@ import { MemoryStore } from '../../src/engines/store/memory-store.js'
 import { ResilientStore } from '../../src/engines/store/resilient-store.js'
 import { createTwoTierCache, type TwoTierCache, type TwoTierCacheOptions } from '../../src/engines/cache/two-tier-cache.js'
 import { shouldRefreshEarly } from '../../src/engines/cache/xfetch.js'
+import { CacheLoadTimeoutError } from '../../src/engines/cache/errors.js'
+import { noCache } from '../../src/engines/cache/types.js'
 import { sleep, waitFor, type TapTest } from '../helper.js'
 import { skipUnlessRedis, startRedis, type RedisProcess } from '../helpers/redis-server.js'
 
@@ -60,11 +62,11 @@ t.test('concurrent misses in one process share one loader call', redisOpts, asyn
   const redis = await privateRedis(t)
   const { cache } = await engine(t, redis)
   const loader = counting(() => ({ price: 1 }), 100)
-  const results = await Promise.all(Array.from({ length: 100 }, () => cache.wrapEntry('stock:A', { ttl: 20 }, loader)))
+  const results = await Promise.all(Array.from({ length: 100 }, () => cache.get({ key: 'stock:A', ttl: 20, load: loader })))
   t.equal(loader.calls, 1)
   t.ok(results.every((r) => r.cache === 'MISS' && (r.value as { price: number }).price === 1))
   t.match(cache.stats().caches.quotes, { misses: 100, loads: 1, hitsL1: 0 })
-  t.equal((await cache.wrapEntry('stock:A', { ttl: 20 }, loader)).layer, 'l1')
+  t.equal((await cache.get({ key: 'stock:A', ttl: 20, load: loader })).layer, 'l1')
   t.equal(cache.stats().caches.quotes?.hitsL1, 1)
 })
 
@@ -73,7 +75,7 @@ t.test('N instances × M concurrent misses = 1 loader call (Redis lock, waiters 
   const engines = await Promise.all([engine(t, redis), engine(t, redis), engine(t, redis)])
   const loader = counting(() => ({ price: 7 }), 150)
   const results = await Promise.all(engines.flatMap(({ cache }) =>
-    Array.from({ length: 30 }, () => cache.wrapEntry('stock:B', { ttl: 20 }, loader))))
+    Array.from({ length: 30 }, () => cache.get({ key: 'stock:B', ttl: 20, load: loader }))))
   t.equal(loader.calls, 1, 'one call for 3 × 30 concurrent misses')
   t.ok(results.every((r) => (r.value as { price: number }).price === 7))
   t.same([...new Set(results.map((r) => r.layer))].sort(), ['l2-wait', 'loader'], 'the others waited for L2')
@@ -83,7 +85,7 @@ t.test('N instances × M concurrent misses = 1 loader call (Redis lock, waiters 
 t.test('concurrent misses share one loader call without Redis: the in-process flight is then the only guard', async (t) => {
   const { cache } = await engine(t, null)
   const loader = counting(() => ({ price: 2 }), 100)
-  const results = await Promise.all(Array.from({ length: 100 }, () => cache.wrapEntry('stock:S1', { ttl: 20 }, loader)))
+  const results = await Promise.all(Array.from({ length: 100 }, () => cache.get({ key: 'stock:S1', ttl: 20, load: loader })))
   t.equal(loader.calls, 1, 'one call for 100 concurrent misses')
   t.ok(results.every((r) => r.cache === 'MISS' && (r.value as { price: number }).price === 2))
 })
@@ -94,7 +96,7 @@ t.test('concurrent misses share one loader call while Redis is down', redisOpts,
   await redis.kill()
   await waitFor(() => !state.available, 5000)
   const loader = counting(() => ({ price: 3 }), 100)
-  const results = await Promise.all(Array.from({ length: 100 }, () => cache.wrapEntry('stock:S2', { ttl: 20 }, loader)))
+  const results = await Promise.all(Array.from({ length: 100 }, () => cache.get({ key: 'stock:S2', ttl: 20, load: loader })))
   t.equal(loader.calls, 1, 'one call for 100 concurrent misses, no fill lock to lean on')
   t.ok(results.every((r) => (r.value as { price: number }).price === 3))
 })
@@ -103,7 +105,7 @@ t.test('the fill lock is released by its owner only: a lock someone else holds w
   const redis = await privateRedis(t)
   const { cache } = await engine(t, redis)
   const loader = counting(() => 1, 300)
-  const loading = cache.wrap('stock:OWN', { ttl: 20 }, loader)
+  const loading = cache.wrap({ key: 'stock:OWN', ttl: 20, load: loader })
   await waitFor(async () => (await redis.command('EXISTS', 'lock:fill:stock:OWN')) === '1', 2000)
   // As if this instance's lock had expired and another instance had taken it.
   await redis.command('SET', 'lock:fill:stock:OWN', 'another-owner', 'PX', '10000')
@@ -118,10 +120,10 @@ t.test('the fill lock is renewed while a load outlasts its TTL: another instance
   const a = await engine(t, redis, { lockTtlMs: 200 })
   const b = await engine(t, redis, { lockTtlMs: 200 })
   const loader = counting(() => ({ price: 5 }), 800)
-  const first = a.cache.wrapEntry('stock:LONG', { ttl: 20 }, loader)
+  const first = a.cache.get({ key: 'stock:LONG', ttl: 20, load: loader })
   await sleep(500)
   t.equal(await redis.command('EXISTS', 'lock:fill:stock:LONG'), '1', 'still held 500 ms into the load, past its 200 ms TTL')
-  const second = await b.cache.wrapEntry('stock:LONG', { ttl: 20 }, loader)
+  const second = await b.cache.get({ key: 'stock:LONG', ttl: 20, load: loader })
   t.equal(loader.calls, 1, 'the second instance did not load')
   t.equal(second.layer, 'l2-wait')
   t.equal((await first).layer, 'loader')
@@ -140,7 +142,7 @@ t.test('a batch loads at most `concurrency` misses at a time', async (t) => {
     return key
   }
   const keys = Array.from({ length: 10 }, (_v, i) => `stock:BATCH${i}`)
-  const settled = await cache.wrapMany(keys, { ttl: 20 }, loader, 3)
+  const settled = await cache.getMany({ keys: keys, ttl: 20, load: loader, concurrency: 3 })
   t.equal(most, 3, 'three at a time: never more, and not one by one')
   t.same(settled.map((s) => (s.status === 'fulfilled' ? s.value.value : null)), keys)
 })
@@ -150,7 +152,7 @@ t.test('a lock left by a crashed instance: when it expires, the waiting instance
   const engines = [await engine(t, redis), await engine(t, redis), await engine(t, redis)]
   await redis.command('SET', 'lock:fill:stock:D', 'someone-dead', 'PX', '300')
   const loader = counting(() => 'loaded', 100)
-  const results = await Promise.all(engines.flatMap((e) => [1, 2, 3].map(() => e.cache.wrap('stock:D', { ttl: 20 }, loader))))
+  const results = await Promise.all(engines.flatMap((e) => [1, 2, 3].map(() => e.cache.wrap({ key: 'stock:D', ttl: 20, load: loader }))))
   t.same(new Set(results), new Set(['loaded']))
   t.equal(loader.calls, 1, '9 callers on 3 instances, 1 upstream call')
 })
@@ -161,7 +163,7 @@ t.test('a lock left by a crashed instance delays a load at most until it expires
   await redis.command('SET', 'lock:fill:stock:C', 'someone-dead', 'PX', '300')
   const loader = counting(() => 1)
   const started = performance.now()
-  const result = await cache.wrapEntry('stock:C', { ttl: 20 }, loader)
+  const result = await cache.get({ key: 'stock:C', ttl: 20, load: loader })
   const ms = performance.now() - started
   t.equal(result.value, 1)
   t.equal(loader.calls, 1)
@@ -176,16 +178,16 @@ t.test('errors are never cached', redisOpts, async (t) => {
     if (fail) throw new Error('upstream down')
     return 'ok'
   })
-  await t.rejects(cache.wrap('stock:D', { ttl: 20, grace: 60 }, loader), /upstream down/)
+  await t.rejects(cache.wrap({ key: 'stock:D', ttl: 20, grace: 60, load: loader }), /upstream down/)
   t.equal(await redis.command('EXISTS', 'stock:D'), '0')
   t.equal(await redis.command('EXISTS', 'stale:stock:D'), '0')
-  await t.rejects(cache.wrap('stock:D', { ttl: 20 }, loader), /upstream down/)
+  await t.rejects(cache.wrap({ key: 'stock:D', ttl: 20, load: loader }), /upstream down/)
   t.equal(loader.calls, 2, 'the second call asked the loader again')
   fail = false
-  t.equal(await cache.wrap('stock:D', { ttl: 20 }, loader), 'ok')
+  t.equal(await cache.wrap({ key: 'stock:D', ttl: 20, load: loader }), 'ok')
   t.match(cache.stats().caches.quotes, { loads: 3, loadErrors: 2 })
 
-  await t.rejects(cache.wrap('stock:E', { ttl: 20 }, async () => undefined), /returned undefined/)
+  await t.rejects(cache.wrap({ key: 'stock:E', ttl: 20, load: async () => undefined }), /returned undefined/)
   t.equal(await redis.command('EXISTS', 'stock:E'), '0')
 })
 
@@ -199,17 +201,17 @@ t.test('grace: a failed load after expiry serves the stale value, marked STALE, 
     return version++
   }
   const options = { ttl: 0.3, grace: 0.6 }
-  t.equal((await cache.wrapEntry('stock:F', options, loader)).value, 1)
+  t.equal((await cache.get({ key: 'stock:F', ...options, load: loader })).value, 1)
   await sleep(350)
   fail = true
-  const stale = await cache.wrapEntry('stock:F', options, loader)
+  const stale = await cache.get({ key: 'stock:F', ...options, load: loader })
   t.equal(stale.cache, 'STALE')
   t.equal(stale.value, 1)
   t.equal(cache.stats().caches.quotes?.staleServes, 1)
   await sleep(650)
-  await t.rejects(cache.wrap('stock:F', options, loader), /down/, 'after the grace the error shows')
+  await t.rejects(cache.wrap({ key: 'stock:F', ...options, load: loader }), /down/, 'after the grace the error shows')
   fail = false
-  t.equal(await cache.wrap('stock:F', options, loader), 2)
+  t.equal(await cache.wrap({ key: 'stock:F', ...options, load: loader }), 2)
 })
 
 t.test('grace: a load abandoned at the loader timeout serves the stale value, marked STALE', redisOpts, async (t) => {
@@ -218,11 +220,11 @@ t.test('grace: a load abandoned at the loader timeout serves the stale value, ma
   let hang = false
   const loader = async (): Promise<number> => (hang ? new Promise<never>(() => {}) : 1)
   const options = { ttl: 0.3, grace: 5 }
-  t.equal((await cache.wrapEntry('stock:TO', options, loader)).value, 1)
+  t.equal((await cache.get({ key: 'stock:TO', ...options, load: loader })).value, 1)
   await sleep(350)
   hang = true
   const started = performance.now()
-  const stale = await cache.wrapEntry('stock:TO', options, loader)
+  const stale = await cache.get({ key: 'stock:TO', ...options, load: loader })
   const ms = performance.now() - started
   t.equal(stale.cache, 'STALE')
   t.equal(stale.value, 1)
@@ -231,10 +233,10 @@ t.test('grace: a load abandoned at the loader timeout serves the stale value, ma
 })
 
 t.test('XFetch: a hot key is refreshed before it expires, so no reader sees it expire', redisOpts, async (t) => {
-  t.ok(shouldRefreshEarly(1000, 1010, 50, 20_000, () => 0.5), '-50·ln(0.5) ≈ 35 ms ≥ the 10 ms left')
-  t.notOk(shouldRefreshEarly(1000, 2000, 50, 20_000, () => 0.5), 'not 1 s before expiry')
-  t.notOk(shouldRefreshEarly(1000, 1001, 0, 20_000, () => 1), 'random() = 1 never refreshes early')
-  t.ok(shouldRefreshEarly(1000, 1100, 0, 20_000, () => 0.5), 'a fast loader still gets 1 % of the TTL (200 ms) as delta: -200·ln(0.5) ≈ 139 ms ≥ 100 ms')
+  t.ok(shouldRefreshEarly({ now: 1000, expiresAt: 1010, loadMs: 50, ttlMs: 20_000 }, () => 0.5), '-50·ln(0.5) ≈ 35 ms ≥ the 10 ms left')
+  t.notOk(shouldRefreshEarly({ now: 1000, expiresAt: 2000, loadMs: 50, ttlMs: 20_000 }, () => 0.5), 'not 1 s before expiry')
+  t.notOk(shouldRefreshEarly({ now: 1000, expiresAt: 1001, loadMs: 0, ttlMs: 20_000 }, () => 1), 'random() = 1 never refreshes early')
+  t.ok(shouldRefreshEarly({ now: 1000, expiresAt: 1100, loadMs: 0, ttlMs: 20_000 }, () => 0.5), 'a fast loader still gets 1 % of the TTL (200 ms) as delta: -200·ln(0.5) ≈ 139 ms ≥ 100 ms')
 
   const redis = await privateRedis(t)
   // random() = 0.001 → refresh when less than 6.9 × the load time (40 ms) is left: ~275 ms.
@@ -242,10 +244,10 @@ t.test('XFetch: a hot key is refreshed before it expires, so no reader sees it e
   let version = 0
   const loader = counting(() => ++version, 40)
   const statuses = new Set<string>()
-  t.equal((await cache.wrapEntry('stock:HOT', { ttl: 0.6 }, loader)).cache, 'MISS')
+  t.equal((await cache.get({ key: 'stock:HOT', ttl: 0.6, load: loader })).cache, 'MISS')
   const until = Date.now() + 2000
   while (Date.now() < until) {
-    statuses.add((await cache.wrapEntry('stock:HOT', { ttl: 0.6 }, loader)).cache)
+    statuses.add((await cache.get({ key: 'stock:HOT', ttl: 0.6, load: loader })).cache)
     await sleep(10)
   }
   t.same([...statuses], ['HIT'], 'every read for 2 s (3+ TTLs) was a HIT')
@@ -256,10 +258,10 @@ t.test('XFetch: a hot key is refreshed before it expires, so no reader sees it e
   const { cache: plain } = await engine(t, redis, { random: () => 1 })
   const slow = counting(() => 1, 40)
   const seen = new Set<string>()
-  await plain.wrapEntry('stock:COLD', { ttl: 0.3 }, slow)
+  await plain.get({ key: 'stock:COLD', ttl: 0.3, load: slow })
   const end = Date.now() + 700
   while (Date.now() < end) {
-    seen.add((await plain.wrapEntry('stock:COLD', { ttl: 0.3 }, slow)).cache)
+    seen.add((await plain.get({ key: 'stock:COLD', ttl: 0.3, load: slow })).cache)
     await sleep(10)
   }
   t.ok(seen.has('MISS'), 'without it a reader waits for the reload')
@@ -276,8 +278,8 @@ t.test('XFetch also refreshes early for batch reads, and with L1 off for reads f
     let version = 0
     const loader = counting(() => ++version, 40)
     const read = async (): Promise<string> => {
-      if (!path.batch) return (await cache.wrapEntry(path.key, { ttl: 0.6 }, loader)).cache
-      const [settled] = await cache.wrapMany([path.key], { ttl: 0.6 }, loader)
+      if (!path.batch) return (await cache.get({ key: path.key, ttl: 0.6, load: loader })).cache
+      const [settled] = await cache.getMany({ keys: [path.key], ttl: 0.6, load: loader })
       if (settled?.status !== 'fulfilled') throw new Error('the batch read failed')
       return settled.value.cache
     }
@@ -295,19 +297,19 @@ t.test('XFetch also refreshes early for batch reads, and with L1 off for reads f
 
 t.test('L1 is bounded by entries and by bytes', async (t) => {
   const { cache } = await engine(t, null, { l1: { maxEntries: 10 } })
-  for (let i = 0; i < 50; i++) await cache.wrap(`stock:K${i}`, { ttl: 60 }, async () => i)
+  for (let i = 0; i < 50; i++) await cache.wrap({ key: `stock:K${i}`, ttl: 60, load: async () => i })
   t.equal(cache.stats().l1.entries, 10)
 
   const { cache: small } = await engine(t, null, { l1: { maxBytes: 8192 } })
   const big = 'x'.repeat(1000)
-  for (let i = 0; i < 50; i++) await small.wrap(`stock:B${i}`, { ttl: 60 }, async () => big)
+  for (let i = 0; i < 50; i++) await small.wrap({ key: `stock:B${i}`, ttl: 60, load: async () => big })
   const { l1 } = small.stats()
   t.ok(l1.bytes <= 8192, `bytes ${l1.bytes} ≤ 8192`)
   t.ok(l1.entries >= 1 && l1.entries < 50, `only the most recent fit (${l1.entries})`)
-  t.equal(await small.wrap('stock:B49', { ttl: 60 }, async () => 'reloaded'), big, 'the most recent one is still there')
+  t.equal(await small.wrap({ key: 'stock:B49', ttl: 60, load: async () => 'reloaded' }), big, 'the most recent one is still there')
 
   const { cache: none } = await engine(t, null, { l1: { enabled: false } })
-  await none.wrap('stock:X', { ttl: 60 }, async () => 1)
+  await none.wrap({ key: 'stock:X', ttl: 60, load: async () => 1 })
   t.same(none.stats().l1, { enabled: false, entries: 0, bytes: 0, maxEntries: 10_000, maxBytes: 32 * 1024 * 1024 })
 })
 
@@ -316,12 +318,12 @@ t.test('an L1 copy never outlives its L2 TTL', redisOpts, async (t) => {
   const a = await engine(t, redis)
   const b = await engine(t, redis)
   const loader = counting(() => 'v', 0)
-  await a.cache.wrap('stock:L', { ttl: 1 }, loader)
+  await a.cache.wrap({ key: 'stock:L', ttl: 1, load: loader })
   await sleep(600)
-  t.equal((await b.cache.wrapEntry('stock:L', { ttl: 1 }, loader)).layer, 'l2', 'B copies it 600 ms into its life')
-  t.equal((await b.cache.wrapEntry('stock:L', { ttl: 1 }, loader)).layer, 'l1')
+  t.equal((await b.cache.get({ key: 'stock:L', ttl: 1, load: loader })).layer, 'l2', 'B copies it 600 ms into its life')
+  t.equal((await b.cache.get({ key: 'stock:L', ttl: 1, load: loader })).layer, 'l1')
   await sleep(450)
-  const after = await b.cache.wrapEntry('stock:L', { ttl: 1 }, loader)
+  const after = await b.cache.get({ key: 'stock:L', ttl: 1, load: loader })
   t.equal(after.layer, 'loader', 'B\'s copy expired with the L2 key (1 s after the load), not 1 s after B read it')
   t.equal(loader.calls, 2)
 })
@@ -331,8 +333,8 @@ t.test('invalidate and invalidatePrefix reach L2 and every instance\'s L1 within
   const a = await engine(t, redis)
   const b = await engine(t, redis)
   for (const key of ['portfolio:1', 'portfolio:2', 'stock:KEEP']) {
-    await a.cache.wrap(key, { ttl: 60, grace: 60 }, async () => key)
-    await b.cache.wrap(key, { ttl: 60, grace: 60 }, async () => 'unused')
+    await a.cache.wrap({ key: key, ttl: 60, grace: 60, load: async () => key })
+    await b.cache.wrap({ key: key, ttl: 60, grace: 60, load: async () => 'unused' })
   }
   t.equal(b.cache.stats().l1.entries, 3)
 
@@ -345,8 +347,8 @@ t.test('invalidate and invalidatePrefix reach L2 and every instance\'s L1 within
   await waitFor(() => b.cache.stats().l1.entries === 1, 100, 2)
   t.equal(await redis.command('EXISTS', 'portfolio:2', 'stale:portfolio:2'), '0', 'found by SCAN and deleted, grace copy too')
   t.equal(await redis.command('EXISTS', 'stock:KEEP'), '1', 'other prefixes untouched')
-  t.equal(await b.cache.wrap('stock:KEEP', { ttl: 60 }, async () => 'reloaded'), 'stock:KEEP')
-  t.equal(await b.cache.wrap('portfolio:2', { ttl: 60 }, async () => 'reloaded'), 'reloaded')
+  t.equal(await b.cache.wrap({ key: 'stock:KEEP', ttl: 60, load: async () => 'reloaded' }), 'stock:KEEP')
+  t.equal(await b.cache.wrap({ key: 'portfolio:2', ttl: 60, load: async () => 'reloaded' }), 'reloaded')
   t.ok(b.cache.stats().invalidation.received >= 2)
 })
 
@@ -360,66 +362,68 @@ t.test('a load that began before an invalidation cannot store its older result a
     await sleep(300)
     return seen
   }
-  const inFlight = a.cache.wrap('portfolio:7', { ttl: 300 }, slowRead)
+  const inFlight = a.cache.wrap({ key: 'portfolio:7', ttl: 300, load: slowRead })
   await sleep(100)
   truth = 'new'
   await b.cache.invalidate('portfolio:7')
   t.equal(await inFlight, 'old', 'the caller that started before still gets its answer')
   t.equal(await redis.command('EXISTS', 'portfolio:7'), '0', 'but it was not written to L2')
-  t.equal(await a.cache.wrap('portfolio:7', { ttl: 300 }, slowRead), 'new', 'nor kept in A\'s L1')
+  t.equal(await a.cache.wrap({ key: 'portfolio:7', ttl: 300, load: slowRead }), 'new', 'nor kept in A\'s L1')
 
   // The same race when the message has not reached A (here: A does not subscribe at all):
   // the key's generation in Redis, read before the load and checked by the write, stops it.
   const deafRedis = await engine(t, redis, { createSubscriber: () => null })
   truth = 'old'
-  const late = deafRedis.cache.wrap('portfolio:17', { ttl: 300 }, slowRead)
+  const late = deafRedis.cache.wrap({ key: 'portfolio:17', ttl: 300, load: slowRead })
   await sleep(100)
   truth = 'new'
   await b.cache.invalidate('portfolio:17')
   t.equal(await late, 'old')
   t.equal(await redis.command('EXISTS', 'portfolio:17'), '0', 'the older result was refused by Redis')
-  t.equal(await b.cache.wrap('portfolio:17', { ttl: 300 }, slowRead), 'new')
-  t.equal(await deafRedis.cache.wrap('portfolio:17', { ttl: 300 }, slowRead), 'new', 'nor kept in the deaf instance\'s own L1: Redis refusing the write told it')
+  t.equal(await b.cache.wrap({ key: 'portfolio:17', ttl: 300, load: slowRead }), 'new')
+  t.equal(await deafRedis.cache.wrap({ key: 'portfolio:17', ttl: 300, load: slowRead }), 'new', 'nor kept in the deaf instance\'s own L1: Redis refusing the write told it')
 
   // In one process: a caller arriving after the invalidation does not join the older load.
   truth = 'v1'
   await a.cache.invalidate('portfolio:8')
-  const first = a.cache.wrap('portfolio:8', { ttl: 300 }, slowRead)
+  const first = a.cache.wrap({ key: 'portfolio:8', ttl: 300, load: slowRead })
   await sleep(50)
   truth = 'v2'
   await a.cache.invalidate('portfolio:8')
-  const second = a.cache.wrap('portfolio:8', { ttl: 300 }, slowRead)
+  const second = a.cache.wrap({ key: 'portfolio:8', ttl: 300, load: slowRead })
   t.same(await Promise.all([first, second]), ['v1', 'v2'])
-  t.equal(await a.cache.wrap('portfolio:8', { ttl: 300 }, slowRead), 'v2')
+  t.equal(await a.cache.wrap({ key: 'portfolio:8', ttl: 300, load: slowRead }), 'v2')
 })
 
 t.test('set stores the new truth and drops the other instances\' copies', redisOpts, async (t) => {
   const redis = await privateRedis(t)
   const a = await engine(t, redis)
   const b = await engine(t, redis)
-  await b.cache.wrap('portfolio:3', { ttl: 300 }, async () => 'old')
+  await b.cache.wrap({ key: 'portfolio:3', ttl: 300, load: async () => 'old' })
   await a.cache.set('portfolio:3', 'new', { ttl: 300 })
   await waitFor(() => b.cache.stats().l1.entries === 0, 100, 2)
-  t.equal(await b.cache.get('portfolio:3'), 'new')
-  t.equal(await a.cache.get('portfolio:3'), 'new')
-  t.equal(await a.cache.get('portfolio:none'), undefined)
+  t.equal(await b.cache.find('portfolio:3'), 'new')
+  t.equal(await a.cache.find('portfolio:3'), 'new')
+  t.equal(await a.cache.find('portfolio:none'), undefined)
   const pttl = Number(await redis.command('PTTL', 'portfolio:3'))
   t.ok(pttl > 299_000 && pttl <= 300_000, 'with its TTL')
 })
 
 t.test('values are shared and frozen: a caller cannot change the cached copy', async (t) => {
   const { cache } = await engine(t, null)
-  const value = await cache.wrap('portfolio:9', { ttl: 60 }, async () => ({ positions: [{ ticker: 'AAPL', shares: 1 }] }))
+  const value = await cache.wrap({ key: 'portfolio:9', ttl: 60, load: async () => ({ positions: [{ ticker: 'AAPL', shares: 1 }] }) })
   t.throws(() => { (value.positions[0] as { shares: number }).shares = 99 }, TypeError)
-  t.same(await cache.wrap('portfolio:9', { ttl: 60 }, async () => null), { positions: [{ ticker: 'AAPL', shares: 1 }] })
+  t.same(await cache.wrap({ key: 'portfolio:9', ttl: 60, load: async () => null }), { positions: [{ ticker: 'AAPL', shares: 1 }] })
 })
 
-t.test('a loader that never answers is abandoned at the loader timeout (504), lock released', redisOpts, async (t) => {
+t.test('a loader that never answers is abandoned at the loader timeout (CacheLoadTimeoutError), lock released', redisOpts, async (t) => {
   const redis = await privateRedis(t)
   const { cache } = await engine(t, redis, { loaderTimeoutMs: 200 })
   const started = performance.now()
-  const err = await cache.wrap('stock:HANG', { ttl: 20 }, () => new Promise<never>(() => {})).catch((e: unknown) => e)
-  t.match(err, { statusCode: 504, code: 'AIC_GATEWAY_TIMEOUT' })
+  const err = await cache.wrap({ key: 'stock:HANG', ttl: 20, load: () => new Promise<never>(() => {}) }).catch((e: unknown) => e)
+  t.ok(err instanceof CacheLoadTimeoutError, 'the cache\'s own error, no HTTP status')
+  t.match(err, { key: 'stock:HANG', timeoutMs: 200 })
+  t.notOk('statusCode' in (err as object), 'the app maps it (plugins/cache.ts)')
   t.ok(performance.now() - started < 1500, 'abandoned at the timeout, not left hanging')
   t.equal(await redis.command('EXISTS', 'lock:fill:stock:HANG'), '0')
 })
@@ -427,20 +431,20 @@ t.test('a loader that never answers is abandoned at the loader timeout (504), lo
 t.test('Redis frozen: at most one command timeout, then L1 + loader only; invalidations are replayed when it returns', redisOpts, async (t) => {
   const redis = await privateRedis(t)
   const a = await engine(t, redis)
-  await a.cache.wrap('portfolio:20', { ttl: 300 }, async () => 'cached')
+  await a.cache.wrap({ key: 'portfolio:20', ttl: 300, load: async () => 'cached' })
   t.equal(await redis.command('EXISTS', 'portfolio:20'), '1')
 
   redis.pause()
   t.teardown(() => redis.resume())
   const loader = counting(() => 'from loader')
   let started = performance.now()
-  t.equal(await a.cache.wrap('stock:P1', { ttl: 60 }, loader), 'from loader')
+  t.equal(await a.cache.wrap({ key: 'stock:P1', ttl: 60, load: loader }), 'from loader')
   const first = performance.now() - started
   t.ok(first < 800, `the first miss waited for one command timeout (500 ms) at most, not two (${first.toFixed(0)} ms)`)
   t.equal(a.state.mode, 'fallback')
   started = performance.now()
-  t.equal(await a.cache.wrap('stock:P2', { ttl: 60 }, loader), 'from loader')
-  t.equal(await a.cache.wrap('portfolio:20', { ttl: 300 }, loader), 'cached', 'L1 still serves')
+  t.equal(await a.cache.wrap({ key: 'stock:P2', ttl: 60, load: loader }), 'from loader')
+  t.equal(await a.cache.wrap({ key: 'portfolio:20', ttl: 300, load: loader }), 'cached', 'L1 still serves')
   t.ok(performance.now() - started < 200, 'later calls never touch Redis (no command timeout)')
 
   await a.cache.invalidate('portfolio:20')
@@ -471,25 +475,25 @@ t.test('an instance that started while Redis was away re-checks its L1 copies on
     await state.close()
   })
   t.equal(a.stats().invalidation.subscribed, false)
-  t.equal(await a.wrap('stock:K', { ttl: 60 }, async () => 'old'), 'old')
+  t.equal(await a.wrap({ key: 'stock:K', ttl: 60, load: async () => 'old' }), 'old')
   await b.cache.invalidate('stock:K') // queued: replayed by B when Redis returns, maybe before A listens
   await redis.restart()
   await waitFor(() => state.available && a.stats().invalidation.subscribed, 5000)
-  t.equal(await a.wrap('stock:K', { ttl: 60 }, async () => 'new'), 'new', 'the copy from before the first subscription is not trusted')
+  t.equal(await a.wrap({ key: 'stock:K', ttl: 60, load: async () => 'new' }), 'new', 'the copy from before the first subscription is not trusted')
 })
 
 t.test('after a lost subscription L1 copies are re-checked, and kept only as stale fallbacks', redisOpts, async (t) => {
   const redis = await privateRedis(t)
   const { cache, state } = await engine(t, redis)
-  await cache.wrap('stock:R', { ttl: 60, grace: 60 }, async () => 'before')
-  await cache.wrap('portfolio:R', { ttl: 60 }, async () => 'before')
+  await cache.wrap({ key: 'stock:R', ttl: 60, grace: 60, load: async () => 'before' })
+  await cache.wrap({ key: 'portfolio:R', ttl: 60, load: async () => 'before' })
   await redis.restart()
   await waitFor(() => state.available && cache.stats().invalidation.subscribed, 5000)
 
-  const stale = await cache.wrapEntry('stock:R', { ttl: 60, grace: 60 }, async () => { throw new Error('down') })
+  const stale = await cache.get({ key: 'stock:R', ttl: 60, grace: 60, load: async () => { throw new Error('down') } })
   t.equal(stale.cache, 'STALE', 'not trusted as fresh, but still a fallback')
   t.equal(stale.value, 'before')
-  const reloaded = await cache.wrapEntry('portfolio:R', { ttl: 60 }, async () => 'after')
+  const reloaded = await cache.get({ key: 'portfolio:R', ttl: 60, load: async () => 'after' })
   t.same([reloaded.cache, reloaded.value], ['MISS', 'after'], 'a copy without grace was dropped')
   t.equal(await redis.command('EXISTS', 'portfolio:R'), '1')
   await cache.invalidate('portfolio:R')
@@ -501,7 +505,7 @@ t.test('with REDIS_KEY_PREFIX: keys, SCAN and the channel are prefixed', redisOp
   const a = await engine(t, redis, { keyPrefix: 'app1:' })
   const b = await engine(t, redis, { keyPrefix: 'app1:' })
   const other = await engine(t, redis, { keyPrefix: 'app2:' })
-  for (const e of [a, b, other]) await e.cache.wrap('portfolio:1', { ttl: 60, grace: 10 }, async () => 'x')
+  for (const e of [a, b, other]) await e.cache.wrap({ key: 'portfolio:1', ttl: 60, grace: 10, load: async () => 'x' })
   t.equal(await redis.command('EXISTS', 'app1:portfolio:1', 'app1:stale:portfolio:1', 'app2:portfolio:1'), '3')
   await a.cache.invalidatePrefix('portfolio:')
   await waitFor(() => b.cache.stats().l1.entries === 0, 100, 2)
@@ -515,11 +519,11 @@ t.test('counters per named cache', redisOpts, async (t) => {
   const redis = await privateRedis(t)
   const a = await engine(t, redis)
   const b = await engine(t, redis)
-  await a.cache.wrap('stock:S', { ttl: 60 }, async () => 1)
-  await a.cache.wrap('stock:S', { ttl: 60 }, async () => 1)
-  await b.cache.wrap('stock:S', { ttl: 60 }, async () => 1)
-  await a.cache.wrap('portfolio:S', { ttl: 60 }, async () => 1)
-  await a.cache.wrap('custom:S', { ttl: 60, name: 'mine' }, async () => 1)
+  await a.cache.wrap({ key: 'stock:S', ttl: 60, load: async () => 1 })
+  await a.cache.wrap({ key: 'stock:S', ttl: 60, load: async () => 1 })
+  await b.cache.wrap({ key: 'stock:S', ttl: 60, load: async () => 1 })
+  await a.cache.wrap({ key: 'portfolio:S', ttl: 60, load: async () => 1 })
+  await a.cache.wrap({ key: 'custom:S', ttl: 60, name: 'mine', load: async () => 1 })
   t.match(a.cache.stats().caches, {
     quotes: { hitsL1: 1, hitsL2: 0, misses: 1, loads: 1, loadErrors: 0, staleServes: 0 },
     portfolios: { misses: 1, loads: 1 },
@@ -531,7 +535,117 @@ t.test('counters per named cache', redisOpts, async (t) => {
 
 t.test('bad options are refused', async (t) => {
   const { cache } = await engine(t, null)
-  await t.rejects(cache.wrap('stock:Z', { ttl: 0 }, async () => 1), TypeError)
-  await t.rejects(cache.wrap('stock:Z', { ttl: 1, grace: -1 }, async () => 1), TypeError)
+  await t.rejects(cache.wrap({ key: 'stock:Z', ttl: 0, load: async () => 1 }), TypeError)
+  await t.rejects(cache.wrap({ key: 'stock:Z', ttl: 1, grace: -1, load: async () => 1 }), TypeError)
   await t.rejects(cache.invalidatePrefix(''), TypeError)
+})
+
+t.test('a loader says "do not cache this" by returning noCache(value): answered to its callers, kept nowhere', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache } = await engine(t, redis)
+  const loader = counting(() => noCache({ partial: true }), 100)
+  const results = await Promise.all([1, 2, 3].map(() => cache.get({ key: 'portfolio:NC', ttl: 60, load: loader })))
+  t.same(results.map((r) => [r.cache, r.value]), [['MISS', { partial: true }], ['MISS', { partial: true }], ['MISS', { partial: true }]], 'every waiter got the value, nobody an error')
+  t.equal(loader.calls, 1)
+  t.equal(await redis.command('EXISTS', 'portfolio:NC'), '0', 'not in L2')
+  t.equal(cache.peek('portfolio:NC'), undefined, 'nor in L1')
+  t.equal(await cache.wrap({ key: 'portfolio:NC', ttl: 60, load: async () => 'whole' }), 'whole', 'the next read loads again')
+})
+
+t.test('peek: the fresh L1 entry, synchronously, or undefined', async (t) => {
+  const { cache } = await engine(t, null, { random: () => 1 })
+  t.equal(cache.peek('stock:PK'), undefined)
+  await cache.wrap({ key: 'stock:PK', ttl: 60, load: async () => ({ price: 1 }) })
+  const entry = cache.peek('stock:PK')
+  t.match(entry, { value: { price: 1 }, ttl: 60_000, grace: 0 })
+  t.ok(entry !== undefined && entry.freshUntil > Date.now() && entry.staleUntil === entry.freshUntil, 'named fields: fresh until, stale until')
+  t.equal(cache.stats().caches.quotes?.hitsL1, 1, 'counted as an L1 hit')
+})
+
+t.test('a stale copy only in Redis is served after the soft timeout, not after another instance\'s whole load', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const a = await engine(t, redis, { loaderTimeoutMs: 8000 })
+  const b = await engine(t, redis, { loaderTimeoutMs: 8000 })
+  const policy = { ttl: 1, grace: 60, softTimeoutMs: 200 }
+  await a.cache.wrap({ key: 'stock:SOFT', ...policy, load: async () => 'old' })
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:SOFT')) === '0', 5000)
+  // A reloads, slowly: it holds the fill lock for seconds.
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  const slow = a.cache.get({ key: 'stock:SOFT', ...policy, softTimeoutMs: undefined, load: async () => { await gate; return 'new' } })
+  await waitFor(async () => (await redis.command('EXISTS', 'lock:fill:stock:SOFT')) === '1', 5000)
+  // B has nothing in L1: its stale copy is the grace copy in Redis.
+  const loaderB = counting(() => 'from B')
+  const started = performance.now()
+  const answer = await b.cache.get({ key: 'stock:SOFT', ...policy, load: loaderB })
+  const ms = performance.now() - started
+  t.same([answer.cache, answer.value], ['STALE', 'old'], 'B answered with the grace copy')
+  t.ok(ms < 4000, `long before the 8 s loader timeout (${ms.toFixed(0)} ms)`)
+  t.equal(loaderB.calls, 0, 'and did not load itself')
+  release()
+  t.equal((await slow).value, 'new')
+  await waitFor(async () => (await b.cache.get({ key: 'stock:SOFT', ...policy, load: loaderB })).value === 'new', 5000)
+  t.equal(loaderB.calls, 0, 'B then read A\'s load')
+})
+
+t.test('a failing upstream is called once per failure TTL across instances, not once per request and instance', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const codec = {
+    encode: (err: unknown) => (err instanceof Error && err.message.startsWith('upstream') ? err.message : undefined),
+    decode: (encoded: string) => new Error(`recorded: ${encoded}`),
+  }
+  const a = await engine(t, redis, { failureTtlMs: 30_000, failureCodec: codec })
+  const b = await engine(t, redis, { failureTtlMs: 30_000, failureCodec: codec })
+  const failing = counting((): string => { throw new Error('upstream down') })
+  await t.rejects(a.cache.wrap({ key: 'stock:FAIL', ttl: 20, load: failing }), /upstream down/)
+  await t.rejects(a.cache.wrap({ key: 'stock:FAIL', ttl: 20, load: failing }), /upstream down/, 'A answers the same failure from memory')
+  await t.rejects(b.cache.wrap({ key: 'stock:FAIL', ttl: 20, load: failing }), /recorded: upstream down/, 'B finds it in Redis')
+  await t.rejects(b.cache.wrap({ key: 'stock:FAIL', ttl: 20, load: failing }), /recorded: upstream down/)
+  t.equal(failing.calls, 1, 'one upstream call for four requests on two instances')
+  const pttl = Number(await redis.command('PTTL', 'cache:fail:stock:FAIL'))
+  t.ok(pttl > 0 && pttl <= 30_000, `the failure is kept briefly (PTTL ${pttl})`)
+
+  // Errors the codec does not take (a "not found") are not recorded.
+  const notFound = counting((): string => { throw new Error('no such ticker') })
+  await t.rejects(a.cache.wrap({ key: 'stock:NF', ttl: 20, load: notFound }), /no such ticker/)
+  await t.rejects(b.cache.wrap({ key: 'stock:NF', ttl: 20, load: notFound }), /no such ticker/)
+  t.equal(notFound.calls, 2)
+
+  // With a stale copy the recorded failure answers STALE, still without calling the upstream.
+  let up = true
+  const flaky = counting(() => {
+    if (up) return 'good'
+    throw new Error('upstream down')
+  })
+  await a.cache.wrap({ key: 'stock:FLAKY', ttl: 1, grace: 60, load: flaky })
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:FLAKY')) === '0', 5000)
+  up = false
+  t.same((await a.cache.get({ key: 'stock:FLAKY', ttl: 1, grace: 60, load: flaky })).cache, 'STALE')
+  const fromB = await b.cache.get({ key: 'stock:FLAKY', ttl: 1, grace: 60, load: flaky })
+  t.same([fromB.cache, fromB.value], ['STALE', 'good'])
+  t.equal(flaky.calls, 2, 'one good load, one failed load: B did not call it')
+
+  // An invalidation forgets the failure.
+  await a.cache.invalidate('stock:FAIL')
+  t.equal(await redis.command('EXISTS', 'cache:fail:stock:FAIL'), '0')
+  await waitFor(async () => (await b.cache.wrap({ key: 'stock:FAIL', ttl: 20, load: async () => 'back' }).catch(() => 'failed')) === 'back', 3000)
+  t.pass('B loads again once the failure is invalidated')
+})
+
+t.test('an L1 copy lives as long as the PTTL read with it, whatever the loading instance\'s clock said', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache } = await engine(t, redis)
+  // Written by an instance whose clock runs a minute ahead, one second before its key expires.
+  const envelope = JSON.stringify({ v: 'skewed', t: Date.now() + 60_000, ttl: 20_000, g: 0, d: 0 })
+  await redis.command('SET', 'stock:SKEW', envelope, 'PX', '1000')
+  const loader = counting(() => 'reloaded')
+  const first = await cache.get({ key: 'stock:SKEW', ttl: 20, load: loader })
+  t.same([first.layer, first.value], ['l2', 'skewed'])
+  t.ok(first.age >= 18 && first.age <= 20, `Age from the remaining TTL, not from a clock elsewhere (${first.age} s)`)
+  const entry = cache.peek('stock:SKEW')
+  t.ok(entry !== undefined && entry.freshUntil <= Date.now() + 1000, 'the L1 copy expires with the Redis key')
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:SKEW')) === '0', 5000)
+  await waitFor(() => cache.peek('stock:SKEW') === undefined, 2000)
+  t.equal(await cache.wrap({ key: 'stock:SKEW', ttl: 20, load: loader }), 'reloaded', 'once Redis dropped it, L1 did too')
+  t.equal(loader.calls, 1)
 })

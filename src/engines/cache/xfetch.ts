@@ -15,17 +15,18 @@ export interface XFetchOptions {
 
 export const DEFAULT_XFETCH: XFetchOptions = { beta: 1, minDeltaRatio: 0.01 }
 
-export function shouldRefreshEarly (
-  now: number,
-  expiresAt: number,
-  loadMs: number,
-  ttlMs: number,
-  random: () => number,
-  options: XFetchOptions = DEFAULT_XFETCH,
-): boolean {
-  const delta = Math.max(loadMs, ttlMs * options.minDeltaRatio)
+/** Where a copy stands: now, when it expires, how long its load took, its TTL (ms). */
+export interface CopyLife {
+  now: number
+  expiresAt: number
+  loadMs: number
+  ttlMs: number
+}
+
+export function shouldRefreshEarly (life: CopyLife, random: () => number, options: XFetchOptions = DEFAULT_XFETCH): boolean {
+  const delta = Math.max(life.loadMs, life.ttlMs * options.minDeltaRatio)
   // -ln(r) for r in (0, 1]; random() may return 0, which would mean "infinitely early".
   const r = random()
   const gap = -delta * options.beta * Math.log(r > 0 ? r : Number.MIN_VALUE)
-  return now + gap >= expiresAt
+  return life.now + gap >= life.expiresAt
 }
