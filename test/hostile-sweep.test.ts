@@ -12,7 +12,7 @@
  *   patterns, enums), and a body field must reach the handler exactly as sent (no coercion);
  * - what the writes stored stays within bounds (the portfolio read back at the end).
  * Authenticated routes are swept with a user's token, /api/debug with an admin's; the routes
- * that end sessions with a fresh login of another user each time.
+ * that end sessions or rotate their token (refresh) with a fresh login of another user each time.
  */
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
@@ -214,9 +214,9 @@ t.test('hostile values over every route in /docs/json: no 5xx, no handler outsid
   const failures: string[] = []
   const byStatus = new Map<number, number>()
 
-  /** The routes that end sessions get a session of their own each time. */
+  /** The routes that end sessions or rotate the token get a session of their own each time. */
   const tokenFor = async (path: string, method: string): Promise<string> => {
-    if (path === '/api/auth/logout' || (path === '/api/auth/sessions' && method === 'delete')) return (await login(app, 'leaver@example.com')).token
+    if (path === '/api/auth/logout' || path === '/api/auth/refresh' || (path === '/api/auth/sessions' && method === 'delete')) return (await login(app, 'leaver@example.com')).token
     return path.startsWith('/api/debug') ? admin.token : user.token
   }
 
