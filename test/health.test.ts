@@ -98,9 +98,10 @@ t.test('Redis killed: DEGRADED within 1 s, no request waits, back within 2 s of 
     t.ok(took < limit && ms < limit, `request ${i} took ${took.toFixed(1)} ms`)
   }
 
-  t.equal(logs.count(LOG_CONNECTION_FAILED), 1, '❌ logged once for the outage')
-  const failure = logs.withMsg(LOG_CONNECTION_FAILED)[0]
-  t.match(String(failure?.reason), /ECONNREFUSED|Connection closed|ECONNRESET/, 'the reason is given')
+  // ❌ when the socket's close is seen first, ⚠️ when a command failing on it is: one of them, once.
+  const downs = [...logs.withMsg(LOG_CONNECTION_FAILED), ...logs.withMsg(LOG_OPERATION_FAILED)]
+  t.equal(downs.length, 1, '❌ (or ⚠️) logged once for the outage')
+  t.match(String(downs[0]?.reason), /ECONNREFUSED|Connection (is )?closed|ECONNRESET|EPIPE/, 'the reason is given')
 
   await redis.restart()
   const restartedAt = Date.now()

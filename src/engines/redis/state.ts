@@ -13,7 +13,8 @@
  * one (transport, routing, refused writes, not ready, auth) switches the state; a refusal of
  * one command (a wrong type, a denied or unknown command) makes only that call fall back.
  *
- * The way back is a write probe (`SET <prefix>health:probe:<instance> 1 PX 5000`), on every
+ * The way back is a write probe (`SET <prefix>health:probe:<instance> 1 PX 5000` and its DEL
+ * in one MULTI/EXEC, so no key is left behind), on every
  * new connection and every probe interval while in fallback, never a PING: a Redis that
  * answers PING but refuses writes (READONLY replica, MISCONF, OOM, NOPERM on writes) would
  * otherwise be taken back and dropped again on the next write, once a probe interval.
@@ -255,6 +256,9 @@ export class RedisState extends EventEmitter {
     if (err instanceof Error) {
       const code = (err as NodeJS.ErrnoException).code
       text = code && !err.message.includes(code) ? `${code}: ${err.message}` : err.message
+      // EXECABORT says only "previous errors": name the first one, which is the reason.
+      const previous = (err as Error & { previousErrors?: unknown[] }).previousErrors?.[0]
+      if (previous instanceof Error) text = `${text} (${previous.message})`
     } else {
       text = String(err)
     }
@@ -336,18 +340,21 @@ export class RedisState extends EventEmitter {
   }
 
   /**
-   * `SET health:probe:<instance> 1 PX 5000` (REDIS_KEY_PREFIX applies): the one question that
-   * tells a usable Redis from one that answers but refuses writes. Resolves null on success,
-   * else the error.
+   * `MULTI; SET health:probe:<instance> 1 PX 5000; DEL …; EXEC` (REDIS_KEY_PREFIX applies):
+   * the one question that tells a usable Redis from one that answers but refuses writes.
+   * Resolves null on success, else the error.
    */
   async #writeProbe (): Promise<unknown> {
     const client = this.client
     if (client === null) return new Error('Redis is not configured')
     this.writeProbes++
+    const key = `health:probe:${this.instanceId}`
     let timer: NodeJS.Timeout | undefined
     try {
       await Promise.race([
-        client.set(`health:probe:${this.instanceId}`, '1', 'PX', 5000),
+        // SET then DEL in one transaction: a real write, nothing left behind (a refused SET
+        // fails the whole EXEC with EXECABORT and its cause, which the classifier reads).
+        client.multi().set(key, '1', 'PX', 5000).del(key).exec(),
         new Promise((_resolve, reject) => {
           timer = setTimeout(() => reject(new Error(`write probe timed out after ${this.#opts.commandTimeoutMs} ms`)), this.#opts.commandTimeoutMs)
         }),
