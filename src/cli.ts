@@ -82,12 +82,12 @@ async function readPassword (io: CliIo): Promise<string> {
 async function createAdmin (io: CliIo, config: Config, email: string): Promise<void> {
   const password = await readPassword(io)
   if (password === '') throw new CliError('no password given on stdin')
-  const db = openDatabase({ path: config.DATABASE_PATH })
+  const db = await openDatabase({ url: config.DATABASE_URL, path: config.DATABASE_PATH, connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS })
   try {
     const { user, action } = await new Accounts(db.users).ensureAdmin(email, password)
     io.stdout.write(`admin ${user.email} ${action} (id ${user.id})\n`)
   } finally {
-    db.close()
+    await db.close()
   }
 }
 

@@ -43,6 +43,13 @@ export const ConfigSchema = Type.Object({
 
   // --- identity and sessions ---------------------------------------------------------
   DATABASE_PATH: Type.String({ default: './data/ai-capital.db', minLength: 1 }),
+  DATABASE_URL: Opt(Type.String({
+    pattern: '^(sqlite:|postgres(ql)?://)',
+    description: 'Unset or sqlite:<path>: the embedded SQLite file (DATABASE_PATH when no path is given). postgres://user:password@host:5432/db: PostgreSQL, shared by several instances.',
+  })),
+  DATABASE_POOL_MAX: Int(10, 1, 1000, 'PostgreSQL: connections per instance.'),
+  DATABASE_CONNECT_TIMEOUT_MS: Int(2000, 50, 60_000, 'PostgreSQL: how long opening a connection may take before the request fails (503).'),
+  DATABASE_STATEMENT_TIMEOUT_MS: Int(5000, 50, 600_000, 'PostgreSQL: statement_timeout on the server; the client stops waiting a second later (a frozen server), and the request fails (503).'),
   JWT_SECRET: Opt(Type.String({ minLength: 32 })),
   JWT_ISSUER: Type.String({ default: 'ai-capital-api', minLength: 1 }),
   JWT_AUDIENCE: Type.String({ default: 'ai-capital', minLength: 1 }),
