@@ -243,6 +243,10 @@ class GuardedPool implements PostgresPool {
   async connect (): Promise<PostgresPoolClient> {
     const client = await this.pool.connect()
     let broken = false
+    // While checked out, a socket error (the server reset the connection) is emitted on the
+    // client, not the pool: without a listener it would end the process.
+    const onError = (): void => { broken = true }
+    client.on('error', onError)
     const query = async (text: string, values: readonly unknown[]) => {
       this.statements++
       try {
@@ -254,7 +258,10 @@ class GuardedPool implements PostgresPool {
     }
     return {
       query: query as unknown as PostgresPoolClient['query'],
-      release: (destroy?: boolean) => { client.release(destroy === true || broken ? true : undefined) },
+      release: (destroy?: boolean) => {
+        client.off('error', onError)
+        client.release(destroy === true || broken ? true : undefined)
+      },
     }
   }
 
@@ -285,10 +292,14 @@ async function openPostgres (url: string, options: OpenDatabaseOptions): Promise
   let result: MigrationResult
   try {
     const client = await pool.connect()
+    let broken = false
+    const onError = (): void => { broken = true }
+    client.on('error', onError)
     try {
       result = await runPostgresMigrations(client, options.migrations ?? defaultMigrations)
     } finally {
-      client.release()
+      client.off('error', onError)
+      client.release(broken ? true : undefined)
     }
   } catch (err) {
     await pool.end().catch(() => {})
