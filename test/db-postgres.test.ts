@@ -17,7 +17,7 @@ import { login, register, registerAndLogin, bearer } from './auth-helpers.js'
 import { getPortfolio, portfolioEnv, postTrade, sharesOf } from './portfolio-helpers.js'
 import { skipUnlessRedis, startRedis, type RedisProcess } from './helpers/redis-server.js'
 import { startProxy, type TcpProxy } from './helpers/tcp-proxy.js'
-import { createTestDatabase, queryDatabase, skipUnlessPostgres, urlVia, type TestDatabase } from './helpers/postgres.js'
+import { createTestDatabase, queryDatabase, skipUnlessPostgres, skipUnlessPostgresBinaries, startPostgresServer, urlVia, type TestDatabase } from './helpers/postgres.js'
 import { openDatabase, migrations, type Migration } from '../src/db/index.js'
 
 const pgOpts = skipUnlessPostgres()
@@ -229,4 +229,26 @@ t.test('one Idempotency-Key sent 12 times at once to two instances that share no
     t.equal(retried.headers['idempotent-replayed'], 'true', `a retry of a ${r.statusCode} replays`)
   }
   t.equal(sharesOf((await getPortfolio(b, token)).view, 'META'), 2)
+})
+
+t.test('a private PostgreSQL server frozen with SIGSTOP: requests end within the timeouts; thawed, it serves again', skipUnlessPostgresBinaries(), async (t) => {
+  const server = await startPostgresServer(t)
+  const { app } = await instance(t, server.url, undefined, { DATABASE_CONNECT_TIMEOUT_MS: '2000', DATABASE_STATEMENT_TIMEOUT_MS: '2000' })
+  const user = await registerAndLogin(app, 'sigstop@example.com')
+  t.equal((await postTrade(app, user.token, { ticker: 'IBM', side: 'buy', shares: 1, price: 10 })).statusCode, 201)
+  await getPortfolio(app, user.token)
+
+  server.signalAll('SIGSTOP')
+  t.teardown(() => server.signalAll('SIGCONT'))
+  const read = await getPortfolio(app, user.token)
+  t.equal(read.cache, 'STALE', 'the cached portfolio answers STALE')
+  const write = await postTrade(app, user.token, { ticker: 'IBM', side: 'buy', shares: 1, price: 10 })
+  t.equal(write.statusCode, 503, 'a write is a 503, not a hang')
+  t.equal((await app.inject('/api/health/ready')).statusCode, 503)
+
+  server.signalAll('SIGCONT')
+  await waitFor(async () => (await app.inject('/api/health/ready')).statusCode === 200, 30_000, 200)
+  const after = await postTrade(app, user.token, { ticker: 'IBM', side: 'buy', shares: 1, price: 10 })
+  t.equal(after.statusCode, 201, 'writes again once thawed')
+  t.equal(sharesOf((await getPortfolio(app, user.token)).view, 'IBM'), 2, 'the frozen write left nothing behind')
 })
