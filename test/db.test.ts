@@ -15,6 +15,7 @@ import { loadConfig } from '../src/config.js'
 import { AUTH_ENV } from './auth-helpers.js'
 import { openDatabase, databaseTarget, DuplicateEmailError, migrations } from '../src/db/index.js'
 import { checkMigrations, type Migration } from '../src/db/migrations.js'
+import { decidePostgresSkip } from './helpers/postgres.js'
 
 /** Versions above every real migration, whatever gets appended later. */
 const LAST = migrations.at(-1)?.version ?? 0
@@ -208,4 +209,10 @@ t.test('a write that fails for want of the database is a 503 with Retry-After, n
   t.equal(res.headers['retry-after'], '5')
   t.match(res.json(), { statusCode: 503, message: /database is not answering/ })
   t.notMatch(res.body, /not open|sqlite/i, 'no driver text in the response')
+})
+
+t.test('PostgreSQL tests skip with a reason when no server answers, and fail instead under CI=true', async (t) => {
+  t.same(decidePostgresSkip(true, { CI: 'true' }, 'PostgreSQL'), {})
+  t.match(decidePostgresSkip(false, {}, 'PostgreSQL at 127.0.0.1:5432'), { skip: /^PostgreSQL at 127\.0\.0\.1:5432 not available/ })
+  t.throws(() => decidePostgresSkip(false, { CI: 'true' }, 'PostgreSQL at 127.0.0.1:5432'), /PostgreSQL at 127\.0\.0\.1:5432 is required when CI=true/)
 })

@@ -33,6 +33,8 @@ const ENV = {
   REGISTER_RATE_LIMIT_MAX: '1000000',
   LOGIN_EMAIL_RATE_LIMIT_MAX: '1000000',
   SCHEDULER_ENABLED: 'false',
+  // The 50 connections start on one user's lock: wait for it rather than answer 409.
+  LOCK_WAIT_MS: '10000',
 }
 
 const ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
