@@ -35,6 +35,8 @@ const ENV = {
   SCHEDULER_ENABLED: 'false',
   // The 50 connections start on one user's lock: wait for it rather than answer 409.
   LOCK_WAIT_MS: '10000',
+  // What is measured is the store, not the load shedder (which a busy machine trips).
+  MAX_EVENT_LOOP_DELAY_MS: '0',
 }
 
 const ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
@@ -80,10 +82,10 @@ function setupUsers (kind: 'sqlite' | 'postgres') {
     let health: { redis: { status: string }, database: { kind: string, status: string } } | undefined
     while (Date.now() < deadline) {
       health = await (await fetch(`${ctx.baseUrl}/api/health`, { signal: AbortSignal.timeout(2000) })).json() as typeof health
-      if (health?.redis.status === 'connected') break
+      if (health?.redis?.status === 'connected') break
       await sleep(100)
     }
-    if (health?.redis.status !== 'connected') throw new Error(`health never reported redis connected: ${JSON.stringify(health)}`)
+    if (health?.redis?.status !== 'connected') throw new Error(`health never reported redis connected: ${JSON.stringify(health)}`)
     if (health.database.kind !== kind || health.database.status !== 'connected') throw new Error(`the service is not on ${kind}: ${JSON.stringify(health.database)}`)
     const tokens: string[] = new Array<string>(USERS)
     for (let start = 0; start < USERS; start += 10) {
