@@ -179,7 +179,16 @@ export async function startPostgresServer (t: Teardownable): Promise<PostgresSer
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
   }
-  const postmaster = (): number => Number(fs.readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0])
+  const postmasterPid = Number(fs.readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0])
+  const postmaster = (): number => postmasterPid
+  // A test process that ends without its teardown (a runner timeout, an uncaught error)
+  // must not leave the server running: shut it down on the way out (SIGQUIT: immediate).
+  const onExit = (): void => {
+    try { process.kill(postmasterPid, 'SIGCONT') } catch {}
+    try { process.kill(postmasterPid, 'SIGQUIT') } catch {}
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+  process.once('exit', onExit)
   let stopped = false
   const server: PostgresServer = {
     port,
@@ -198,6 +207,7 @@ export async function startPostgresServer (t: Teardownable): Promise<PostgresSer
       const timer = setTimeout(() => { try { process.kill(postmaster(), 'SIGKILL') } catch {} ; child.kill('SIGKILL') }, 10_000)
       await exited
       clearTimeout(timer)
+      process.off('exit', onExit)
       fs.rmSync(dir, { recursive: true, force: true })
     },
   }
