@@ -37,9 +37,10 @@ export interface RouteCacheOptions extends CachePolicy {
   cacheable?: (value: never) => boolean
   /**
    * A cached value is answered only if this confirms it is still current (a version check);
-   * otherwise the key is invalidated and loaded again. Routes with it skip the synchronous fast path.
+   * otherwise the key is invalidated and loaded again. 'stale': it cannot be confirmed now (the
+   * database is away), so it is answered marked STALE. Routes with it skip the synchronous fast path.
    */
-  accept?: (value: never, request: FastifyRequest) => Promise<boolean>
+  accept?: (value: never, request: FastifyRequest) => Promise<boolean | 'stale'>
 }
 
 declare module 'fastify' {
@@ -146,7 +147,7 @@ function checkRouteOptions (url: string, options: RouteCacheOptions): void {
 function cachedRoute (cache: Cache, options: RouteCacheOptions, handler: RouteHandlerMethod) {
   const { key, cacheable, accept, ...policy } = options
   const isCacheable = cacheable as ((value: unknown) => boolean) | undefined
-  const isCurrent = accept as ((value: unknown, request: FastifyRequest) => Promise<boolean>) | undefined
+  const isCurrent = accept as ((value: unknown, request: FastifyRequest) => Promise<boolean | 'stale'>) | undefined
 
   /** A fresh L1 copy, answered synchronously. */
   const fastHit: preHandlerHookHandler = function (request, reply, done) {
@@ -166,7 +167,9 @@ function cachedRoute (cache: Cache, options: RouteCacheOptions, handler: RouteHa
     }
     try {
       let result: CacheResult<unknown> = await cache.get({ ...policy, key: cacheKey, load })
-      if (isCurrent !== undefined && !(await isCurrent(result.value, request))) {
+      const verdict = isCurrent === undefined ? true : await isCurrent(result.value, request)
+      if (verdict === 'stale') return sendEntry(reply, result.entry, 'STALE')
+      if (!verdict) {
         await cache.invalidate(cacheKey)
         result = await cache.get({ ...policy, key: cacheKey, load })
       }

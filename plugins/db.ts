@@ -1,31 +1,43 @@
 /**
- * Adds the primary store as `fastify.db`: the SQLite database at DATABASE_PATH with its
- * migrations applied, and the repositories (`db.users`). Boot fails with a clear message
- * when the file cannot be opened or a migration fails; the database closes with the app.
+ * Adds the primary store as `fastify.db`: SQLite at DATABASE_PATH (or a `sqlite:` URL), or
+ * PostgreSQL at a `postgres://` DATABASE_URL, with its migrations applied and its
+ * repositories (`db.users`, `db.portfolios`). Boot fails with a clear message when the
+ * store cannot be opened or a migration fails; the store closes with the app.
  */
 import fp from 'fastify-plugin'
-import { openDatabase } from '../src/db/index.js'
+import { openDatabase, databaseTarget, type PrimaryStore } from '../src/db/index.js'
+import { redactUrl } from '../src/config.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    db: ReturnType<typeof openDatabase>
+    db: PrimaryStore
   }
 }
 
 export default fp(async function dbPlugin (fastify) {
-  const { DATABASE_PATH } = fastify.config
+  const { DATABASE_URL, DATABASE_PATH } = fastify.config
   const log = fastify.log.child({ component: 'db' })
-  let db: ReturnType<typeof openDatabase>
+  const target = databaseTarget(DATABASE_URL, DATABASE_PATH)
+  const variable = DATABASE_URL !== undefined ? 'DATABASE_URL' : 'DATABASE_PATH'
+  const where = target.kind === 'postgres' ? redactUrl(target.url) : target.path
+  let db: PrimaryStore
   try {
-    db = openDatabase({ path: DATABASE_PATH })
+    db = await openDatabase({
+      url: DATABASE_URL,
+      path: DATABASE_PATH,
+      poolMax: fastify.config.DATABASE_POOL_MAX,
+      connectTimeoutMs: fastify.config.DATABASE_CONNECT_TIMEOUT_MS,
+      statementTimeoutMs: fastify.config.DATABASE_STATEMENT_TIMEOUT_MS,
+      onPoolError: (err) => { log.warn({ reason: err.message }, 'a pooled database connection failed (it is replaced on next use)') },
+    })
   } catch (err) {
-    throw new Error(`DATABASE_PATH: cannot open the database at ${DATABASE_PATH}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    throw new Error(`${variable}: cannot open the database at ${where}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
   }
   fastify.decorate('db', db)
-  fastify.addHook('onClose', async () => { db.close() })
+  fastify.addHook('onClose', async () => { await db.close() })
 
   const { applied, current, unknown } = db.migrations
-  log.info({ path: db.path, journalMode: db.journalMode, schemaVersion: current, applied }, 'primary store ready')
+  log.info({ kind: db.kind, location: db.location, journalMode: db.journalMode ?? undefined, schemaVersion: current, applied }, 'primary store ready')
   if (unknown.length > 0) {
     log.warn({ unknown }, 'the database has migrations this build does not know (a newer version ran on it)')
   }

@@ -10,7 +10,7 @@ import fp from 'fastify-plugin'
 import type { FastifyBaseLogger } from 'fastify'
 import { Cron } from 'croner'
 import type { Config } from '../src/config.js'
-import { SqlitePortfolioRepo } from '../src/portfolio/repo.js'
+import type { PortfolioRepo } from '../src/portfolio/repo.js'
 import { createPortfolioService, type LockService, type PortfolioServiceOptions } from '../src/portfolio/service.js'
 import { registerPortfolioMetrics } from '../src/metrics/portfolio-collectors.js'
 
@@ -25,10 +25,10 @@ export const SNAPSHOT_JOB = 'portfolio-snapshot'
 
 export function createPortfolioFromConfig (
   config: Pick<Config, 'PORTFOLIO_TTL_SECONDS' | 'PORTFOLIO_LOCK_TTL_MS' | 'IDEMPOTENCY_TTL_SECONDS' | 'PORTFOLIO_MAX_POSITIONS' | 'IDEMPOTENCY_MAX_KEYS_PER_USER'>,
-  deps: { sqlite: ConstructorParameters<typeof SqlitePortfolioRepo>[0], locks: LockService, cache: PortfolioServiceOptions['cache'], quotes: PortfolioServiceOptions['quotes'], log: FastifyBaseLogger },
+  deps: { repo: PortfolioRepo, locks: LockService, cache: PortfolioServiceOptions['cache'], quotes: PortfolioServiceOptions['quotes'], log: FastifyBaseLogger },
 ) {
   return createPortfolioService({
-    repo: new SqlitePortfolioRepo(deps.sqlite),
+    repo: deps.repo,
     locks: deps.locks,
     cache: deps.cache,
     quotes: deps.quotes,
@@ -61,7 +61,7 @@ export default fp(async function portfolioPlugin (fastify) {
   }
   const log = fastify.log.child({ component: 'portfolio' })
   const portfolio = createPortfolioFromConfig(config, {
-    sqlite: fastify.db.sqlite,
+    repo: fastify.db.portfolios,
     locks: fastify.locks,
     cache: fastify.cache,
     quotes: fastify.quotes,

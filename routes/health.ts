@@ -3,6 +3,7 @@
  * describes; its PING is cached for about a second by the Redis state, so a flood of
  * health checks never becomes a flood of PINGs. `/live` says the process runs; `/ready`
  * says it should receive traffic (not while shutting down, nor while the primary store is unusable).
+ * The database's probe is one `SELECT 1`, bounded and cached for a second, like the PING.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
@@ -18,6 +19,11 @@ export const HealthSchema = Type.Object({
     responseTime: Type.Union([Type.Number(), Type.Null()], { description: 'PING round trip in ms; null when not measured.' }),
     mode: Type.Union([Type.Literal('redis'), Type.Literal('fallback')]),
   }),
+  database: Type.Object({
+    status: Type.Union([Type.Literal('connected'), Type.Literal('unreachable')]),
+    responseTime: Type.Union([Type.Number(), Type.Null()], { description: 'SELECT 1 round trip in ms; null when it failed.' }),
+    kind: Type.Union([Type.Literal('sqlite'), Type.Literal('postgres')]),
+  }),
 })
 
 const ProbeSchema = Type.Object({ status: Type.String() })
@@ -29,14 +35,18 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: { tags: ['health'], summary: 'Service and Redis health', response: { 200: HealthSchema } },
     config: { rateLimit: false },
   }, async () => {
-    const responseTime = redisState.status === 'disabled' ? null : await redisState.ping()
-    const degraded = redisState.status !== 'disabled' && redisState.mode !== 'redis'
+    const [responseTime, database] = await Promise.all([
+      redisState.status === 'disabled' ? null : redisState.ping(),
+      db.probe(),
+    ])
+    const degraded = (redisState.status !== 'disabled' && redisState.mode !== 'redis') || !database.ok
     return {
       status: degraded ? 'DEGRADED' as const : 'OK' as const,
       timestamp: new Date().toISOString(),
       uptime: Math.round(process.uptime() * 1000) / 1000,
       version: VERSION,
       redis: { status: redisState.status, responseTime, mode: redisState.mode },
+      database: { status: database.ok ? 'connected' as const : 'unreachable' as const, responseTime: database.responseTime, kind: db.kind },
     }
   })
 
@@ -53,7 +63,7 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
     config: { rateLimit: false, shed: false },
   }, async (_request, reply) => {
     if (lifecycle.shuttingDown) return reply.code(503).send({ status: 'SHUTTING_DOWN' })
-    if (!db.healthy()) return reply.code(503).send({ status: 'DATABASE_UNAVAILABLE' })
+    if (!await db.healthy()) return reply.code(503).send({ status: 'DATABASE_UNAVAILABLE' })
     return { status: 'READY' }
   })
 }

@@ -3,6 +3,7 @@
  *
  *   npm run -s cli -- create-admin <email>    password from stdin (prompted without echo on a TTY)
  *   npm run -s cli -- token <email>           prints a bearer token backed by a real session
+ *   npm run -s cli -- migrate                 applies the pending migrations (a deploy step; boot does it too)
  *
  * `token` needs the server's secret and its Redis (REDIS_URL): the session must live where
  * the server looks for it. The secret is JWT_SECRET, or in development (NODE_ENV unset or
@@ -31,6 +32,7 @@ const USAGE = `usage:
   npm run -s cli -- create-admin <email>   create the admin, or promote the user and set its password (read from stdin)
   npm run -s cli -- token <email>          print a bearer token with a fresh session (needs the server's REDIS_URL, and its
                                            JWT_SECRET or, in development, its ./data/jwt-secret)
+  npm run -s cli -- migrate                apply the pending database migrations (DATABASE_URL / DATABASE_PATH), then exit
 in a deployed build (no tsx, no src/): node dist/src/cli.js create-admin <email>, and so on`
 
 class CliError extends Error {}
@@ -89,12 +91,24 @@ async function readPassword (io: CliIo): Promise<string> {
 async function createAdmin (io: CliIo, config: Config, email: string): Promise<void> {
   const password = await readPassword(io)
   if (password === '') throw new CliError('no password given on stdin')
-  const db = openDatabase({ path: config.DATABASE_PATH })
+  const db = await openDatabase({ url: config.DATABASE_URL, path: config.DATABASE_PATH, connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS })
   try {
     const { user, action } = await new Accounts(db.users).ensureAdmin(email, password)
     io.stdout.write(`admin ${user.email} ${action} (id ${user.id})\n`)
   } finally {
-    db.close()
+    await db.close()
+  }
+}
+
+/** Opening the store applies the pending migrations (under the advisory lock on PostgreSQL). */
+async function migrate (io: CliIo, config: Config): Promise<void> {
+  const db = await openDatabase({ url: config.DATABASE_URL, path: config.DATABASE_PATH, connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS })
+  try {
+    const { applied, current, unknown } = db.migrations
+    io.stdout.write(`${db.kind} ${db.location}: schema version ${current}, applied ${applied.length === 0 ? 'none' : applied.join(', ')}\n`)
+    if (unknown.length > 0) io.stderr.write(`note: the database has migrations this build does not know: ${unknown.join(', ')}\n`)
+  } finally {
+    await db.close()
   }
 }
 
@@ -144,7 +158,8 @@ export async function main (argv: string[], io: CliIo = processIo()): Promise<nu
     say(USAGE)
     return command === undefined ? 2 : 0
   }
-  if ((command !== 'create-admin' && command !== 'token') || email === undefined || rest.length > 0) {
+  const needsEmail = command !== 'migrate'
+  if ((command !== 'create-admin' && command !== 'token' && command !== 'migrate') || (needsEmail ? email === undefined : email !== undefined) || rest.length > 0) {
     say(USAGE)
     return 2
   }
@@ -157,8 +172,9 @@ export async function main (argv: string[], io: CliIo = processIo()): Promise<nu
     return 1
   }
   try {
-    if (command === 'create-admin') await createAdmin(io, config, email)
-    else await printToken(io, config, email)
+    if (command === 'migrate') await migrate(io, config)
+    else if (command === 'create-admin') await createAdmin(io, config, email as string)
+    else await printToken(io, config, email as string)
     return 0
   } catch (err) {
     if (err instanceof CliError || err instanceof InvalidAccountInputError) say(`error: ${err.message}`)

@@ -82,6 +82,17 @@ const SECTIONS = {
   'identity and sessions': {
     DATABASE_PATH: doc(Type.String({ default: './data/ai-capital.db', minLength: 1 }),
       'The primary store (users): an SQLite file, created with its directory; migrations run at boot.'),
+    DATABASE_URL: doc(Opt(Type.String({
+      pattern: '^(sqlite:|postgres(ql)?://)',
+      description: 'Unset or sqlite:<path>: the embedded SQLite file (DATABASE_PATH when no path is given). postgres://user:password@host:5432/db: PostgreSQL, shared by several instances.',
+    })),
+      'Unset or sqlite:<path>: the embedded SQLite file (DATABASE_PATH when no path is given). postgres://user:password@host:5432/db: PostgreSQL, shared by several instances (docs/database.md).', 'postgres://aic:secret@127.0.0.1:5432/aic'),
+    DATABASE_POOL_MAX: doc(Int(10, 1, 1000, 'PostgreSQL: connections per instance.'),
+      'PostgreSQL: connections per instance.'),
+    DATABASE_CONNECT_TIMEOUT_MS: doc(Int(2000, 50, 60_000, 'PostgreSQL: how long opening a connection may take before the request fails (503).'),
+      'PostgreSQL: how long opening a connection may take before the request fails (503).'),
+    DATABASE_STATEMENT_TIMEOUT_MS: doc(Int(5000, 50, 600_000, 'PostgreSQL: statement_timeout on the server; the client stops waiting a second later (a frozen server), and the request fails (503).'),
+      'PostgreSQL: statement_timeout on the server; the client stops waiting a second later.'),
     JWT_SECRET: doc(Opt(Type.String({ minLength: 32 })),
       'HS256 signing secret, at least 32 characters (e.g. `openssl rand -base64 48`). Unset in development: a secret kept in jwt-secret beside the database (./data/jwt-secret, mode 0600), shared by the server and the CLI, with a warning. Unset with NODE_ENV=test: a random per-process secret. Unset in production: boot fails.'),
     JWT_ISSUER: doc(Type.String({ default: 'ai-capital-api', minLength: 1 }),

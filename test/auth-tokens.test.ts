@@ -7,7 +7,7 @@ import type { TokenClaims } from '../src/auth/types.js'
 import { sleep } from './helper.js'
 
 t.test('a verified token is cached until its own exp, and verified again after', async (t) => {
-  const db = openDatabase({ path: ':memory:' })
+  const db = await openDatabase({ path: ':memory:' })
   t.teardown(() => db.close())
   const now = Math.floor(Date.now() / 1000)
   let calls = 0

@@ -4,6 +4,7 @@
  * every instance (IDEMPOTENCY_PURGE_INTERVAL_MS) whether or not the scheduler or Redis runs.
  */
 import t from 'tap'
+import type { FastifyInstance } from 'fastify'
 import { build, waitFor } from './helper.js'
 import { registerAndLogin } from './auth-helpers.js'
 import { portfolioEnv, postTrade, sharesOf, tempDatabase, type Trade } from './portfolio-helpers.js'
@@ -33,11 +34,11 @@ t.test('expired idempotency records are deleted on a timer, with the scheduler o
   t.equal(app.redisState.available, false)
   const user = await registerAndLogin(app, 'retrier@example.com')
   for (const key of ['k-1', 'k-2']) t.equal((await postTrade(app, user.token, buy('AAA'), key)).statusCode, 201)
-  const rows = app.db.sqlite.prepare('SELECT COUNT(*) AS n FROM idempotency_keys')
-  t.same(rows.get(), { n: 2 })
+  const count = async (): Promise<number> => Number((await app.db.kysely.selectFrom('idempotency_keys').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n)
+  t.equal(await count(), 2)
   // As if a day had passed for one of them.
-  app.db.sqlite.prepare("UPDATE idempotency_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE key = 'k-1'").run()
-  await waitFor(() => (rows.get() as { n: number }).n === 1, 3000)
+  await expire(app, 'k-1')
+  await waitFor(async () => await count() === 1, 3000)
   t.pass('the expired record is gone')
   t.equal((await postTrade(app, user.token, buy('AAA'), 'k-2')).headers['idempotent-replayed'], 'true', 'the live one still replays')
 })
@@ -57,6 +58,10 @@ t.test('IDEMPOTENCY_MAX_KEYS_PER_USER: a new key past it is a 429 with Retry-Aft
   t.equal(retried.headers['idempotent-replayed'], 'true', 'a retry of a kept key still replays')
   t.equal((await postTrade(app, user.token, buy('AAA'))).statusCode, 201, 'a write without a key is not limited by it')
   t.equal((await postTrade(app, other.token, buy('AAA'), 'k-3')).statusCode, 201, 'the bound is per user')
-  app.db.sqlite.prepare("UPDATE idempotency_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE key = 'k-1'").run()
+  await expire(app, 'k-1')
   t.equal((await postTrade(app, user.token, buy('AAA'), 'k-3')).statusCode, 201, 'once one has expired, a new key is taken')
 })
+
+async function expire (app: FastifyInstance, key: string): Promise<void> {
+  await app.db.kysely.updateTable('idempotency_keys').set({ expires_at: '2000-01-01T00:00:00.000Z' }).where('key', '=', key).execute()
+}

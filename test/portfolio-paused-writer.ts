@@ -9,7 +9,6 @@
 import { Writable } from 'node:stream'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
-import { SqlitePortfolioRepo } from '../src/portfolio/repo.js'
 import { createPortfolioService } from '../src/portfolio/service.js'
 import type { QuoteSource } from '../src/portfolio/valuation.js'
 
@@ -36,7 +35,7 @@ const freezingQuotes: QuoteSource = {
 
 const quiet = { info () {}, warn () {}, debug () {} }
 const service = createPortfolioService({
-  repo: new SqlitePortfolioRepo(app.db.sqlite),
+  repo: app.db.portfolios,
   locks: app.locks,
   cache: app.cache,
   quotes: freezingQuotes,

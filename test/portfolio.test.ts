@@ -167,7 +167,8 @@ t.test('Idempotency-Key: a retry gets the first response without a second effect
   t.equal(eves.json<{ userId: string }>().userId, eve.userId, "eve does not get alice's stored response")
 
   // Durable: kept in the primary store for IDEMPOTENCY_TTL_SECONDS, not in Redis.
-  const row = app.db.sqlite.prepare('SELECT created_at, expires_at FROM idempotency_keys WHERE user_id = ? AND key = ?').get(user.userId, 'order-1') as { created_at: string, expires_at: string }
+  const row = await app.db.kysely.selectFrom('idempotency_keys').select(['created_at', 'expires_at'])
+    .where('user_id', '=', user.userId).where('key', '=', 'order-1').executeTakeFirstOrThrow()
   t.equal(Date.parse(row.expires_at) - Date.parse(row.created_at), 86_400_000, 'kept 24 h')
   await redis.restart() // comes back empty
   const { app: fresh } = await build(t, portfolioEnv(redis.url, db))

@@ -1,12 +1,15 @@
 /**
- * Users in the primary store. `UsersRepo` is the seam: the SQLite implementation below is
- * the embedded default, and a PostgreSQL one (for several instances) implements the same
- * interface. Methods are async for that reason, even though SQLite answers synchronously.
+ * Users in the primary store. `UsersRepo` is the seam; `KyselyUsersRepo` implements it over
+ * either store (SQLite or PostgreSQL) with one typed query API. Uniqueness of the email is
+ * the database's: two instances registering one address at once get one user and one
+ * `DuplicateEmailError`, whichever instance each request reached.
  */
 import { randomUUID } from 'node:crypto'
-import type { Database, Statement } from 'better-sqlite3'
+import type { Kysely, Selectable } from 'kysely'
+import { guarded, isUniqueViolation } from './errors.js'
+import type { Role, Tables, UsersTable } from './schema.js'
 
-export type Role = 'user' | 'admin'
+export type { Role } from './schema.js'
 
 export interface UserRecord {
   id: string
@@ -42,16 +45,9 @@ export class DuplicateEmailError extends Error {
   }
 }
 
-interface UserRow {
-  id: string
-  email: string
-  password_hash: string
-  role: Role
-  created_at: string
-  updated_at: string
-}
+const COLUMNS = ['id', 'email', 'password_hash', 'role', 'created_at', 'updated_at'] as const
 
-function toRecord (row: UserRow | undefined): UserRecord | null {
+function toRecord (row: Selectable<UsersTable> | undefined): UserRecord | null {
   if (row === undefined) return null
   return {
     id: row.id,
@@ -63,53 +59,55 @@ function toRecord (row: UserRow | undefined): UserRecord | null {
   }
 }
 
-export class SqliteUsersRepo implements UsersRepo {
-  readonly #byId: Statement<[string], UserRow>
-  readonly #byEmail: Statement<[string], UserRow>
-  readonly #insert: Statement<[string, string, string, Role, string, string]>
-  readonly #setRole: Statement<[Role, string, string]>
-  readonly #setHash: Statement<[string, string, string]>
-  readonly #count: Statement<[], { n: number }>
+export class KyselyUsersRepo implements UsersRepo {
+  readonly #db: Kysely<Tables>
 
-  constructor (db: Database) {
-    const columns = 'id, email, password_hash, role, created_at, updated_at'
-    this.#byId = db.prepare(`SELECT ${columns} FROM users WHERE id = ?`)
-    this.#byEmail = db.prepare(`SELECT ${columns} FROM users WHERE email = ?`)
-    this.#insert = db.prepare(`INSERT INTO users (${columns}) VALUES (?, ?, ?, ?, ?, ?)`)
-    this.#setRole = db.prepare('UPDATE users SET role = ?, updated_at = ? WHERE id = ?')
-    this.#setHash = db.prepare('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?')
-    this.#count = db.prepare('SELECT count(*) AS n FROM users')
+  constructor (db: Kysely<Tables>) {
+    this.#db = db
   }
 
-  async findById (id: string): Promise<UserRecord | null> {
-    return toRecord(this.#byId.get(id))
+  findById (id: string): Promise<UserRecord | null> {
+    return guarded(async () => toRecord(await this.#db.selectFrom('users').select(COLUMNS).where('id', '=', id).executeTakeFirst()))
   }
 
-  async findByEmail (email: string): Promise<UserRecord | null> {
-    return toRecord(this.#byEmail.get(email))
+  findByEmail (email: string): Promise<UserRecord | null> {
+    return guarded(async () => toRecord(await this.#db.selectFrom('users').select(COLUMNS).where('email', '=', email).executeTakeFirst()))
   }
 
-  async create ({ email, passwordHash, role = 'user' }: NewUser): Promise<UserRecord> {
-    const now = new Date().toISOString()
-    const id = randomUUID()
-    try {
-      this.#insert.run(id, email, passwordHash, role, now, now)
-    } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw new DuplicateEmailError(email)
-      throw err
-    }
-    return { id, email, passwordHash, role, createdAt: now, updatedAt: now }
+  create ({ email, passwordHash, role = 'user' }: NewUser): Promise<UserRecord> {
+    return guarded(async () => {
+      const now = new Date().toISOString()
+      const id = randomUUID()
+      try {
+        await this.#db.insertInto('users')
+          .values({ id, email, password_hash: passwordHash, role, created_at: now, updated_at: now })
+          .execute()
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new DuplicateEmailError(email)
+        throw err
+      }
+      return { id, email, passwordHash, role, createdAt: now, updatedAt: now }
+    })
   }
 
-  async setRole (id: string, role: Role): Promise<boolean> {
-    return this.#setRole.run(role, new Date().toISOString(), id).changes === 1
+  setRole (id: string, role: Role): Promise<boolean> {
+    return guarded(async () => {
+      const result = await this.#db.updateTable('users').set({ role, updated_at: new Date().toISOString() }).where('id', '=', id).executeTakeFirst()
+      return result.numUpdatedRows === 1n
+    })
   }
 
-  async setPasswordHash (id: string, passwordHash: string): Promise<boolean> {
-    return this.#setHash.run(passwordHash, new Date().toISOString(), id).changes === 1
+  setPasswordHash (id: string, passwordHash: string): Promise<boolean> {
+    return guarded(async () => {
+      const result = await this.#db.updateTable('users').set({ password_hash: passwordHash, updated_at: new Date().toISOString() }).where('id', '=', id).executeTakeFirst()
+      return result.numUpdatedRows === 1n
+    })
   }
 
-  async count (): Promise<number> {
-    return this.#count.get()?.n ?? 0
+  count (): Promise<number> {
+    return guarded(async () => {
+      const row = await this.#db.selectFrom('users').select((eb) => eb.fn.countAll<number | string>().as('n')).executeTakeFirst()
+      return Number(row?.n ?? 0)
+    })
   }
 }

@@ -1,7 +1,6 @@
 /**
  * Portfolios in the primary store, behind the same seam as users: `PortfolioRepo` is the
- * interface, SQLite the embedded implementation (a PostgreSQL one implements the same
- * methods, hence async).
+ * interface, `KyselyPortfolioRepo` its one implementation over SQLite or PostgreSQL.
  *
  * Every write is a compare-and-swap on the portfolio's version: `commit` names the version
  * its change was computed from and applies it only if that is still the current one, in
@@ -9,13 +8,15 @@
  * record. A writer whose lock expired mid-write (GC pause, SIGSTOP) gets
  * `VersionConflictError` and changes nothing, whatever the lock service believed.
  */
-import type { Database, Statement } from 'better-sqlite3'
+import { sql, type Kysely } from 'kysely'
 import type { Position } from './ledger.js'
+import { guarded, isUniqueViolation } from '../db/errors.js'
+import type { Tables, TransactionKind } from '../db/schema.js'
+
+export type { TransactionKind } from '../db/schema.js'
 
 /** Expired idempotency records deleted per statement: one batch is a few milliseconds of the event loop. */
 export const PURGE_BATCH = 1000
-
-export type TransactionKind = 'buy' | 'sell' | 'remove'
 
 export interface PortfolioState {
   userId: string
@@ -117,169 +118,196 @@ export class IdempotencyKeyTakenError extends Error {
   }
 }
 
-interface PositionRow { ticker: string, shares: number, avg_cost: number }
-interface PortfolioRow { user_id: string, version: number, updated_at: string }
-interface TransactionRow { id: number, user_id: string, version: number, kind: TransactionKind, ticker: string, shares: number, price: number | null, created_at: string }
-interface IdempotencyRow { user_id: string, key: string, request_hash: string, status_code: number, response: string, created_at: string, expires_at: string }
-interface SnapshotRow { user_id: string, day: string, taken_at: string, version: number, positions: number, cost: number, value: number | null }
+/** What the repository needs from the store: the query API and a transaction runner. */
+export interface RepoStore {
+  readonly kysely: Kysely<Tables>
+  transaction<T> (fn: (trx: Kysely<Tables>) => Promise<T>): Promise<T>
+}
 
-const toPosition = (r: PositionRow): Position => ({ ticker: r.ticker, shares: r.shares, avgCost: r.avg_cost })
+interface JoinedRow { user_id: string, version: number, updated_at: string, ticker: string | null, shares: number | null, avg_cost: number | null }
 
-export class SqlitePortfolioRepo implements PortfolioRepo {
-  readonly #db: Database
-  readonly #portfolio: Statement<[string], PortfolioRow>
-  readonly #positions: Statement<[string], PositionRow>
-  readonly #create: Statement<[string, string, string]>
-  readonly #bump: Statement<[string, string, number]>
-  readonly #upsertPosition: Statement<[string, string, number, number, string]>
-  readonly #deletePosition: Statement<[string, string]>
-  readonly #logTransaction: Statement<[string, number, TransactionKind, string, number, number | null, string]>
-  readonly #transactions: Statement<[string, number], TransactionRow>
-  readonly #findKey: Statement<[string, string, string], IdempotencyRow>
-  readonly #dropExpiredKey: Statement<[string, string, string]>
-  readonly #insertKey: Statement<[string, string, string, number, string, string, string]>
-  readonly #purgeKeys: Statement<[string, number]>
-  readonly #liveKeys: Statement<[string, string], { n: number, first: string | null }>
-  readonly #held: Statement<[], { ticker: string }>
-  readonly #page: Statement<[string, number], PortfolioRow>
-  readonly #saveSnapshot: Statement<[string, string, string, number, number, number, number | null]>
-  readonly #snapshots: Statement<[string, string], SnapshotRow>
-  readonly #readTx: (userId: string) => PortfolioState
-  readonly #commitTx: { immediate: (change: PortfolioCommit) => CommitResult }
-  readonly #pageTx: (after: string, limit: number) => PortfolioState[]
+/** Rows of portfolio ⟕ positions (ordered by user, then ticker) → one state per portfolio. */
+function statesOf (rows: readonly JoinedRow[]): PortfolioState[] {
+  const states: PortfolioState[] = []
+  let current: PortfolioState | undefined
+  for (const r of rows) {
+    if (current?.userId !== r.user_id) {
+      current = { userId: r.user_id, version: r.version, positions: [], updatedAt: r.updated_at }
+      states.push(current)
+    }
+    if (r.ticker !== null && r.shares !== null && r.avg_cost !== null) current.positions.push({ ticker: r.ticker, shares: r.shares, avgCost: r.avg_cost })
+  }
+  return states
+}
 
-  constructor (db: Database) {
-    this.#db = db
-    this.#portfolio = db.prepare('SELECT user_id, version, updated_at FROM portfolios WHERE user_id = ?')
-    this.#positions = db.prepare('SELECT ticker, shares, avg_cost FROM portfolio_positions WHERE user_id = ? ORDER BY ticker')
-    this.#create = db.prepare('INSERT INTO portfolios (user_id, version, created_at, updated_at) VALUES (?, 1, ?, ?) ON CONFLICT (user_id) DO NOTHING')
-    this.#bump = db.prepare('UPDATE portfolios SET version = version + 1, updated_at = ? WHERE user_id = ? AND version = ?')
-    this.#upsertPosition = db.prepare(`INSERT INTO portfolio_positions (user_id, ticker, shares, avg_cost, updated_at) VALUES (?, ?, ?, ?, ?)
-      ON CONFLICT (user_id, ticker) DO UPDATE SET shares = excluded.shares, avg_cost = excluded.avg_cost, updated_at = excluded.updated_at`)
-    this.#deletePosition = db.prepare('DELETE FROM portfolio_positions WHERE user_id = ? AND ticker = ?')
-    this.#logTransaction = db.prepare(`INSERT INTO portfolio_transactions (user_id, version, kind, ticker, shares, price, created_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?)`)
-    this.#transactions = db.prepare(`SELECT id, user_id, version, kind, ticker, shares, price, created_at FROM portfolio_transactions
-      WHERE user_id = ? ORDER BY version DESC LIMIT ?`)
-    this.#findKey = db.prepare(`SELECT user_id, key, request_hash, status_code, response, created_at, expires_at FROM idempotency_keys
-      WHERE user_id = ? AND key = ? AND expires_at > ?`)
-    this.#dropExpiredKey = db.prepare('DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? AND expires_at <= ?')
-    this.#insertKey = db.prepare(`INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at, expires_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?)`)
-    this.#liveKeys = db.prepare('SELECT COUNT(*) AS n, MIN(expires_at) AS first FROM idempotency_keys WHERE user_id = ? AND expires_at > ?')
-    this.#purgeKeys = db.prepare(`DELETE FROM idempotency_keys WHERE (user_id, key) IN
-      (SELECT user_id, key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`)
-    this.#held = db.prepare('SELECT DISTINCT ticker FROM portfolio_positions ORDER BY ticker')
-    this.#page = db.prepare('SELECT user_id, version, updated_at FROM portfolios WHERE user_id > ? ORDER BY user_id LIMIT ?')
-    this.#saveSnapshot = db.prepare(`INSERT INTO portfolio_snapshots (user_id, day, taken_at, version, positions, cost, value) VALUES (?, ?, ?, ?, ?, ?, ?)
-      ON CONFLICT (user_id, day) DO UPDATE SET taken_at = excluded.taken_at, version = excluded.version,
-        positions = excluded.positions, cost = excluded.cost, value = excluded.value`)
-    this.#snapshots = db.prepare(`SELECT user_id, day, taken_at, version, positions, cost, value FROM portfolio_snapshots
-      WHERE user_id = ? AND day >= ? ORDER BY day`)
+export class KyselyPortfolioRepo implements PortfolioRepo {
+  readonly #store: RepoStore
 
-    // Reads in one transaction: the positions belong to the version returned with them.
-    this.#readTx = db.transaction((userId: string): PortfolioState => {
-      const row = this.#portfolio.get(userId)
-      if (row === undefined) return { userId, version: 0, positions: [], updatedAt: null }
-      return { userId, version: row.version, positions: this.#positions.all(userId).map(toPosition), updatedAt: row.updated_at }
+  constructor (store: RepoStore) {
+    this.#store = store
+  }
+
+  get #db (): Kysely<Tables> {
+    return this.#store.kysely
+  }
+
+  /** One statement (a join), so the positions belong to the version returned with them in either store. */
+  read (userId: string): Promise<PortfolioState> {
+    return guarded(async () => {
+      const rows = await this.#db.selectFrom('portfolios as p')
+        .leftJoin('portfolio_positions as pos', 'pos.user_id', 'p.user_id')
+        .select(['p.user_id', 'p.version', 'p.updated_at', 'pos.ticker', 'pos.shares', 'pos.avg_cost'])
+        .where('p.user_id', '=', userId)
+        .orderBy('pos.ticker')
+        .execute()
+      return statesOf(rows)[0] ?? { userId, version: 0, positions: [], updatedAt: null }
     })
-    this.#pageTx = db.transaction((after: string, limit: number): PortfolioState[] =>
-      this.#page.all(after, limit).map((row) => ({
-        userId: row.user_id,
-        version: row.version,
-        positions: this.#positions.all(row.user_id).map(toPosition),
-        updatedAt: row.updated_at,
-      })))
-    // IMMEDIATE: the write lock is taken at BEGIN (waiting up to busy_timeout for another
-    // process), so the version check and the writes see one consistent database.
-    this.#commitTx = db.transaction((change: PortfolioCommit): CommitResult => {
+  }
+
+  version (userId: string): Promise<number> {
+    return guarded(async () => {
+      const row = await this.#db.selectFrom('portfolios').select('version').where('user_id', '=', userId).executeTakeFirst()
+      return row?.version ?? 0
+    })
+  }
+
+  /**
+   * One transaction: the compare-and-swap on the version, the position, the log entry and
+   * the idempotency record. The record's primary key (user_id, key) is what makes a key
+   * apply once across instances: a second insert fails with a unique violation and the
+   * whole write rolls back, whatever the locks did.
+   */
+  commit (change: PortfolioCommit): Promise<CommitResult> {
+    return guarded(() => this.#store.transaction(async (trx) => {
       const { userId, expectedVersion, at } = change
       const swapped = expectedVersion === 0
-        ? this.#create.run(userId, at, at).changes === 1
-        : this.#bump.run(at, userId, expectedVersion).changes === 1
-      if (!swapped) throw new VersionConflictError(userId, expectedVersion, this.#portfolio.get(userId)?.version ?? 0)
+        ? (await trx.insertInto('portfolios').values({ user_id: userId, version: 1, created_at: at, updated_at: at })
+            .onConflict((oc) => oc.column('user_id').doNothing()).executeTakeFirst()).numInsertedOrUpdatedRows === 1n
+        : (await trx.updateTable('portfolios').set((eb) => ({ version: eb('version', '+', 1), updated_at: at }))
+            .where('user_id', '=', userId).where('version', '=', expectedVersion).executeTakeFirst()).numUpdatedRows === 1n
+      if (!swapped) {
+        const row = await trx.selectFrom('portfolios').select('version').where('user_id', '=', userId).executeTakeFirst()
+        throw new VersionConflictError(userId, expectedVersion, row?.version ?? 0)
+      }
       const version = expectedVersion + 1
-      if (change.position === null) this.#deletePosition.run(userId, change.ticker)
-      else this.#upsertPosition.run(userId, change.ticker, change.position.shares, change.position.avgCost, at)
+      if (change.position === null) {
+        await trx.deleteFrom('portfolio_positions').where('user_id', '=', userId).where('ticker', '=', change.ticker).execute()
+      } else {
+        await trx.insertInto('portfolio_positions')
+          .values({ user_id: userId, ticker: change.ticker, shares: change.position.shares, avg_cost: change.position.avgCost, updated_at: at })
+          .onConflict((oc) => oc.columns(['user_id', 'ticker']).doUpdateSet((eb) => ({
+            shares: eb.ref('excluded.shares'), avg_cost: eb.ref('excluded.avg_cost'), updated_at: eb.ref('excluded.updated_at'),
+          })))
+          .execute()
+      }
       const { kind, shares, price } = change.transaction
-      const transactionId = Number(this.#logTransaction.run(userId, version, kind, change.ticker, shares, price, at).lastInsertRowid)
+      const logged = await trx.insertInto('portfolio_transactions')
+        .values({ user_id: userId, version, kind, ticker: change.ticker, shares, price, created_at: at })
+        .returning('id').executeTakeFirstOrThrow()
       const idem = change.idempotency
       if (idem !== undefined) {
-        this.#dropExpiredKey.run(userId, idem.key, at)
+        await trx.deleteFrom('idempotency_keys').where('user_id', '=', userId).where('key', '=', idem.key).where('expires_at', '<=', at).execute()
         try {
-          this.#insertKey.run(userId, idem.key, idem.requestHash, idem.statusCode, idem.response, at, idem.expiresAt)
+          await trx.insertInto('idempotency_keys').values({
+            user_id: userId, key: idem.key, request_hash: idem.requestHash, status_code: idem.statusCode, response: idem.response, created_at: at, expires_at: idem.expiresAt,
+          }).execute()
         } catch (err) {
           if (isUniqueViolation(err)) throw new IdempotencyKeyTakenError(userId, idem.key)
           throw err
         }
       }
-      return { version, transactionId }
-    })
-  }
-
-  async read (userId: string): Promise<PortfolioState> {
-    return this.#readTx(userId)
-  }
-
-  async version (userId: string): Promise<number> {
-    return this.#portfolio.get(userId)?.version ?? 0
-  }
-
-  async commit (change: PortfolioCommit): Promise<CommitResult> {
-    return this.#commitTx.immediate(change)
-  }
-
-  async transactions (userId: string, limit = 100): Promise<TransactionRecord[]> {
-    return this.#transactions.all(userId, limit).map((r) => ({
-      id: r.id, userId: r.user_id, version: r.version, kind: r.kind, ticker: r.ticker, shares: r.shares, price: r.price, createdAt: r.created_at,
+      return { version, transactionId: Number(logged.id) }
     }))
   }
 
-  async findIdempotency (userId: string, key: string, now: string): Promise<IdempotencyRecord | null> {
-    const r = this.#findKey.get(userId, key, now)
-    if (r === undefined) return null
-    return {
-      userId: r.user_id, key: r.key, requestHash: r.request_hash, statusCode: r.status_code, response: r.response, createdAt: r.created_at, expiresAt: r.expires_at,
-    }
+  transactions (userId: string, limit = 100): Promise<TransactionRecord[]> {
+    return guarded(async () => {
+      const rows = await this.#db.selectFrom('portfolio_transactions')
+        .select(['id', 'user_id', 'version', 'kind', 'ticker', 'shares', 'price', 'created_at'])
+        .where('user_id', '=', userId).orderBy('version', 'desc').limit(limit).execute()
+      return rows.map((r) => ({
+        id: Number(r.id), userId: r.user_id, version: r.version, kind: r.kind, ticker: r.ticker, shares: r.shares, price: r.price, createdAt: r.created_at,
+      }))
+    })
+  }
+
+  findIdempotency (userId: string, key: string, now: string): Promise<IdempotencyRecord | null> {
+    return guarded(async () => {
+      const r = await this.#db.selectFrom('idempotency_keys')
+        .select(['user_id', 'key', 'request_hash', 'status_code', 'response', 'created_at', 'expires_at'])
+        .where('user_id', '=', userId).where('key', '=', key).where('expires_at', '>', now).executeTakeFirst()
+      if (r === undefined) return null
+      return {
+        userId: r.user_id, key: r.key, requestHash: r.request_hash, statusCode: r.status_code, response: r.response, createdAt: r.created_at, expiresAt: r.expires_at,
+      }
+    })
   }
 
   async purgeIdempotency (now: string): Promise<number> {
     let purged = 0
     for (;;) {
-      const changes = this.#purgeKeys.run(now, PURGE_BATCH).changes
+      const result = await guarded(() => sql`DELETE FROM idempotency_keys WHERE (user_id, key) IN
+        (SELECT user_id, key FROM idempotency_keys WHERE expires_at <= ${now} LIMIT ${PURGE_BATCH})`.execute(this.#db))
+      const changes = Number(result.numAffectedRows ?? 0n)
       purged += changes
       if (changes < PURGE_BATCH) return purged
       await new Promise((resolve) => setImmediate(resolve))
     }
   }
 
-  async liveIdempotency (userId: string, now: string): Promise<{ count: number, firstExpiry: string | null }> {
-    const row = this.#liveKeys.get(userId, now)
-    return { count: row?.n ?? 0, firstExpiry: row?.first ?? null }
+  liveIdempotency (userId: string, now: string): Promise<{ count: number, firstExpiry: string | null }> {
+    return guarded(async () => {
+      const row = await this.#db.selectFrom('idempotency_keys')
+        .select((eb) => [eb.fn.countAll<number | string>().as('n'), eb.fn.min('expires_at').as('first')])
+        .where('user_id', '=', userId).where('expires_at', '>', now).executeTakeFirst()
+      return { count: Number(row?.n ?? 0), firstExpiry: row?.first ?? null }
+    })
   }
 
-  async heldTickers (): Promise<string[]> {
-    return this.#held.all().map((r) => r.ticker)
+  heldTickers (): Promise<string[]> {
+    return guarded(async () => {
+      const rows = await this.#db.selectFrom('portfolio_positions').select('ticker').distinct().orderBy('ticker').execute()
+      return rows.map((r) => r.ticker)
+    })
   }
 
-  async listPortfolios (afterUserId: string, limit: number): Promise<PortfolioState[]> {
-    return this.#pageTx(afterUserId, limit)
+  listPortfolios (afterUserId: string, limit: number): Promise<PortfolioState[]> {
+    return guarded(async () => {
+      const page = this.#db.selectFrom('portfolios').select(['user_id', 'version', 'updated_at'])
+        .where('user_id', '>', afterUserId).orderBy('user_id').limit(limit)
+      const rows = await this.#db.selectFrom(page.as('p'))
+        .leftJoin('portfolio_positions as pos', 'pos.user_id', 'p.user_id')
+        .select(['p.user_id', 'p.version', 'p.updated_at', 'pos.ticker', 'pos.shares', 'pos.avg_cost'])
+        .orderBy('p.user_id').orderBy('pos.ticker')
+        .execute()
+      return statesOf(rows)
+    })
   }
 
-  async saveSnapshots (rows: readonly SnapshotRecord[]): Promise<void> {
-    this.#db.transaction(() => {
-      for (const r of rows) this.#saveSnapshot.run(r.userId, r.day, r.takenAt, r.version, r.positions, r.cost, r.value)
-    }).immediate()
-  }
-
-  async snapshots (userId: string, fromDay: string): Promise<SnapshotRecord[]> {
-    return this.#snapshots.all(userId, fromDay).map((r) => ({
-      userId: r.user_id, day: r.day, takenAt: r.taken_at, version: r.version, positions: r.positions, cost: r.cost, value: r.value,
+  saveSnapshots (rows: readonly SnapshotRecord[]): Promise<void> {
+    if (rows.length === 0) return Promise.resolve()
+    return guarded(() => this.#store.transaction(async (trx) => {
+      await trx.insertInto('portfolio_snapshots')
+        .values(rows.map((r) => ({ user_id: r.userId, day: r.day, taken_at: r.takenAt, version: r.version, positions: r.positions, cost: r.cost, value: r.value })))
+        .onConflict((oc) => oc.columns(['user_id', 'day']).doUpdateSet((eb) => ({
+          taken_at: eb.ref('excluded.taken_at'),
+          version: eb.ref('excluded.version'),
+          positions: eb.ref('excluded.positions'),
+          cost: eb.ref('excluded.cost'),
+          value: eb.ref('excluded.value'),
+        })))
+        .execute()
     }))
   }
-}
 
-function isUniqueViolation (err: unknown): boolean {
-  const code = (err as { code?: string }).code
-  return code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE'
+  snapshots (userId: string, fromDay: string): Promise<SnapshotRecord[]> {
+    return guarded(async () => {
+      const rows = await this.#db.selectFrom('portfolio_snapshots')
+        .select(['user_id', 'day', 'taken_at', 'version', 'positions', 'cost', 'value'])
+        .where('user_id', '=', userId).where('day', '>=', fromDay).orderBy('day').execute()
+      return rows.map((r) => ({
+        userId: r.user_id, day: r.day, takenAt: r.taken_at, version: r.version, positions: r.positions, cost: r.cost, value: r.value,
+      }))
+    })
+  }
 }

@@ -14,12 +14,15 @@
  * caches it as `portfolio:<userId>`); `isCurrent` accepts a cached view only if its version
  * is still the stored one (one primary-key lookup). An invalidation that has not reached
  * this instance yet (pub/sub is asynchronous, and queued while Redis is away) therefore
- * never serves an old portfolio.
+ * never serves an old portfolio. While the database cannot answer that lookup, the cached
+ * view is answered as STALE rather than not at all; writes then fail whole (503 with
+ * Retry-After), never half-written.
  */
 import { createHash } from 'node:crypto'
 import { ConflictError, NotFoundError, UnprocessableError } from '../errors.js'
 import { TooManyRequestsError, retryText } from '../rate-limit/limits.js'
 import type { TwoTierCache } from '../engines/cache/two-tier-cache.js'
+import { isDatabaseUnavailable } from '../db/errors.js'
 import { applyTrade, checkTrade, type Position, type Trade } from './ledger.js'
 import {
   IdempotencyKeyTakenError, VersionConflictError, type PortfolioCommit, type PortfolioRepo, type PortfolioState,
@@ -80,6 +83,8 @@ export interface PortfolioStats {
   reads: number
   /** Cached views refused because the stored version had moved on. */
   staleCopies: number
+  /** Cached views answered as STALE because the database could not confirm their version. */
+  servedWithoutDatabase: number
   /** Views with unpriced positions, answered but not cached. */
   uncached: number
   trades: number
@@ -117,7 +122,7 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
   /** How the GET route caches a view (plugins/cache.ts's route option). */
   const policy = { ttl: options.portfolioTtlSeconds, name: 'portfolios' }
   const stats: PortfolioStats = {
-    reads: 0, staleCopies: 0, uncached: 0, trades: 0, removals: 0, replays: 0, keyMismatches: 0, conflicts: 0, lockLost: 0, invalidateFailures: 0,
+    reads: 0, staleCopies: 0, servedWithoutDatabase: 0, uncached: 0, trades: 0, removals: 0, replays: 0, keyMismatches: 0, conflicts: 0, lockLost: 0, invalidateFailures: 0,
   }
 
   async function price (userId: string, version: number, positions: readonly Position[]): Promise<PortfolioView> {
@@ -165,7 +170,7 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
       if (err instanceof VersionConflictError) {
         stats.conflicts++
         log.warn({ userId: change.userId, expected: err.expected, actual: err.actual }, 'portfolio write refused: the version changed after it was read')
-        throw new ConflictError('The portfolio changed while this request was applied; nothing was changed. Retry the request.')
+        throw Object.assign(new ConflictError('The portfolio changed while this request was applied; nothing was changed. Retry the request.'), { versionConflict: true })
       }
       throw err
     }
@@ -227,10 +232,20 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
       return false
     },
 
-    /** Whether a cached view is still the stored version (one primary-key lookup); counts a read. */
-    async isCurrent (userId: string, view: PortfolioView): Promise<boolean> {
+    /** Whether a cached view is still the stored version (one primary-key lookup; 'stale' when the database cannot say); counts a read. */
+    async isCurrent (userId: string, view: PortfolioView): Promise<boolean | 'stale'> {
       stats.reads++
-      if (view.version === await repo.version(userId)) return true
+      let stored: number
+      try {
+        stored = await repo.version(userId)
+      } catch (err) {
+        // The database is down or frozen: a copy from the cache is the best answer there is.
+        if (!isDatabaseUnavailable(err)) throw err
+        stats.servedWithoutDatabase++
+        log.debug({ userId }, 'portfolio answered from the cache without the database (STALE)')
+        return 'stale'
+      }
+      if (view.version === stored) return true
       stats.staleCopies++
       return false
     },
@@ -285,10 +300,14 @@ export function createPortfolioService (options: PortfolioServiceOptions) {
             at: at.toISOString(),
           })
         } catch (err) {
-          if (err instanceof IdempotencyKeyTakenError && hash !== null && idempotencyKey !== undefined) {
-            // Another request with this key committed first (only possible when the lock failed).
+          const versionConflict = (err as { versionConflict?: boolean }).versionConflict === true
+          if ((err instanceof IdempotencyKeyTakenError || versionConflict) && hash !== null && idempotencyKey !== undefined) {
+            // Another request with this key committed first (only possible when the lock failed,
+            // e.g. instances without Redis): answer its response. The key's unique constraint
+            // in the store is what guarantees it applied once.
             const prior = await replay(userId, idempotencyKey, hash)
             if (prior !== null) return prior
+            if (versionConflict) throw err
             throw new ConflictError('A request with this Idempotency-Key is being processed; retry it')
           }
           throw err
