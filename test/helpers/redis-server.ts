@@ -75,7 +75,8 @@ export interface RedisProcess {
   command(...args: string[]): Promise<string>;
 }
 
-const READY_TIMEOUT_MS = 5_000;
+// Generous: on a busy machine (load 15 on two cores) a fresh redis-server can take seconds to answer.
+const READY_TIMEOUT_MS = 20_000;
 const RESTART_BIND_RETRY_MS = 3_000;
 const OUTPUT_TAIL_CHARS = 4_000;
 
