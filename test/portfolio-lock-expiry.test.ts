@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { build, waitFor } from './helper.js'
 import { registerAndLogin } from './auth-helpers.js'
-import { getFreePort, skipUnlessRedis, startRedis } from './helpers/redis-server.js'
+import { skipUnlessRedis, startRedis } from './helpers/redis-server.js'
 import { getPortfolio, portfolioEnv, postTrade, sharesOf, tempDatabase } from './portfolio-helpers.js'
 
 const redisOpts = skipUnlessRedis()
@@ -73,7 +73,8 @@ t.test('split locks: an instance cut off from Redis writes under its in-process 
   t.equal((await postTrade(app, user.token, { ticker: 'SPLIT', side: 'buy', shares: 1, price: 100 })).statusCode, 201)
 
   // The child's Redis is a port nobody listens on: it runs on its fallbacks, with in-process locks.
-  const unreachable = `redis://127.0.0.1:${await getFreePort()}`
+  // Port 1: privileged, so no redis-server another test file starts meanwhile can take it.
+  const unreachable = 'redis://127.0.0.1:1'
   const child = fork(fileURLToPath(new URL('./portfolio-paused-writer.ts', import.meta.url)), [], {
     execArgv: ['--import', 'tsx'],
     env: { ...process.env, ...portfolioEnv(unreachable, db), USER_ID: user.userId, TICKER: 'SPLIT', PAUSE_MS: String(PAUSE_MS) },

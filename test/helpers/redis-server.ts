@@ -536,7 +536,8 @@ class ManagedRedis implements RedisProcess {
       ...args,
     ];
     return new Promise((resolve, reject) => {
-      execFile('redis-cli', cliArgs, { timeout: 5_000 }, (err, stdout, stderr) => {
+      // Generous: spawning redis-cli can take seconds on a busy machine.
+      execFile('redis-cli', cliArgs, { timeout: 20_000 }, (err, stdout, stderr) => {
         // redis-cli exits 0 for error replies and non-zero only when it
         // could not talk to the server at all.
         if (err) reject(new Error(`redis-cli ${args.join(' ')} failed: ${err.message}\n${stderr}${stdout}`));
