@@ -1,5 +1,5 @@
 # ---- build: compile TypeScript and produce production-only node_modules ----
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 
 # Toolchain for better-sqlite3's native addon (node-gyp). Build stage only.
@@ -18,7 +18,7 @@ RUN npm run build \
  && npm prune --omit=dev
 
 # ---- runtime: production deps + compiled JS only, non-root ----
-FROM node:20-bookworm-slim AS runtime
+FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 
@@ -39,5 +39,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/api/health/live', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 
 # Exec form: node is PID 1 and receives SIGTERM directly (no npm/sh in between). Node flags,
-# if any, are the package.json start script's (test/deploy checks they agree).
+# if any, are the package.json start script's (test/deploy/docker.test.ts checks they agree).
 CMD ["node", "dist/src/server.js"]

@@ -1,5 +1,5 @@
 /**
- * Keeps Node 20's `process.nextTick` on V8's fast path for the life of the process.
+ * Keeps `process.nextTick` on V8's fast path for the life of the process (Node 20 and 24).
  *
  * Node 20 builds the record behind every `nextTick` from an object literal with symbol
  * keys: `{ [async_id_symbol]: …, [trigger_async_id_symbol]: …, callback, args }`. V8 gives
@@ -18,8 +18,20 @@
  * The fix: hold two real records (one without arguments, one with) for the life of the
  * process, so their classes, and through each class's back pointer the earlier steps,
  * cannot be freed. The records are caught with an `init` hook that is enabled only around
- * the two `nextTick` calls: no hook stays enabled. `npm run bench:instructions` and
- * test/tick-records.test.ts count the runtime calls with and without it.
+ * the two `nextTick` calls: no hook stays enabled. `npm run bench:instructions`
+ * (bench/tick-records.ts) counts the runtime calls with and without it.
+ *
+ * Still needed on Node 24, the line the Dockerfile ships. Measured with callgrind
+ * (bench/tick-records.ts, 3000 warm + 500 counted requests, after forced full collections):
+ * Node 24.22.3 without the held records 17.3 runtime calls and 150,277 main-thread
+ * instructions per hot quote; with them 1.0 and 126,192 (16 % fewer). On Node 20.20: about
+ * 30 calls and 30 %. Node 24 still builds the record as an object literal, now with three
+ * symbol keys (`async_context_frame` added).
+ *
+ * Delete this module (and its import in src/server.ts, and bench/tick-records.ts) when
+ * `npm run bench:instructions` on the Node the Dockerfile ships says the run without the
+ * held records stays under one runtime call per request: for instance once Node builds its
+ * tick records with a class or a constructor instead of a literal with computed keys.
  *
  * The server entry imports this module first, before any other module is evaluated.
  */

@@ -126,7 +126,9 @@ t.test('login: unknown email and wrong password get the same 401, in similar tim
   }
   const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? NaN
   const ratio = median(a) / median(b)
-  t.ok(ratio > 0.5 && ratio < 2, `median unknown/wrong = ${ratio.toFixed(2)} (${median(a).toFixed(1)} ms vs ${median(b).toFixed(1)} ms)`)
+  // Without the dummy hash the ratio is about 0.02; a busy machine moves single samples by
+  // tens of ms, so the bounds are wide and still far from that.
+  t.ok(ratio > 0.2 && ratio < 5, `median unknown/wrong = ${ratio.toFixed(2)} (${median(a).toFixed(1)} ms vs ${median(b).toFixed(1)} ms)`)
 })
 
 t.test('bad input is a 4xx, never a 5xx', async (t) => {

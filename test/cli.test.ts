@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
 import t from 'tap'
 import { build } from './helper.js'
-import { getFreePort, skipUnlessRedis, startRedis } from './helpers/redis-server.js'
+import { skipUnlessRedis, startRedis } from './helpers/redis-server.js'
 import { AUTH_ENV, PASSWORD, bearer, login, register } from './auth-helpers.js'
 import { main } from '../src/cli.js'
 
@@ -150,7 +150,9 @@ t.test('token refuses what would produce a token the server rejects', skipUnless
   await app.close()
   const redis = await startRedis()
   t.teardown(() => redis.stop())
-  const deadPort = await getFreePort()
+  // Port 1: privileged, so no redis-server another test file starts meanwhile can take it (a
+  // free port picked now could be handed to one of them, and "unreachable" would answer).
+  const deadPort = 1
 
   const cases: Array<[string, Record<string, string | undefined>, RegExp]> = [
     ['no JWT_SECRET outside development', { ...AUTH_ENV, JWT_SECRET: undefined, NODE_ENV: 'test', DATABASE_PATH, REDIS_URL: redis.url }, /JWT_SECRET is not set/],

@@ -193,7 +193,7 @@ t.test('pause freezes the server, resume answers the pending PING', redisOpts, a
   c.send('PING');
   t.equal(await c.read(7, 300), null, 'no reply within 300 ms while paused');
   r.resume();
-  t.equal(await c.read(7, 2000), '+PONG\r\n', 'reply arrives after resume');
+  t.equal(await c.read(7, 10_000), '+PONG\r\n', 'reply arrives after resume');
 });
 
 t.test('kill + restart on the same port', redisOpts, async (t) => {
@@ -283,7 +283,7 @@ t.test('leftover servers are killed when the test process dies', redisOpts, asyn
     t.ok(pid > 0, `${mode}: child started redis (pid ${pid})`);
     if (mode === 'throw') t.not(code, 0, 'child failed');
     else t.equal(signal, 'SIGTERM', 'child still dies of SIGTERM');
-    t.ok(await eventually(() => !processAlive(pid), 2000), `${mode}: redis-server ${pid} was killed`);
+    t.ok(await eventually(() => !processAlive(pid), 10_000), `${mode}: redis-server ${pid} was killed`);
   }
 });
 
@@ -304,7 +304,7 @@ t.test('proxy forwards both ways and counts connections', redisOpts, async (t) =
   t.equal(await r.command('GET', 'via'), 'proxy');
   c.socket.end();
   await c.closed;
-  t.ok(await eventually(() => p.connections === 0, 1000), 'connection count drops');
+  t.ok(await eventually(() => p.connections === 0, 10_000), 'connection count drops');
 
   const withPw = await startProxy({ port: r.port, password: 'p@ss' });
   t.teardown(() => withPw.close());
@@ -318,7 +318,7 @@ t.test('latency delays each PING by at least the latency, keeping order', redisO
   p.setLatency(100);
   const start = Date.now();
   c.send('PING');
-  t.equal(await c.read(7, 2000), '+PONG\r\n');
+  t.equal(await c.read(7, 10_000), '+PONG\r\n');
   const rtt = Date.now() - start;
   t.ok(rtt >= 100, `RTT ${rtt} ms ≥ 100 ms`);
 
@@ -378,7 +378,7 @@ t.test('reset closes current connections, new ones still work', redisOpts, async
   const err = await c.closed;
   t.ok(c.socket.destroyed, 'client socket closed');
   t.match(err, { code: 'ECONNRESET' }, 'closed with RST');
-  t.ok(await eventually(() => p.connections === 0, 1000));
+  t.ok(await eventually(() => p.connections === 0, 10_000));
   p.flush();
   const c2 = await withClient(t, p.port);
   c2.send('PING');
@@ -436,7 +436,7 @@ t.test('TLS redis-server answers PING over TLS', tlsSkip ? { skip: tlsSkip } : {
   const c = await withClient(t, r.port, { ca: files.ca });
   c.send('AUTH', 'pw');
   c.send('PING');
-  t.equal(await c.read(12, 2000), '+OK\r\n+PONG\r\n');
+  t.equal(await c.read(12, 10_000), '+OK\r\n+PONG\r\n');
   t.equal(await r.command('SET', 'secure', 'yes'), 'OK', 'redis-cli --tls works');
   t.equal(await r.command('GET', 'secure'), 'yes');
 
@@ -452,5 +452,5 @@ t.test('TLS redis-server answers PING over TLS', tlsSkip ? { skip: tlsSkip } : {
   const viaProxy = await withClient(t, p.port, { ca: files.ca });
   viaProxy.send('AUTH', 'pw');
   viaProxy.send('PING');
-  t.equal(await viaProxy.read(12, 2000), '+OK\r\n+PONG\r\n');
+  t.equal(await viaProxy.read(12, 10_000), '+OK\r\n+PONG\r\n');
 });

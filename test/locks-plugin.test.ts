@@ -19,7 +19,9 @@ interface Built { app: FastifyInstance, logs: LogCapture, calls: () => number }
 /** The app with one test-only route that takes a lock around an empty function. */
 async function buildWithLockedRoute (t: TapTest, env: Record<string, string>): Promise<Built> {
   const logs = new LogCapture()
-  const app = await buildApp(loadConfig({ ...TEST_ENV, REDIS_COMMAND_TIMEOUT_MS: '300', REDIS_CONNECT_TIMEOUT_MS: '1000', ...env }), { logStream: logs })
+  // A command timeout a busy machine cannot hit by accident (at 300 ms, load 15 timed the
+  // lock's SET out and the request ran under the in-process lock instead of getting its 409).
+  const app = await buildApp(loadConfig({ ...TEST_ENV, REDIS_COMMAND_TIMEOUT_MS: '3000', REDIS_CONNECT_TIMEOUT_MS: '3000', ...env }), { logStream: logs })
   let calls = 0
   app.post<{ Params: { id: string } }>('/test/locked/:id', async (request) => {
     return app.locks.using(`lock:portfolio:${request.params.id}`, 5000, async () => {
@@ -75,8 +77,9 @@ t.test('a busy lock: 409 with Retry-After after LOCK_WAIT_MS; the main Redis kil
   const during = Date.now()
   const res = await app.inject({ method: 'POST', url: '/test/locked/u1' })
   t.equal(res.statusCode, 200, 'served under the in-process lock')
-  t.ok(Date.now() - during < 500, `answered in ${Date.now() - during} ms`)
-  await waitFor(() => app.locks.backend() === 'fallback', 2000)
+  // A bound that catches a wait for Redis to come back, not one of tens of milliseconds.
+  t.ok(Date.now() - during < 3000, `answered in ${Date.now() - during} ms`)
+  await waitFor(() => app.locks.backend() === 'fallback', 10_000)
   const later = await app.inject({ method: 'POST', url: '/test/locked/u1' })
   t.same(later.json(), { ok: true, backend: 'fallback' })
   t.ok(app.locks.stats().fallbackAcquisitions >= 1)

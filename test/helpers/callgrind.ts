@@ -3,7 +3,7 @@
  * valgrind with instrumentation off, `warm` requests, then `measure` requests counted,
  * then a dump. Counts are of user-space instructions and repeat closely for the same
  * build, inputs and flags, whatever else the machine is doing; they are no stand-in for
- * time. Used by test/tick-records.test.ts and by `npm run bench:instructions`.
+ * time. Used by `npm run bench:instructions` (bench/instructions.ts, bench/tick-records.ts).
  *
  * Needs `valgrind` and `callgrind_control` on PATH. callgrind_control finds the process by
  * USER and HOST, so the child gets fixed values for both (and the control calls the same).

@@ -75,7 +75,8 @@ export interface RedisProcess {
   command(...args: string[]): Promise<string>;
 }
 
-const READY_TIMEOUT_MS = 5_000;
+// Generous: on a busy machine (load 15 on two cores) a fresh redis-server can take seconds to answer.
+const READY_TIMEOUT_MS = 20_000;
 const RESTART_BIND_RETRY_MS = 3_000;
 const OUTPUT_TAIL_CHARS = 4_000;
 
@@ -535,7 +536,8 @@ class ManagedRedis implements RedisProcess {
       ...args,
     ];
     return new Promise((resolve, reject) => {
-      execFile('redis-cli', cliArgs, { timeout: 5_000 }, (err, stdout, stderr) => {
+      // Generous: spawning redis-cli can take seconds on a busy machine.
+      execFile('redis-cli', cliArgs, { timeout: 20_000 }, (err, stdout, stderr) => {
         // redis-cli exits 0 for error replies and non-zero only when it
         // could not talk to the server at all.
         if (err) reject(new Error(`redis-cli ${args.join(' ')} failed: ${err.message}\n${stderr}${stdout}`));

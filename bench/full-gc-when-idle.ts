@@ -1,6 +1,6 @@
 /**
- * Preload for test/tick-records.test.ts (node --expose-gc): on each SIGUSR2, four full
- * garbage collections in a row. The test sends it while the server is up and idle, so no
+ * Preload for bench/tick-records.ts (node --expose-gc): on each SIGUSR2, four full
+ * garbage collections in a row. The bench sends it while the server is up and idle, so no
  * `process.nextTick` record exists: the moment the records' hidden classes can be freed
  * unless something holds one. V8 keeps a class that optimised code or feedback refers to
  * alive for a couple of full collections after its last object dies
