@@ -103,6 +103,8 @@ export interface SessionStats {
   reconciled: number
   /** Sessions created in an outage (or while Redis refused the write) and written into Redis later. */
   replayed: number
+  /** Writes of those that Redis refused (each stays queued for the next return). */
+  replayRefused: number
   /** Of those, dropped from the replay queue because more were made than `maxTombstones` keeps. */
   replayDropped: number
   /** Outage logouts dropped because more were made than `maxTombstones` keeps. */
@@ -292,6 +294,7 @@ export class SessionStore {
     revokedAll: 0,
     reconciled: 0,
     replayed: 0,
+    replayRefused: 0,
     replayDropped: 0,
   }
 
@@ -846,6 +849,7 @@ export class SessionStore {
           await this.#write(client, key, index, raw, pttl, sid, true)
         } catch (err) {
           if (!isCommandRefusal(err)) { failure = err; break }
+          this.#stats.replayRefused++
           if (!entry.logged) {
             entry.logged = true
             this.#state.reportFailure(err, 'session.replay')
