@@ -816,6 +816,12 @@ export class SessionStore {
     }
   }
 
+  /** Stops the pending retry of a refused session write (shutdown). */
+  close (): void {
+    if (this.#replayTimer !== null) clearTimeout(this.#replayTimer)
+    this.#replayTimer = null
+  }
+
   /** How many sessions made in memory wait to be written into Redis. */
   get pendingReplays (): number {
     return this.#outage.size
