@@ -2,8 +2,9 @@
  * Adds JWT authentication: `@fastify/jwt` with HS256 pinned (sign and verify), `exp`,
  * issuer and audience required; `identity` (accounts and token issuing); and two guards:
  * `authenticate` (a valid token whose session still exists → `request.user`) and
- * `requireAdmin` (the one admin rule: `role === 'admin'`). Creates or promotes the admin
- * named by ADMIN_EMAIL / ADMIN_PASSWORD at boot.
+ * `requireAdmin` (the one admin rule: `role === 'admin'`; while the session cannot be read,
+ * the user's stored role must say so too). Creates or promotes the admin named by
+ * ADMIN_EMAIL / ADMIN_PASSWORD at boot.
  */
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
@@ -14,8 +15,8 @@ import { Accounts } from '../src/auth/accounts.js'
 import { durationToSeconds } from '../src/auth/duration.js'
 import { resolveSecret, shownPath } from '../src/auth/secret.js'
 import { SESSION_ID_RE } from '../src/auth/sessions.js'
-import { CheckedStrings } from '../src/auth/token-cache.js'
-import { isAdmin, isRole, type AuthStats, type AuthUser, type SessionView, type TokenClaims, type TokenPayload } from '../src/auth/types.js'
+import { CheckedStrings, dropOldest } from '../src/auth/token-cache.js'
+import { isAdmin, isRole, type Role, type AuthStats, type AuthUser, type SessionView, type TokenClaims, type TokenPayload } from '../src/auth/types.js'
 import type { UsersRepo } from '../src/db/users-repo.js'
 import { registerAuthMetrics } from '../src/metrics/auth-collectors.js'
 
@@ -38,6 +39,10 @@ export const ALGORITHM = 'HS256'
 const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/i
 /** Verified tokens remembered. */
 const MAX_CACHED_TOKENS = 10_000
+/** Stored roles remembered (per user, for role checks while sessions cannot be read). */
+const MAX_CACHED_ROLES = 10_000
+/** How long a stored role is trusted without reading it again. */
+const ROLE_CACHE_MS = 10_000
 
 export interface TokenCodec {
   sign (payload: TokenPayload): string
@@ -91,10 +96,33 @@ function expOf (token: string, expiresIn: number): number {
 const TOKEN_ID_RE = /^[A-Za-z0-9_-]{16}$/
 
 /**
+ * The role each user has in the database, read at most once per ROLE_CACHE_MS per user
+ * (bounded: past `max` users the oldest entry goes). null: no such user.
+ */
+export function storedRoles (findById: (id: string) => Promise<{ role: Role } | null>, max = MAX_CACHED_ROLES, ttlMs = ROLE_CACHE_MS) {
+  const cache = new Map<string, { role: Role | null, until: number }>()
+  return async function roleOf (userId: string): Promise<Role | null> {
+    const hit = cache.get(userId)
+    if (hit !== undefined && hit.until > Date.now()) return hit.role
+    const role = (await findById(userId))?.role ?? null
+    cache.delete(userId)
+    if (cache.size >= max) dropOldest(cache)
+    cache.set(userId, { role, until: Date.now() + ttlMs })
+    return role
+  }
+}
+
+/**
  * The guards: `authenticate` (a valid token whose session still exists → `request.user`)
  * and `requireAdmin` (the one admin rule: `role === 'admin'`), with their counters.
+ *
+ * A token's role is checked against its session record (sessions.ts refuses a token whose
+ * role the session does not have). While the session cannot be read (Redis unreachable,
+ * SESSION_FALLBACK=allow: `session.source === 'fallback'`), `requireAdmin` checks it against
+ * the user's stored role instead (`roleOf`), so a token claiming a role its user does not
+ * have (forged with the secret, or issued before a demotion) opens no admin route.
  */
-export function createGuards (identity: ReturnType<typeof createIdentity>, checkSession: (claims: TokenClaims) => Promise<SessionView | null>) {
+export function createGuards (identity: ReturnType<typeof createIdentity>, checkSession: (claims: TokenClaims) => Promise<SessionView | null>, roleOf: (userId: string) => Promise<Role | null>) {
   const stats: AuthStats = { authenticated: 0, rejected: { missing: 0, malformed: 0, invalid: 0, expired: 0, session: 0 }, forbidden: 0 }
 
   /** The checked claims of the bearer token in `header`; throws a 401 otherwise. */
@@ -143,7 +171,7 @@ export function createGuards (identity: ReturnType<typeof createIdentity>, check
   async function requireAdmin (request: FastifyRequest, _reply: FastifyReply): Promise<void> {
     // Authenticates by itself when it runs first, so a route guarded by it alone is never open.
     if ((request.user as AuthUser | null) === null) await authenticate(request)
-    if (!isAdmin(request.user)) {
+    if (!isAdmin(request.user) || (request.user.session.source === 'fallback' && !isAdmin({ role: await roleOf(request.user.sub) }))) {
       stats.forbidden++
       throw new ForbiddenError('This endpoint requires the admin role')
     }
@@ -208,7 +236,7 @@ export default fp(async function authPlugin (fastify) {
     expiresIn,
   })
   // The sessions plugin registers after this one: its store is looked up per request.
-  const guards = createGuards(identity, (claims) => fastify.sessions.check(claims))
+  const guards = createGuards(identity, (claims) => fastify.sessions.check(claims), storedRoles((id) => identity.accounts.findById(id)))
   registerAuthMetrics(metrics, guards.stats)
 
   fastify.decorate('identity', identity)

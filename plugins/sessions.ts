@@ -2,8 +2,8 @@
  * Adds `sessions`: server-side sessions in Redis (`session:<sid>`, sliding TTL, a per-user
  * index for logout-everywhere) through the resilient store, with the in-process store while
  * Redis is away and SESSION_FALLBACK deciding about tokens whose session cannot be checked.
- * When Redis comes back, logouts made during the outage are replayed into it. Registers
- * the session metrics.
+ * When Redis comes back, logouts made during the outage are replayed into it, then the
+ * sessions created in memory meanwhile are written into it. Registers the session metrics.
  */
 import fp from 'fastify-plugin'
 import { durationToSeconds } from '../src/auth/duration.js'
@@ -32,8 +32,11 @@ export default fp(async function sessionsPlugin (fastify) {
   fastify.decorate('sessions', sessions)
 
   const onUp = (): void => {
-    sessions.reconcile().catch((err: unknown) => log.warn({ reason: redisState.describe(err) }, 'replaying outage logouts into Redis failed'))
+    sessions.reconcile().catch((err: unknown) => log.warn({ reason: redisState.describe(err) }, 'replaying outage logouts and sessions into Redis failed'))
   }
   redisState.on('up', onUp)
-  fastify.addHook('onClose', async () => { redisState.off('up', onUp) })
+  fastify.addHook('onClose', async () => {
+    redisState.off('up', onUp)
+    sessions.close()
+  })
 }, { name: 'sessions', fastify: '5.x', dependencies: ['config', 'metrics', 'redis', 'auth'] })

@@ -67,7 +67,7 @@ t.test('logging out everywhere revokes every session of the user, and only their
   const sessions = [await login(app, 'bob@example.com'), await login(app, 'bob@example.com'), await login(app, 'bob@example.com')]
   const other = await registerAndLogin(app, 'eve@example.com')
   const userId = sessions[0]?.userId ?? ''
-  t.equal(await redis.command('SCARD', `user_sessions:${userId}`), '3', 'the per-user index lists the three sessions')
+  t.equal(await redis.command('ZCARD', `user_sessions:${userId}`), '3', 'the per-user index lists the three sessions')
   const indexTtl = Number(await redis.command('PTTL', `user_sessions:${userId}`))
   t.ok(indexTtl > 0 && indexTtl <= 3600_000, 'the index has its own TTL')
   for (const s of sessions) t.equal((await me(app, s.token)).statusCode, 200)

@@ -14,13 +14,13 @@ t.test('logouts dropped while a replay runs keep unverifiable tokens refused unt
   let up = false
   let gate: (() => void) | null = null
   const replayed: string[] = []
-  // Just what reconcile() sends: one pipeline of DEL + SREM per revoked session.
+  // Just what reconcile() sends: one pipeline of DEL + ZREM per revoked session.
   const client = {
     pipeline () {
       const queued: Array<[null, number]> = []
       const pipe = {
         del (key: string) { replayed.push(key); queued.push([null, 1]); return pipe },
-        srem () { queued.push([null, 1]); return pipe },
+        zrem () { queued.push([null, 1]); return pipe },
         exec: () => new Promise<Array<[null, number]>>((resolve) => { gate = () => resolve(queued) }),
       }
       return pipe
@@ -53,7 +53,7 @@ t.test('logouts dropped while a replay runs keep unverifiable tokens refused unt
   gate!()
   await replay
   t.same(replayed, ['session:s2', 'session:s3'], 'the replay carried the logouts it started with')
-  t.equal(sessions.stats().reconciled, 2, 'two sessions removed (the DELs counted, not the SREMs)')
+  t.equal(sessions.stats().reconciled, 2, 'two sessions removed (the DELs counted, not the ZREMs)')
   t.equal(await sessions.check(token), null, 'still refused: logouts were dropped after the replay began')
 
   up = true
@@ -74,7 +74,7 @@ t.test('a logout made in Redis is remembered here for the tokens\' lifetime (JWT
   let up = true
   const client = {
     multi () {
-      const tx = { del () { return tx }, srem () { return tx }, exec: async () => [[null, 1], [null, 1]] }
+      const tx = { del () { return tx }, zrem () { return tx }, exec: async () => [[null, 1], [null, 1]] }
       return tx
     },
   }

@@ -35,7 +35,8 @@ t.test('login creates session:<sid> with the record and a TTL of SESSION_TTL_SEC
   t.ok(Math.abs(Date.parse(String(record.createdAt)) - Date.now()) < 5000, 'createdAt is now')
   const ttl = Number(await redis.command('PTTL', `session:${s.sid}`))
   t.ok(ttl > 3590_000 && ttl <= 3600_000, `PTTL ${ttl} ≤ 3600 s`)
-  t.equal(await redis.command('SISMEMBER', `user_sessions:${s.userId}`, s.sid), '1')
+  const score = Number(await redis.command('ZSCORE', `user_sessions:${s.userId}`, s.sid))
+  t.ok(Math.abs(score - (Date.now() + ttl)) < 5000, `the index lists it, scored by its expiry (${score})`)
   t.ok(Number(await redis.command('PTTL', `user_sessions:${s.userId}`)) > 3590_000, 'the index has a TTL too')
 })
 
@@ -219,7 +220,7 @@ t.test('logout during an outage: refused at once, and replayed into Redis when i
   await waitFor(() => app.redisState.available, 5000)
   await waitFor(async () => (await redis.command('EXISTS', `session:${s.sid}`)) === '0', 3000)
   t.pass('the revoked session was deleted from Redis when it came back')
-  t.equal(await redis.command('SISMEMBER', `user_sessions:${s.userId}`, s.sid), '0')
+  t.equal(await redis.command('ZSCORE', `user_sessions:${s.userId}`, s.sid), '', 'and its id from the index')
   t.equal((await me(app, s.token)).statusCode, 401, 'and stays refused')
   t.equal((await me(app, keep.token)).statusCode, 200)
 })
@@ -400,17 +401,23 @@ t.test('without REDIS_URL, memory is the session store: a miss is a miss, logout
   t.equal((await me(app, b.token)).statusCode, 401)
 })
 
-t.test('the per-user index drops expired sessions as it grows', redisOpts, async (t) => {
+t.test('a login trims the expired ids from the per-user index by score', redisOpts, async (t) => {
   const { app, redis } = await setup(t)
   await register(app, 'many@example.com')
   const first = await login(app, 'many@example.com')
+  const index = `user_sessions:${first.userId}`
   const stale: string[] = []
   for (let i = 0; i < 9; i++) stale.push((await login(app, 'many@example.com')).sid)
-  for (const sid of stale) await redis.command('DEL', `session:${sid}`)
-  await login(app, 'many@example.com')
-  const members = (await redis.command('SMEMBERS', `user_sessions:${first.userId}`)).split('\n').filter(Boolean)
-  t.equal(members.length, 2, 'only the live sessions remain indexed')
-  t.ok(members.includes(first.sid))
+  // As if they had expired a second ago: the session keys gone, their scores in the past.
+  const past = String(Date.now() - 1000)
+  for (const sid of stale) {
+    await redis.command('DEL', `session:${sid}`)
+    await redis.command('ZADD', index, 'XX', past, sid)
+  }
+  t.equal(await redis.command('ZCARD', index), '10')
+  const last = await login(app, 'many@example.com')
+  const members = (await redis.command('ZRANGE', index, '0', '-1')).split('\n').filter(Boolean)
+  t.same(members.sort(), [first.sid, last.sid].sort(), 'only the live sessions remain indexed')
 })
 
 t.test('session counters', redisOpts, async (t) => {

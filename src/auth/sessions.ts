@@ -1,6 +1,9 @@
 /**
  * Server-side sessions: `session:<sid>` (JSON, TTL sliding at most once a minute) and a
- * per-user index `user_sessions:<userId>` (a set with its own TTL) for logout-everywhere.
+ * per-user index `user_sessions:<userId>` for logout-everywhere: a sorted set of session ids
+ * scored by their expiry (Redis's clock, ms), with its own sliding TTL. A login is one script
+ * call whatever the count: it writes the session and trims the expired ids by score in the
+ * same call. An index of the older type (a plain set) is converted the first time it is met.
  * Every call goes through the resilient store, so a dead Redis is never awaited; the
  * per-request check reads the same Redis state directly and falls back the same way.
  *
@@ -11,6 +14,12 @@
  * cannot be checked because Redis is unreachable is accepted (policy `allow`: signature and
  * expiry are still verified) or refused (`deny`). With Redis not configured at all, memory is
  * the session store and a miss is a miss.
+ *
+ * Sessions created while Redis is away (or refuses the write) are written into Redis when it
+ * returns, with their remaining TTL, so that every instance accepts them: each one on its own
+ * (a refusal keeps that one queued for the next return, logged once), never one logged out
+ * meanwhile, and the in-process copy is dropped once Redis has it. The queue is bounded by
+ * FALLBACK_MAX_ENTRIES; the oldest beyond it stay known to this instance only.
  *
  * Token rotation. A session records the id of its current token (`tid`, the token's `jti`)
  * and refuses its other tokens; `rotate` (POST /api/auth/refresh) swaps in a new id with a
@@ -28,6 +37,7 @@ import type { ChainableCommander, Redis } from 'ioredis'
 import { isCommandRefusal, type RedisStatus } from '../engines/redis/state.js'
 import type { MemoryStore } from '../engines/store/memory-store.js'
 import type { ResilientStore } from '../engines/store/resilient-store.js'
+import { Batcher } from '../engines/batcher.js'
 import { isRole, type Role, type SessionRecord, type SessionSource, type SessionView, type TokenClaims } from './types.js'
 import { dropOldest } from './token-cache.js'
 import { Tombstones, type PendingTombstones } from './tombstones.js'
@@ -91,6 +101,12 @@ export interface SessionStats {
   rotated: number
   revokedAll: number
   reconciled: number
+  /** Sessions created in an outage (or while Redis refused the write) and written into Redis later. */
+  replayed: number
+  /** Writes of those that Redis refused (each stays queued for the next return). */
+  replayRefused: number
+  /** Of those, dropped from the replay queue because more were made than `maxTombstones` keeps. */
+  replayDropped: number
   /** Outage logouts dropped because more were made than `maxTombstones` keeps. */
   tombstonesDropped: number
 }
@@ -120,14 +136,83 @@ for i, key in ipairs(KEYS) do
 end
 return out`
 
+// A login (and the replay of a session made in an outage): writes the session and adds it to
+// the user's index, scored by its expiry on Redis's clock, trimming the expired ids by score in
+// the same call, so that a login costs one command whatever the user's session count. The
+// index's TTL slides to the longest session it lists. ARGV[4] = '1': only if the session key is
+// absent (a replay must not overwrite what another instance changed since). Answers 1 (written),
+// 0 (the session key existed), -1 (the index is a plain set of an older version: convert it
+// first); an index of any other type is refused with WRONGTYPE before anything is written.
+const CREATE_LUA = `
+local kind = redis.call('TYPE', KEYS[2]).ok
+if kind == 'set' then return -1 end
+if kind ~= 'zset' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE the session index is a ' .. kind)
+end
+local ttl = tonumber(ARGV[2])
+if ARGV[4] == '1' then
+  if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl, 'NX') then return 0 end
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1`
+
+// A session was extended: its id's score in the index (only if listed), and the index's TTL.
+// An index still of the older type (a plain set) only gets its TTL, as it did then.
+const SLIDE_LUA_BODY = `
+local function slide (index, sid, ttl)
+  if redis.call('TYPE', index).ok == 'zset' then
+    local t = redis.call('TIME')
+    redis.call('ZADD', index, 'XX', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl, sid)
+  end
+  if redis.call('PTTL', index) < ttl then redis.call('PEXPIRE', index, ttl) end
+end`
+const SLIDE_LUA = `${SLIDE_LUA_BODY}
+slide(KEYS[1], ARGV[1], tonumber(ARGV[2]))
+return 1`
+
+// Converts an index of the older type (a set) into the sorted set, scoring each listed id by
+// its session's remaining TTL and dropping the dead ones. KEYS[1] the index, KEYS[1 + i] the
+// session key of ARGV[i]. Answers 0 without a change when the set no longer lists exactly
+// ARGV (a login meanwhile): the caller reads it again.
+const MIGRATE_LUA = `
+if redis.call('TYPE', KEYS[1]).ok ~= 'set' then return 1 end
+if redis.call('SCARD', KEYS[1]) ~= #ARGV then return 0 end
+for _, id in ipairs(ARGV) do
+  if redis.call('SISMEMBER', KEYS[1], id) == 0 then return 0 end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('DEL', KEYS[1])
+local longest = 0
+for i, id in ipairs(ARGV) do
+  local pttl = redis.call('PTTL', KEYS[i + 1])
+  if pttl > 0 then
+    redis.call('ZADD', KEYS[1], now + pttl, id)
+    if pttl > longest then longest = pttl end
+  end
+end
+if longest > 0 then redis.call('PEXPIRE', KEYS[1], longest) end
+return 1`
+
 /** Keys per script call at most; a bigger turn is split. */
 const MAX_BATCH = 256
+/** After a login Redis refused while staying in use: when its session is offered to Redis again. */
+const REPLAY_RETRY_MS = 2_000
 /** Parsed session records kept (by session id, checked against the raw JSON). */
 const MAX_PARSED = 10_000
 
 type TouchReply = [string, number, number] | null
 type TouchClient = Redis & { aicSessionTouch (numKeys: number, ...args: Array<string | number>): Promise<TouchReply[]> }
-type SwapClient = Redis & { aicSessionSwap (key: string, expected: string, next: string, ttlMs: number): Promise<number> }
+type SwapClient = Redis & { aicSessionSwap (key: string, index: string, expected: string, next: string, ttlMs: number, sid: string): Promise<number> }
+type CreateClient = Redis & { aicSessionCreate (key: string, index: string, json: string, ttlMs: number, sid: string, onlyIfAbsent: '0' | '1'): Promise<number> }
+type SlideClient = Redis & { aicSessionSlide (index: string, sid: string, ttlMs: number): Promise<number> }
+type MigrateClient = Redis & { aicSessionMigrate (numKeys: number, ...args: string[]): Promise<number> }
 
 type CheckClaims = Pick<TokenClaims, 'sid' | 'sub' | 'role' | 'iat' | 'exp' | 'jti'>
 
@@ -143,10 +228,12 @@ export function newTokenId (): string {
 }
 
 // Compare-and-set of a whole session record: the new one only if the old is still there
-// unchanged (not refreshed meanwhile by another request, not revoked, not expired).
-const SWAP_LUA = `
+// unchanged (not refreshed meanwhile by another request, not revoked, not expired); the
+// session's id in the index (KEYS[2]) slides with it.
+const SWAP_LUA = `${SLIDE_LUA_BODY}
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  slide(KEYS[2], ARGV[4], tonumber(ARGV[3]))
   return 1
 end
 return 0`
@@ -156,7 +243,10 @@ type CheckResult = SessionView | null
 interface Waiter { claims: CheckClaims, resolve: (result: CheckResult | Promise<CheckResult>) => void }
 
 /** One session key in the script call of this turn, and every check waiting for it. */
-interface PendingTouch { sid: string, waiters: Waiter[] }
+interface PendingTouch { sid: string, client: TouchClient, waiters: Waiter[] }
+
+/** A session made in memory that Redis does not have yet. `logged`: its refusal was logged. */
+interface OutageSession { userId: string, logged: boolean }
 
 /** A session record and its login time, parsed once per distinct raw value. */
 interface Parsed { raw: string, record: SessionRecord | null, createdAtMs: number }
@@ -175,9 +265,17 @@ export class SessionStore {
   #overflowLogged = 0
   readonly #log: SessionLogger
   #fallbackLogged = false
-  /** This turn's checks by session id. */
+  /** This turn's checks by session id (what `#touches` holds, found by id). */
   readonly #pending = new Map<string, PendingTouch>()
-  #flushScheduled = false
+  /** The shared per-turn batcher: this turn's session keys leave in one script call. */
+  readonly #touches: Batcher<PendingTouch>
+  /** Sessions created in memory while Redis was away or refused them, to write into Redis when it returns. */
+  readonly #outage = new Map<string, OutageSession>()
+  readonly #maxOutage: number
+  #outageDropLogged = false
+  /** The replay in progress (replays run one at a time). */
+  #replaying: Promise<void> = Promise.resolve()
+  #replayTimer: NodeJS.Timeout | null = null
   readonly #parsed = new Map<string, Parsed>()
   /**
    * The current token id of each session this instance rotated (until every token it
@@ -195,6 +293,9 @@ export class SessionStore {
     rotated: 0,
     revokedAll: 0,
     reconciled: 0,
+    replayed: 0,
+    replayRefused: 0,
+    replayDropped: 0,
   }
 
   constructor (options: SessionStoreOptions) {
@@ -210,6 +311,8 @@ export class SessionStore {
     })
     this.#log = options.log
     this.#maxRotations = Math.max(1, options.maxTombstones ?? 50_000)
+    this.#maxOutage = Math.max(1, options.maxTombstones ?? 50_000)
+    this.#touches = new Batcher<PendingTouch>({ send: (batch) => { this.#flush(batch) } })
     if (options.state.client !== null) defineSessionScripts(options.state.client)
   }
 
@@ -233,13 +336,12 @@ export class SessionStore {
     const key = sessionKey(id)
     const index = userSessionsKey(input.userId)
     const source = await this.#store.use<'redis' | 'memory'>('session.create', async (client) => {
-      const results = await client.multi().set(key, json, 'PX', this.ttlMs).sadd(index, id).pexpire(index, this.ttlMs).scard(index).exec()
-      const size = checkResults(results, 4)[3]?.[1]
-      if (Number(size) > 8) await this.#pruneIndex(client, input.userId)
+      await this.#write(client, key, index, json, this.ttlMs, id, false)
       return 'redis'
     }, (memory) => {
       void memory.set(key, json, this.ttlMs)
       this.#memoryIndexAdd(memory, input.userId, id)
+      if (this.#state.status !== 'disabled') this.#queueForReplay(id, input.userId)
       return 'memory'
     })
     this.#stats.created++
@@ -260,9 +362,8 @@ export class SessionStore {
       if (raw === null) return null
       const next = this.#rotatedRecord(raw, claims, tokenId)
       if (next === null) return { outcome: 'refused' }
-      const swapped = await (client as SwapClient).aicSessionSwap(key, raw, next.json, this.ttlMs)
+      const swapped = await (client as SwapClient).aicSessionSwap(key, userSessionsKey(claims.sub), raw, next.json, this.ttlMs, claims.sid)
       if (Number(swapped) !== 1) return { outcome: 'refused' }
-      await client.pexpire(userSessionsKey(claims.sub), this.ttlMs)
       this.#rememberRotation(claims.sid, tokenId)
       return { outcome: 'rotated', tokenId, expiresAt: new Date(Date.now() + this.ttlMs), email: next.email }
     }, () => null)
@@ -323,7 +424,14 @@ export class SessionStore {
   /** Ends one session at once. */
   async revoke (sid: string, userId: string): Promise<void> {
     await this.#store.use('session.revoke', async (client) => {
-      checkResults(await client.multi().del(sessionKey(sid)).srem(userSessionsKey(userId), sid).exec(), 2)
+      const results = await client.multi().del(sessionKey(sid)).zrem(userSessionsKey(userId), sid).exec()
+      if (results === null) throw new Error('transaction aborted')
+      // The session, which is what a check reads, is gone; an index of another type (the
+      // older set) keeps a dead id that its conversion drops.
+      const [delErr] = results[0] ?? [new Error('no reply to DEL')]
+      if (delErr) throw delErr
+      const [zremErr] = results[1] ?? [new Error('no reply to ZREM')]
+      if (zremErr && !isCommandRefusal(zremErr)) throw zremErr
       this.#memoryDelete(this.#store.memory, userId, [sid])
       // So that this instance still refuses the token if Redis is unreachable later.
       this.#tombstones.revokeSession(sid, userId, true, this.#tokenTtlMs)
@@ -340,10 +448,10 @@ export class SessionStore {
   async revokeAll (userId: string): Promise<number> {
     const count = await this.#store.use('session.revokeAll', async (client) => {
       const index = userSessionsKey(userId)
-      const ids = await client.smembers(index)
+      const ids = await this.#indexIds(client, userId)
       let removed = 0
       if (ids.length > 0) {
-        removed = Number(checkResults(await client.multi().del(...ids.map(sessionKey)).srem(index, ...ids).exec(), 2)[0]?.[1])
+        removed = Number(checkResults(await client.multi().del(...ids.map(sessionKey)).zrem(index, ...ids).exec(), 2)[0]?.[1])
       }
       // The sessions by id, not a time: a login right after (the same second of a token's
       // `iat`, or another instance's clock) must not be refused in a later outage.
@@ -363,10 +471,19 @@ export class SessionStore {
 
   /**
    * Redis is back: apply the logouts made while it was away, so that every instance (not
-   * only this one, which keeps its tombstones) refuses those sessions.
+   * only this one, which keeps its tombstones) refuses those sessions; then write the sessions
+   * created in memory meanwhile, so that every instance accepts them.
    */
   async reconcile (): Promise<number> {
     this.#fallbackLogged = false
+    const deleted = await this.#replayLogouts()
+    // After the logouts: a session logged out in the outage is not written.
+    await this.#replaySessions()
+    return deleted
+  }
+
+  /** The outage logouts into Redis; resolves to how many sessions they removed. */
+  async #replayLogouts (): Promise<number> {
     // Logouts dropped after this snapshot (Redis failing again meanwhile) keep the overflow on.
     const dropped = this.#tombstones.dropped
     const pending = this.#tombstones.pending()
@@ -382,15 +499,15 @@ export class SessionStore {
       const replayed: PendingTombstones = { sessions: [], users: [] }
       if (sessions.length > 0) {
         const pipe = client.pipeline()
-        for (const [sid, { userId }] of sessions) pipe.del(sessionKey(sid)).srem(userSessionsKey(userId), sid)
-        // Each tombstone queued a DEL then an SREM: the DELs' replies count the sessions removed.
+        for (const [sid, { userId }] of sessions) pipe.del(sessionKey(sid)).zrem(userSessionsKey(userId), sid)
+        // Each tombstone queued a DEL then a ZREM: the DELs' replies count the sessions removed.
         const replies = await pipe.exec() ?? []
         for (const [i, entry] of sessions.entries()) {
           const [delErr, removed] = replies[2 * i] ?? [new Error('no reply to DEL')]
           if (delErr) throw delErr
           if (Number(removed) > 0) deleted++
-          const [sremErr] = replies[2 * i + 1] ?? [new Error('no reply to SREM')]
-          // A refused SREM leaves a stale id in an index that is not a set; the session, which
+          const [sremErr] = replies[2 * i + 1] ?? [new Error('no reply to ZREM')]
+          // A refused ZREM leaves a stale id in an index of another type; the session, which
           // is what a check reads, is gone.
           if (sremErr && !isCommandRefusal(sremErr)) throw sremErr
           replayed.sessions.push(entry)
@@ -418,7 +535,7 @@ export class SessionStore {
   /** Removes the sessions of `userId` created at or before `before` from Redis; resolves to how many. */
   async #replayUser (client: Redis, userId: string, before: number): Promise<number> {
     const index = userSessionsKey(userId)
-    const ids = await client.smembers(index)
+    const ids = await this.#indexIds(client, userId)
     if (ids.length === 0) return 0
     const values = await client.mget(...ids.map(sessionKey))
     const stale = ids.filter((_id, i) => {
@@ -426,12 +543,12 @@ export class SessionStore {
       return record === null || Date.parse(record.createdAt) <= before
     })
     if (stale.length === 0) return 0
-    return Number(checkResults(await client.multi().del(...stale.map(sessionKey)).srem(index, ...stale).exec(), 2)[0]?.[1])
+    return Number(checkResults(await client.multi().del(...stale.map(sessionKey)).zrem(index, ...stale).exec(), 2)[0]?.[1])
   }
 
   /**
    * Queues one session check for the script call made at the end of this event-loop turn
-   * (setImmediate), so that concurrent requests share one command and one socket write.
+   * (the shared batcher), so that concurrent requests share one command and one socket write.
    * Checks of the same session share one key in the call (the script's replies for a
    * repeated key would be the same record, extended by the first only) and its answer.
    * A failed call fails every check of the batch; each then takes the fallback path.
@@ -443,19 +560,17 @@ export class SessionStore {
       pending.waiters.push(waiter)
       return
     }
-    this.#pending.set(sid, { sid, waiters: [waiter] })
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true
-      setImmediate(() => { this.#flush(client) })
-    }
+    const touch: PendingTouch = { sid, client, waiters: [waiter] }
+    this.#pending.set(sid, touch)
+    this.#touches.add(touch, true)
   }
 
-  #flush (client: TouchClient): void {
-    this.#flushScheduled = false
-    const pending = [...this.#pending.values()]
+  /** This turn's checks: one script call per MAX_BATCH keys. */
+  #flush (pending: PendingTouch[]): void {
     this.#pending.clear()
     for (let i = 0; i < pending.length; i += MAX_BATCH) {
       const batch = pending.slice(i, i + MAX_BATCH)
+      const client = (batch[0] as PendingTouch).client
       const keys = batch.map((p) => sessionKey(p.sid))
       client.aicSessionTouch(batch.length, ...keys, this.ttlMs, this.#slideMs).then((replies) => {
         for (let j = 0; j < batch.length; j++) {
@@ -484,8 +599,9 @@ export class SessionStore {
     const { record, createdAtMs } = this.#parse(sid, reply[0])
     const found: Found = { record, createdAtMs, pttl: Number(reply[1]), source: 'redis' }
     if (Number(reply[2]) === 1 && record !== null) {
-      // Extended just now: the per-user index slides with it, before the checks answer.
-      client.pexpire(userSessionsKey(record.userId), this.ttlMs).then(() => {
+      // Extended just now: the per-user index slides with it (the id's score, its TTL), before
+      // the checks answer.
+      ;(client as SlideClient).aicSessionSlide(userSessionsKey(record.userId), sid, this.ttlMs).then(() => {
         for (const w of waiters) w.resolve(this.#conclude(found, w.claims))
       }, (err: unknown) => { this.#failed(waiters, err) })
       return
@@ -635,15 +751,138 @@ export class SessionStore {
     return this.#memoryDelete(memory, userId, this.#memoryIds(memory, userId))
   }
 
-  /** Drops ids of expired sessions from the user's index (run at login, when it has grown). */
-  async #pruneIndex (client: Redis, userId: string): Promise<void> {
+  /**
+   * Writes a session and indexes it (one script call); an index of the older type is
+   * converted first. False when `onlyIfAbsent` and the session key already existed.
+   */
+  async #write (client: Redis, key: string, index: string, json: string, ttlMs: number, sid: string, onlyIfAbsent: boolean): Promise<boolean> {
+    const create = client as CreateClient
+    for (let attempt = 0; ; attempt++) {
+      const written = Number(await create.aicSessionCreate(key, index, json, ttlMs, sid, onlyIfAbsent ? '1' : '0'))
+      if (written !== -1) return written === 1
+      if (attempt >= 2) throw new Error(`the session index ${index} could not be converted to a sorted set`)
+      await this.#migrateIndex(client, index)
+    }
+  }
+
+  /** The ids the user's index lists (converting an index of the older type first). */
+  async #indexIds (client: Redis, userId: string): Promise<string[]> {
     const index = userSessionsKey(userId)
-    const ids = await client.smembers(index)
-    const pipe = client.pipeline()
-    for (const id of ids) pipe.exists(sessionKey(id))
-    const results = checkResults(await pipe.exec(), ids.length)
-    const dead = ids.filter((_id, i) => Number(results[i]?.[1]) === 0)
-    if (dead.length > 0) await client.srem(index, ...dead)
+    try {
+      return await client.zrange(index, '0', '-1')
+    } catch (err) {
+      if (!isWrongType(err) || await client.type(index) !== 'set') throw err
+    }
+    await this.#migrateIndex(client, index)
+    return client.zrange(index, '0', '-1')
+  }
+
+  /**
+   * Converts an index of the older type (a set of ids) into the sorted set scored by expiry,
+   * once per user: read its ids, then convert them in one script that checks the set did not
+   * change meanwhile (else read again, a few times at most).
+   */
+  async #migrateIndex (client: Redis, index: string): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const ids = await client.smembers(index)
+      const done = await (client as MigrateClient).aicSessionMigrate(ids.length + 1, index, ...ids.map(sessionKey), ...ids)
+      if (Number(done) === 1) return
+    }
+    throw new Error(`the session index ${index} kept changing while it was converted to a sorted set`)
+  }
+
+  /**
+   * A session created in memory while Redis was away or refused it: written into Redis when
+   * it returns (or soon, when Redis stayed in use and refused only this write).
+   */
+  #queueForReplay (sid: string, userId: string): void {
+    if (this.#outage.size >= this.#maxOutage) {
+      dropOldest(this.#outage)
+      this.#stats.replayDropped++
+      if (!this.#outageDropLogged) {
+        this.#outageDropLogged = true
+        this.#log.error({ max: this.#maxOutage },
+          'sessions: more logins while Redis was away than FALLBACK_MAX_ENTRIES keeps for writing into Redis later; the oldest stay known to this instance only (other instances refuse their tokens)')
+      }
+    }
+    this.#outage.set(sid, { userId, logged: false })
+    if (this.#state.available && this.#replayTimer === null) {
+      // Redis is still in use (it refused this write alone): try again shortly, once.
+      this.#replayTimer = setTimeout(() => {
+        this.#replayTimer = null
+        if (this.#state.available) this.reconcile().catch(() => {})
+      }, REPLAY_RETRY_MS)
+      this.#replayTimer.unref()
+    }
+  }
+
+  /** Stops the pending retry of a refused session write (shutdown). */
+  close (): void {
+    if (this.#replayTimer !== null) clearTimeout(this.#replayTimer)
+    this.#replayTimer = null
+  }
+
+  /** How many sessions made in memory wait to be written into Redis. */
+  get pendingReplays (): number {
+    return this.#outage.size
+  }
+
+  /** Writes the queued outage sessions into Redis, one replay at a time. */
+  #replaySessions (): Promise<void> {
+    const run = this.#replaying.then(() => this.#replaySessionsNow())
+    this.#replaying = run.catch(() => {})
+    return run
+  }
+
+  async #replaySessionsNow (): Promise<void> {
+    if (this.#outage.size === 0) return
+    const memory = this.#store.memory
+    await this.#store.use('session.replay', async (client) => {
+      let written = 0
+      let failure: unknown = null
+      for (const [sid, entry] of [...this.#outage]) {
+        const key = sessionKey(sid)
+        const raw = memory.getSync(key)
+        const parsed = raw === null ? null : this.#parse(sid, raw)
+        const pttl = raw === null ? 0 : await memory.pttl(key) ?? 0
+        // Expired, logged out (its copy is gone, or a tombstone covers it), or unreadable: nothing to write.
+        if (raw === null || parsed === null || parsed.record === null || pttl <= 0 || this.#isRevoked(sid, entry.userId, parsed.createdAtMs)) {
+          this.#outage.delete(sid)
+          continue
+        }
+        const index = userSessionsKey(entry.userId)
+        try {
+          await this.#write(client, key, index, raw, pttl, sid, true)
+        } catch (err) {
+          if (!isCommandRefusal(err)) { failure = err; break }
+          this.#stats.replayRefused++
+          if (!entry.logged) {
+            entry.logged = true
+            this.#state.reportFailure(err, 'session.replay')
+            this.#log.error({ userId: entry.userId, reason: err instanceof Error ? err.message : String(err) },
+              'sessions: a session created while Redis was away could not be written into Redis (kept here, retried when Redis next returns)')
+          }
+          continue
+        }
+        this.#outage.delete(sid)
+        // While the call was out: a logout (undo the write) or a refresh (carry it over).
+        const now = memory.getSync(key)
+        if (now === null || this.#isRevoked(sid, entry.userId, parsed.createdAtMs)) {
+          checkResults(await client.multi().del(key).zrem(index, sid).exec(), 2)
+          continue
+        }
+        if (now !== raw) {
+          const left = await memory.pttl(key) ?? pttl
+          if (Number(await (client as SwapClient).aicSessionSwap(key, index, raw, now, Math.max(1, left), sid)) !== 1) continue
+        }
+        this.#memoryDelete(memory, entry.userId, [sid])
+        written++
+      }
+      this.#stats.replayed += written
+      if (written > 0) this.#log.info({ written }, 'sessions created while Redis was away written into Redis')
+      if (failure !== null) throw failure
+      if (this.#outage.size === 0) this.#outageDropLogged = false
+    }, () => {})
   }
 }
 
@@ -651,7 +890,10 @@ export class SessionStore {
 export function defineSessionScripts (client: Redis): void {
   // No fixed key count: each call passes its own.
   if (!('aicSessionTouch' in client)) client.defineCommand('aicSessionTouch', { lua: TOUCH_LUA })
-  if (!('aicSessionSwap' in client)) client.defineCommand('aicSessionSwap', { lua: SWAP_LUA, numberOfKeys: 1 })
+  if (!('aicSessionSwap' in client)) client.defineCommand('aicSessionSwap', { lua: SWAP_LUA, numberOfKeys: 2 })
+  if (!('aicSessionCreate' in client)) client.defineCommand('aicSessionCreate', { lua: CREATE_LUA, numberOfKeys: 2 })
+  if (!('aicSessionSlide' in client)) client.defineCommand('aicSessionSlide', { lua: SLIDE_LUA, numberOfKeys: 1 })
+  if (!('aicSessionMigrate' in client)) client.defineCommand('aicSessionMigrate', { lua: MIGRATE_LUA })
 }
 
 export function createSessionStore (options: SessionStoreOptions): SessionStore {
@@ -675,6 +917,10 @@ function parseRecord (raw: string | null): SessionRecord | null {
   } catch {
     return null
   }
+}
+
+function isWrongType (err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith('WRONGTYPE')
 }
 
 type ExecResults = Awaited<ReturnType<ChainableCommander['exec']>>
