@@ -577,3 +577,30 @@ export function markdownTable (header: string[], rows: Cell[][], left: number[] 
     ...rows.map((r) => `| ${r.map((c) => esc(cellText(c))).join(' | ')} |`),
   ].join('\n')
 }
+
+/** A JSON POST to the service under test, with an optional bearer token. */
+export async function post (ctx: BenchContext, path: string, body: object, token?: string): Promise<Response> {
+  return fetch(ctx.baseUrl + path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(10_000),
+  })
+}
+
+/** Registers and logs in `bench-<i>@example.com` for i < count, ten at a time; their tokens, by i. */
+export async function registerUsers (ctx: BenchContext, count: number, password: string): Promise<string[]> {
+  const tokens: string[] = new Array<string>(count)
+  for (let start = 0; start < count; start += 10) {
+    await Promise.all(Array.from({ length: Math.min(10, count - start) }, async (_v, k) => {
+      const i = start + k
+      const email = `bench-${i}@example.com`
+      const reg = await post(ctx, '/api/auth/register', { email, password })
+      if (reg.status !== 201) throw new Error(`register ${email}: ${reg.status} ${await reg.text()}`)
+      const login = await post(ctx, '/api/auth/login', { email, password })
+      if (login.status !== 200) throw new Error(`login ${email}: ${login.status} ${await login.text()}`)
+      tokens[i] = (await login.json() as { token: string }).token
+    }))
+  }
+  return tokens
+}

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import type { BenchContext, Scenario } from '../lib.js'
-import { onCleanup, sleep } from '../lib.js'
+import { onCleanup, registerUsers, sleep } from '../lib.js'
 import { buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
 
@@ -67,14 +67,6 @@ async function benchDatabase (): Promise<{ url: string } | { skip: string }> {
   return { url: url.toString() }
 }
 
-async function post (ctx: BenchContext, path: string, body: object, token?: string): Promise<Response> {
-  return fetch(ctx.baseUrl + path, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(10_000),
-  })
-}
 
 function setupUsers (kind: 'sqlite' | 'postgres') {
   return async (ctx: BenchContext): Promise<void> => {
@@ -87,18 +79,7 @@ function setupUsers (kind: 'sqlite' | 'postgres') {
     }
     if (health?.redis?.status !== 'connected') throw new Error(`health never reported redis connected: ${JSON.stringify(health)}`)
     if (health.database.kind !== kind || health.database.status !== 'connected') throw new Error(`the service is not on ${kind}: ${JSON.stringify(health.database)}`)
-    const tokens: string[] = new Array<string>(USERS)
-    for (let start = 0; start < USERS; start += 10) {
-      await Promise.all(Array.from({ length: Math.min(10, USERS - start) }, async (_v, k) => {
-        const i = start + k
-        const email = `bench-${i}@example.com`
-        const reg = await post(ctx, '/api/auth/register', { email, password: PASSWORD })
-        if (reg.status !== 201) throw new Error(`register ${email}: ${reg.status} ${await reg.text()}`)
-        const login = await post(ctx, '/api/auth/login', { email, password: PASSWORD })
-        if (login.status !== 200) throw new Error(`login ${email}: ${login.status} ${await login.text()}`)
-        tokens[i] = (await login.json() as { token: string }).token
-      }))
-    }
+    const tokens = await registerUsers(ctx, USERS, PASSWORD)
     ctx.state.tokens = tokens
   }
 }

@@ -13,7 +13,7 @@
  * was lost under load.
  */
 import type { BenchContext, Scenario } from '../lib.js'
-import { sleep } from '../lib.js'
+import { post, registerUsers, sleep } from '../lib.js'
 
 const USERS = 50
 const PASSWORD = 'bench-password-1'
@@ -27,14 +27,6 @@ const ENV = {
 
 interface Health { redis: { status: string } }
 
-async function post (ctx: BenchContext, path: string, body: object, token?: string): Promise<Response> {
-  return fetch(ctx.baseUrl + path, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(10_000),
-  })
-}
 
 function setupUsers (redisStatus: 'connected' | 'disabled') {
   return async (ctx: BenchContext): Promise<void> => {
@@ -47,18 +39,7 @@ function setupUsers (redisStatus: 'connected' | 'disabled') {
     }
     if (health?.redis.status !== redisStatus) throw new Error(`health never reported redis ${redisStatus}: ${JSON.stringify(health)}`)
 
-    const tokens: string[] = new Array<string>(USERS)
-    for (let start = 0; start < USERS; start += 10) {
-      await Promise.all(Array.from({ length: Math.min(10, USERS - start) }, async (_v, k) => {
-        const i = start + k
-        const email = `bench-${i}@example.com`
-        const reg = await post(ctx, '/api/auth/register', { email, password: PASSWORD })
-        if (reg.status !== 201) throw new Error(`register ${email}: ${reg.status} ${await reg.text()}`)
-        const login = await post(ctx, '/api/auth/login', { email, password: PASSWORD })
-        if (login.status !== 200) throw new Error(`login ${email}: ${login.status} ${await login.text()}`)
-        tokens[i] = (await login.json() as { token: string }).token
-      }))
-    }
+    const tokens = await registerUsers(ctx, USERS, PASSWORD)
     ctx.state.tokens = tokens
     if (ctx.redis) {
       // One buy by hand: the lock and the cache go through Redis, not a fallback.
