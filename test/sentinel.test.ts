@@ -9,9 +9,9 @@ import t from 'tap'
 import { ConfigError, loadConfig } from '../src/config.js'
 import { LOG_CONNECTED, LOG_CONNECTION_FAILED, LOG_OPERATION_FAILED } from '../src/engines/redis/state.js'
 import { AUTH_ENV, adminLogin, bearer, registerAndLogin } from './auth-helpers.js'
-import { build, TEST_ENV, waitFor, type LogCapture } from './helper.js'
-import { getFreePort } from './helpers/redis-server.js'
-import { skipUnlessRedis, startSentinelTopology, type SentinelTopology } from './helpers/sentinel.js'
+import { build, TEST_ENV, waitFor, type LogCapture, type TapTest } from './helper.js'
+import { getFreePort, startRedis } from './helpers/redis-server.js'
+import { skipUnlessRedis, startFakeSentinel, startSentinelTopology, type SentinelTopology } from './helpers/sentinel.js'
 
 t.setTimeout(300_000)
 
@@ -48,10 +48,9 @@ function env (topo: SentinelTopology, extra: Record<string, string> = {}): Recor
   return { ...AUTH_ENV, RATE_LIMIT_MAX: '1000000', REDIS_SENTINELS: topo.sentinelsEnv, REDIS_SENTINEL_NAME: topo.name, ...extra }
 }
 
-function noSecrets (t: Tap, logs: LogCapture, ...secrets: string[]): void {
+function noSecrets (t: TapTest, logs: LogCapture, ...secrets: string[]): void {
   for (const secret of secrets) t.notOk(logs.text.includes(secret), `the logs never show ${secret.slice(0, 4)}…`)
 }
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
 
 t.test('boot through password-protected sentinels: connected to the master, writes land there, health and debug show it', skipUnlessRedis(), async (t) => {
   const topo = await startSentinelTopology({ password: DATA_PASSWORD, sentinelPassword: SENTINEL_PASSWORD })
@@ -148,4 +147,31 @@ t.test('the master is killed (SIGKILL): the sentinels promote the replica and th
   t.equal((await app.inject({ method: 'GET', url: '/api/auth/me', headers: bearer(token) })).statusCode, 200, 'a session made before (and replicated) still works')
   t.equal(logs.count(LOG_CONNECTION_FAILED) + logs.count(LOG_OPERATION_FAILED), 1, 'one ❌/⚠️ line for the outage')
   t.equal(logs.count(LOG_CONNECTED), 2, 'and one ✅ after it (plus the one at boot)')
+})
+
+t.test('READONLY on the node a sentinel named (a stale answer): the client asks the sentinels again and follows, one ⚠️/✅ pair', skipUnlessRedis(), async (t) => {
+  const master = await startRedis()
+  t.teardown(() => master.stop())
+  const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] })
+  t.teardown(() => replica.stop())
+  const fake = await startFakeSentinel(master.port)
+  t.teardown(() => fake.close())
+  // Without the ready check the role is not checked at connect: the first write tells.
+  const { app, logs } = await build(t, { ...AUTH_ENV, REDIS_SENTINELS: `127.0.0.1:${fake.port}`, REDIS_SENTINEL_NAME: 'mymaster', REDIS_READY_CHECK: 'false' })
+  await waitFor(() => app.redisState.available, 30_000)
+  t.equal(app.redisState.masterAddress, `127.0.0.1:${master.port}`)
+
+  // The sentinel now names the replica, and the connection drops (as a demotion's CLIENT KILL does).
+  fake.point(replica.port)
+  await master.command('CLIENT', 'KILL', 'TYPE', 'normal')
+  await waitFor(() => app.redisState.masterAddress === `127.0.0.1:${replica.port}` || logs.count(LOG_OPERATION_FAILED) > 0, 30_000)
+  // The replica refuses the write probe (READONLY): the client drops it and asks again.
+  const lookupsBefore = fake.lookups
+  fake.point(master.port)
+  await waitFor(() => app.redisState.available && app.redisState.masterAddress === `127.0.0.1:${master.port}`, 30_000)
+  t.ok(app.redisState.masterLookups >= 1, `${app.redisState.masterLookups} READONLY reply(ies) made the client ask the sentinel again`)
+  t.ok(fake.lookups > lookupsBefore, 'the sentinel was asked again')
+  const { sid } = await registerAndLogin(app, 'readonly-follow@example.com')
+  t.equal(await master.command('EXISTS', `session:${sid}`), '1', 'writes land on the master again')
+  t.ok(logs.count(LOG_CONNECTED) <= 2, `${logs.count(LOG_CONNECTED)} ✅ lines (boot and the return)`)
 })

@@ -245,3 +245,85 @@ export async function startSentinelTopology (options: SentinelTopologyOptions = 
     stop,
   }
 }
+
+/**
+ * A stand-in sentinel that names whatever master the test sets (`point(port)`): a stale or
+ * wrong answer on demand, which a real sentinel only gives during a partition. It answers
+ * `SENTINEL get-master-addr-by-name`, `SENTINEL sentinels` (none), SUBSCRIBE (never publishes)
+ * and +OK to anything else. `lookups` counts the master questions.
+ */
+export interface FakeSentinel {
+  readonly port: number
+  lookups: number
+  point (port: number): void
+  close (): Promise<void>
+}
+
+export async function startFakeSentinel (masterPort: number): Promise<FakeSentinel> {
+  const net = await import('node:net')
+  let target = masterPort
+  const sockets = new Set<import('node:net').Socket>()
+  const bulk = (s: string): string => `$${Buffer.byteLength(s)}\r\n${s}\r\n`
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => {})
+    let buf = ''
+    socket.on('data', (d) => {
+      buf += d.toString('utf8')
+      for (;;) {
+        const parsed = parseCommand(buf)
+        if (parsed === null) return
+        buf = buf.slice(parsed.used)
+        const [cmd = '', sub = ''] = parsed.args.map((a) => a.toLowerCase())
+        if (cmd === 'sentinel' && sub === 'get-master-addr-by-name') {
+          fake.lookups++
+          socket.write(`*2\r\n${bulk('127.0.0.1')}${bulk(String(target))}`)
+        } else if (cmd === 'sentinel') {
+          socket.write('*0\r\n')
+        } else if (cmd === 'subscribe') {
+          socket.write(`*3\r\n${bulk('subscribe')}${bulk(parsed.args[1] ?? '')}:1\r\n`)
+        } else {
+          socket.write('+OK\r\n')
+        }
+      }
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error('fake sentinel: no port')
+  const fake: FakeSentinel = {
+    port: address.port,
+    lookups: 0,
+    point: (port) => { target = port },
+    close: async () => {
+      for (const s of sockets) s.destroy()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    },
+  }
+  return fake
+}
+
+/** One RESP array of bulk strings from the front of `buf`, or null when incomplete. */
+function parseCommand (buf: string): { args: string[], used: number } | null {
+  if (!buf.startsWith('*')) {
+    // Inline command (a line of words).
+    const end = buf.indexOf('\r\n')
+    return end === -1 ? null : { args: buf.slice(0, end).split(' '), used: end + 2 }
+  }
+  let pos = buf.indexOf('\r\n')
+  if (pos === -1) return null
+  const count = Number(buf.slice(1, pos))
+  pos += 2
+  const args: string[] = []
+  for (let i = 0; i < count; i++) {
+    const end = buf.indexOf('\r\n', pos)
+    if (end === -1) return null
+    const len = Number(buf.slice(pos + 1, end))
+    const start = end + 2
+    if (Buffer.byteLength(buf.slice(start)) < len + 2) return null
+    args.push(buf.slice(start, start + len))
+    pos = start + len + 2
+  }
+  return { args, used: pos }
+}
