@@ -166,6 +166,13 @@ t.test('a forced SENTINEL FAILOVER under load', skipUnlessRedis(), async (t) => 
       t.equal(staleMoves.ups, 0, 'and it never switches back while the node is a replica (no flapping)')
       t.equal(staleMoves.downs, 1, 'one switch')
 
+      // The +switch-master, not the demotion (8 s or more later, when writes to the old master
+      // start to be refused and those already made there are discarded), is what moves them.
+      for (const [i, w] of writers.entries()) {
+        const first = w.firstOn(newPort)!
+        t.ok(first < demotedAt - 1000, `instance ${i}: wrote to the new master ${first - failoverAt} ms after the failover, before the old master was demoted (${demotedAt - failoverAt} ms)`)
+      }
+
       const statuses: Record<string, number> = {}
       for (const l of loads.slice(0, 2)) for (const [s, n] of l.load.statuses) statuses[s] = (statuses[s] ?? 0) + n
       figures.push({
