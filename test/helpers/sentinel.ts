@@ -75,6 +75,15 @@ function hook (): void {
   if (hooked) return
   hooked = true
   process.on('exit', cleanupSync)
+  // tap's timeout sends SIGTERM, which skips 'exit': clean up, then let the signal act as before.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const handler = (): void => {
+      process.removeListener(sig, handler)
+      cleanupSync()
+      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig)
+    }
+    process.prependListener(sig, handler)
+  }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
