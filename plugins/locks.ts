@@ -66,7 +66,7 @@ export function createLocks (config: Config, redisState: RedisState, log: Fastif
         continue
       }
       const name = redactUrl(url)
-      const state = createRedisStateFromConfig({ ...config, REDIS_URL: url }, log.child({ master: name }))
+      const state = createRedisStateFromConfig({ ...config, REDIS_URL: url, REDIS_SENTINELS: undefined, REDIS_SENTINEL_NAME: undefined }, log.child({ master: name }))
       if (state.client === null) continue
       owned.push(state)
       masters.push({ client: state.client, name, onError: (err, op) => state.reportFailure(err, op) })
@@ -103,6 +103,6 @@ export default fp(async function locksPlugin (fastify) {
   log.info({
     backend: locks.backend(),
     masters: locks.masterCount,
-    source: config.REDLOCK_URLS !== undefined ? 'REDLOCK_URLS' : redisState.client !== null ? 'REDIS_URL' : 'none',
+    source: config.REDLOCK_URLS !== undefined ? 'REDLOCK_URLS' : redisState.client !== null ? (redisState.sentinel !== null ? 'REDIS_SENTINELS' : 'REDIS_URL') : 'none',
   }, locks.masterCount === 0 ? 'locks: in-process (no Redis configured, single instance)' : 'locks: Redlock')
 }, { name: 'locks', fastify: '5.x', dependencies: ['config', 'metrics', 'redis'] })

@@ -8,7 +8,7 @@
  * waits for Redis longer than the connect timeout. The decorator keeps its name and shape.
  */
 import fp from 'fastify-plugin'
-import type { Config } from '../src/config.js'
+import { parseSentinels, type Config } from '../src/config.js'
 import { createRedisState } from '../src/engines/redis/state.js'
 import { MemoryStore } from '../src/engines/store/memory-store.js'
 import { ResilientStore } from '../src/engines/store/resilient-store.js'
@@ -26,6 +26,14 @@ declare module 'fastify' {
 export function createRedisStateFromConfig (config: Config, log: Parameters<typeof createRedisState>[0]['log']) {
   return createRedisState({
     url: config.REDIS_URL,
+    sentinel: config.REDIS_SENTINELS === undefined || config.REDIS_SENTINEL_NAME === undefined
+      ? undefined
+      : {
+          sentinels: parseSentinels(config.REDIS_SENTINELS),
+          name: config.REDIS_SENTINEL_NAME,
+          sentinelPassword: config.REDIS_SENTINEL_PASSWORD,
+          password: config.REDIS_PASSWORD,
+        },
     keyPrefix: config.REDIS_KEY_PREFIX,
     connectTimeoutMs: config.REDIS_CONNECT_TIMEOUT_MS,
     commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
@@ -66,7 +74,7 @@ export default fp(async function redisPlugin (fastify) {
   })
 
   if (state.status === 'disabled') {
-    log.info('REDIS_URL is not set: running single-instance with in-process fallbacks')
+    log.info('REDIS_URL (or REDIS_SENTINELS) is not set: running single-instance with in-process fallbacks')
   }
   await state.start()
 }, { name: 'redis', fastify: '5.x', dependencies: ['config', 'metrics'] })

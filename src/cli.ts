@@ -113,7 +113,7 @@ async function migrate (io: CliIo, config: Config): Promise<void> {
 }
 
 async function printToken (io: CliIo, config: Config, email: string): Promise<void> {
-  if (config.REDIS_URL === undefined) {
+  if (config.REDIS_URL === undefined && config.REDIS_SENTINELS === undefined) {
     const port = config.PORT
     throw new CliError('REDIS_URL is not set: without Redis the server keeps sessions in its own memory, where this command cannot add one. ' +
       'Log in over HTTP instead, e.g. with ADMIN_EMAIL and ADMIN_PASSWORD in .env (the admin is made at boot):\n' +

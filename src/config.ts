@@ -54,6 +54,14 @@ const SECTIONS = {
   'redis (connection and fallback state)': {
     REDIS_URL: doc(Opt(Type.String({ pattern: '^rediss?://' })),
       'Unset: single-instance mode, every concern uses its in-process fallback. Forms: redis://host:6379, redis://:password@host:6379/0, redis://user:password@host:6379, rediss://host:6380 (TLS).', 'redis://127.0.0.1:6379'),
+    REDIS_SENTINELS: doc(Opt(Type.String({ pattern: '^[^\\s,:]+:[0-9]{1,5}(\\s*,\\s*[^\\s,:]+:[0-9]{1,5})*$' })),
+      'Redis Sentinel instead of REDIS_URL: the sentinels as comma-separated host:port (3 or more, on separate machines). The client asks them for the current master of REDIS_SENTINEL_NAME, follows a failover (a READONLY reply or the sentinels\' +switch-master makes it ask again), and never writes to a replica. Not together with REDIS_URL (docs/redis-topologies.md).', 'sentinel-a:26379,sentinel-b:26379,sentinel-c:26379'),
+    REDIS_SENTINEL_NAME: doc(Opt(Type.String({ pattern: '^[A-Za-z0-9._\\-]{1,128}$' })),
+      'With REDIS_SENTINELS: the master group name the sentinels monitor (`sentinel monitor <name> …`).', 'mymaster'),
+    REDIS_SENTINEL_PASSWORD: doc(Opt(Type.String({ minLength: 1 })),
+      'With REDIS_SENTINELS: the sentinels\' own password (their requirepass), if they have one. Never logged.'),
+    REDIS_PASSWORD: doc(Opt(Type.String({ minLength: 1 })),
+      'With REDIS_SENTINELS: the password of the data nodes (master and replicas; their requirepass / masterauth). With REDIS_URL, put the password in the URL instead. Never logged.'),
     REDIS_KEY_PREFIX: doc(Type.String({ default: '', pattern: '^[A-Za-z0-9:_.\\-]*$' }),
       'Prepended to every key (default empty, so keys read exactly as in the guide: stock:AAPL).'),
     REDIS_CONNECT_TIMEOUT_MS: doc(Int(2000, 50, 60_000),
@@ -304,10 +312,47 @@ function crossChecks (config: Config): string[] {
       problems.push('REDIS_URL: is not a valid URL (expected redis://[user:password@]host:port[/db] or rediss://…)')
     }
   }
+  problems.push(...sentinelProblems(config))
   if (config.REDIS_TLS_CA !== undefined && !existsSync(config.REDIS_TLS_CA)) {
     problems.push(`REDIS_TLS_CA: file not found (${config.REDIS_TLS_CA})`)
   }
   return problems
+}
+
+/** REDIS_SENTINELS and its companions: each needs the other, and REDIS_URL is the other topology. */
+function sentinelProblems (config: Config): string[] {
+  const problems: string[] = []
+  const sentinels = config.REDIS_SENTINELS !== undefined
+  if (sentinels && config.REDIS_SENTINEL_NAME === undefined) {
+    problems.push('REDIS_SENTINEL_NAME: required with REDIS_SENTINELS (the master group name of `sentinel monitor <name> …`, e.g. mymaster)')
+  }
+  if (!sentinels && config.REDIS_SENTINEL_NAME !== undefined) {
+    problems.push('REDIS_SENTINELS: required with REDIS_SENTINEL_NAME (the sentinels as host:port,host:port,…)')
+  }
+  if (sentinels && config.REDIS_URL !== undefined) {
+    problems.push('REDIS_URL: set either REDIS_URL (one Redis) or REDIS_SENTINELS (a master found through Sentinel), not both')
+  }
+  if (sentinels) {
+    const bad = parseSentinels(config.REDIS_SENTINELS ?? '').filter((s) => s.port < 1 || s.port > 65535)
+    if (bad.length > 0) problems.push(`REDIS_SENTINELS: port out of range (1-65535): ${bad.map((s) => `${s.host}:${s.port}`).join(', ')}`)
+  }
+  if (!sentinels && config.REDIS_SENTINEL_PASSWORD !== undefined) {
+    problems.push('REDIS_SENTINEL_PASSWORD: only used with REDIS_SENTINELS, which is not set')
+  }
+  if (!sentinels && config.REDIS_PASSWORD !== undefined) {
+    problems.push(config.REDIS_URL !== undefined
+      ? 'REDIS_PASSWORD: only used with REDIS_SENTINELS; with REDIS_URL put the password in the URL (redis://:password@host:6379)'
+      : 'REDIS_PASSWORD: only used with REDIS_SENTINELS, which is not set')
+  }
+  return problems
+}
+
+/** `host:port,host:port` → endpoints (validated by the schema's pattern). */
+export function parseSentinels (value: string): Array<{ host: string, port: number }> {
+  return value.split(',').map((item) => item.trim()).filter((item) => item !== '').map((item) => {
+    const at = item.lastIndexOf(':')
+    return { host: item.slice(0, at), port: Number(item.slice(at + 1)) }
+  })
 }
 
 function redactValue (key: string, value: unknown): unknown {

@@ -33,7 +33,12 @@ export const DebugRedisSchema = Type.Object({
     status: Type.Union([Type.Literal('connected'), Type.Literal('connecting'), Type.Literal('disconnected'), Type.Literal('disabled')]),
     mode: Type.Union([Type.Literal('redis'), Type.Literal('fallback')]),
     responseTime: NullableNum,
-    url: Type.Union([Type.String(), Type.Null()], { description: 'REDIS_URL with its password redacted.' }),
+    url: Type.Union([Type.String(), Type.Null()], { description: 'REDIS_URL with its password redacted; with Sentinel, sentinel://<sentinels>/<name>.' }),
+    sentinel: Type.Union([Type.Object({
+      name: Type.String({ description: 'REDIS_SENTINEL_NAME: the master group.' }),
+      sentinels: Type.Array(Type.String(), { description: 'REDIS_SENTINELS as host:port.' }),
+      master: Type.Union([Type.String(), Type.Null()], { description: 'host:port of the master this instance writes to now; null while not connected.' }),
+    }), Type.Null()], { description: 'null without REDIS_SENTINELS.' }),
     info: Type.Union([RedisInfoSchema, Type.Null()], { description: 'null when Redis is unreachable or not configured.' }),
     lastError: Type.Union([Type.Object({
       class: Type.String({ description: 'transport, routing, write, not-ready, auth or command (docs/reliability.md).' }),
@@ -98,7 +103,7 @@ const debug: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
     return {
-      redis: { status: redisState.status, mode: redisState.mode, responseTime, url: redisState.url, info, lastError: redisState.snapshot().lastError },
+      redis: { status: redisState.status, mode: redisState.mode, responseTime, url: redisState.url, sentinel: redisState.snapshot().sentinel, info, lastError: redisState.snapshot().lastError },
       fallback: { active: redisState.mode === 'fallback', since: redisState.since.toISOString(), activations: redisState.activations },
       timestamp: new Date().toISOString(),
     }

@@ -39,8 +39,21 @@ export interface StateLogger {
   debug (obj: object, msg: string): void
 }
 
+/** Where the master is found instead of a fixed URL: Redis Sentinel. */
+export interface SentinelOptions {
+  sentinels: Array<{ host: string, port: number }>
+  /** The master group name (`sentinel monitor <name> …`). */
+  name: string
+  /** The sentinels' own password (requirepass on the sentinels). */
+  sentinelPassword?: string | undefined
+  /** The data nodes' password (master and replicas). */
+  password?: string | undefined
+}
+
 export interface RedisStateOptions {
   url?: string | undefined
+  /** Instead of `url`: find the master through these sentinels and follow its failovers. */
+  sentinel?: SentinelOptions | undefined
   keyPrefix?: string
   connectTimeoutMs?: number
   commandTimeoutMs?: number
@@ -79,6 +92,8 @@ export interface RedisStateSnapshot {
   activations: number
   lastError: RedisFailure | null
   url: string | null
+  /** With Sentinel: the group, the sentinels and the master this client writes to now (null while not connected). */
+  sentinel: { name: string, sentinels: string[], master: string | null } | null
 }
 
 export const LOG_CONNECTED = '✅ Redis connected successfully'
@@ -105,7 +120,12 @@ export class RedisState extends EventEmitter {
   writeProbes = 0
   readonly instanceId: string
 
-  readonly #opts: Required<Omit<RedisStateOptions, 'url' | 'tlsCa'>>
+  /** With Sentinel: the group name and the sentinels as host:port. */
+  readonly sentinel: { name: string, sentinels: string[] } | null
+  /** Times the client dropped its connection to ask the sentinels for the master again (a READONLY reply). */
+  masterLookups = 0
+
+  readonly #opts: Required<Omit<RedisStateOptions, 'url' | 'tlsCa' | 'sentinel'>>
   readonly #secrets: string[]
   #probeTimer: NodeJS.Timeout | null = null
   #pingInFlight: Promise<number | null> | null = null
@@ -138,17 +158,27 @@ export class RedisState extends EventEmitter {
       reconnectCapMs: 1000,
       instanceId: `${hostname()}:${process.pid}`,
       ...stripUndefined(options),
-    } as Required<Omit<RedisStateOptions, 'url' | 'tlsCa'>>
+    } as Required<Omit<RedisStateOptions, 'url' | 'tlsCa' | 'sentinel'>>
     this.instanceId = this.#opts.instanceId
-    this.url = options.url ? redactUrl(options.url) : null
-    this.#secrets = options.url ? urlSecrets(options.url) : []
-    if (!options.url) {
+    const sentinel = options.sentinel
+    this.sentinel = sentinel === undefined
+      ? null
+      : { name: sentinel.name, sentinels: sentinel.sentinels.map((s) => `${s.host}:${s.port}`) }
+    this.url = sentinel !== undefined
+      ? `sentinel://${this.sentinel!.sentinels.join(',')}/${sentinel.name}`
+      : options.url ? redactUrl(options.url) : null
+    this.#secrets = sentinel !== undefined
+      ? [sentinel.password, sentinel.sentinelPassword].filter((p): p is string => p !== undefined && p !== '').sort((a, b) => b.length - a.length)
+      : options.url ? urlSecrets(options.url) : []
+    if (!options.url && sentinel === undefined) {
       this.client = null
       this.status = 'disabled'
       return
     }
     this.status = 'connecting'
-    this.client = new Redis(options.url, this.#clientOptions(options))
+    this.client = sentinel !== undefined
+      ? new Redis({ ...this.#clientOptions(options), ...this.#sentinelOptions(sentinel) })
+      : new Redis(options.url!, this.#clientOptions(options))
     this.client.on('ready', () => { void this.#verify() })
     this.client.on('error', (err: Error) => this.#connectionProblem(err))
     this.client.on('close', () => this.#connectionProblem(new Error('Connection closed')))
@@ -247,7 +277,20 @@ export class RedisState extends EventEmitter {
       activations: this.activations,
       lastError: this.lastFailure === null ? null : { ...this.lastFailure },
       url: this.url,
+      sentinel: this.sentinel === null ? null : { ...this.sentinel, master: this.masterAddress },
     }
+  }
+
+  /**
+   * The address of the server this client talks to now (host:port of the socket), null while
+   * not connected. With Sentinel it is the master the sentinels named at the last (re)connection.
+   */
+  get masterAddress (): string | null {
+    const client = this.client
+    if (client === null || client.status !== 'ready') return null
+    const stream = (client as unknown as { stream?: { remoteAddress?: string, remotePort?: number } }).stream
+    if (stream?.remoteAddress === undefined || stream.remotePort === undefined) return null
+    return `${stream.remoteAddress}:${stream.remotePort}`
   }
 
   /** An error as a one-line reason with every secret of the URL taken out. */
@@ -307,6 +350,39 @@ export class RedisState extends EventEmitter {
             },
           }
         : {}),
+    }
+  }
+
+  /**
+   * Sentinel: the master is asked of the sentinels at every (re)connection, and the ready
+   * check refuses a node whose role is not master (a stale answer during a failover), so the
+   * client tries again instead of writing to a replica. Two things make it reconnect:
+   *  - the sentinels' `+switch-master` (ioredis `failoverDetector`: a subscription on each
+   *    sentinel), at the moment of the switch;
+   *  - a `READONLY` reply, which means the node this socket reaches was demoted (a switch
+   *    missed, a partition): `reconnectOnError` returns 1, reconnect and fail this command.
+   *    Not 2 (resend after the reconnect): the offline queue is off, so a resent command
+   *    would fail anyway, later and with a less useful reason. The caller uses its fallback,
+   *    the state switches once, and the write probe on the new connection switches it back.
+   * Duplicates of the client (the cache's subscriber) copy these options and follow too.
+   */
+  #sentinelOptions (sentinel: SentinelOptions): RedisOptions {
+    const o = this.#opts
+    return {
+      sentinels: sentinel.sentinels.map((s) => ({ host: s.host, port: s.port })),
+      name: sentinel.name,
+      role: 'master',
+      ...(sentinel.sentinelPassword !== undefined ? { sentinelPassword: sentinel.sentinelPassword } : {}),
+      ...(sentinel.password !== undefined ? { password: sentinel.password } : {}),
+      // Every sentinel unreachable: ask them all again after this long (the same backoff as a reconnect).
+      sentinelRetryStrategy: (times: number) => backoff(times, o.reconnectCapMs),
+      sentinelCommandTimeout: o.connectTimeoutMs,
+      failoverDetector: true,
+      reconnectOnError: (err: Error) => {
+        if (!/^READONLY/.test(err.message)) return false
+        this.masterLookups++
+        return 1
+      },
     }
   }
 
@@ -474,7 +550,7 @@ export class RedisState extends EventEmitter {
     this.#failureLogged = false
     this.#reasonsLogged.clear()
     this.#lastPing = { at: 0, ms: null }
-    this.#opts.log.info({ url: this.url }, LOG_CONNECTED)
+    this.#opts.log.info(this.sentinel === null ? { url: this.url } : { url: this.url, master: this.masterAddress }, LOG_CONNECTED)
     this.emit('up')
   }
 
