@@ -248,7 +248,7 @@ export const ConfigSchema = Type.Object({
 })
 
 /** Section titles and their variables, for the generated docs. */
-export const CONFIG_SECTIONS = Object.entries(SECTIONS).map(([title, vars]) => ({ title, keys: Object.keys(vars) }))
+export const CONFIG_SECTIONS = Object.entries(SECTIONS).map(([title, vars]) => ({ title, keys: Object.getOwnPropertyNames(vars) }))
 
 export type Config = Static<typeof ConfigSchema>
 

@@ -166,7 +166,7 @@ function describeType (schema: SchemaLike): string {
 
 /** "email and password", or "key or prefix" when nothing is required. */
 export function bodyFieldsWords (schema: SchemaLike | undefined): string {
-  const properties = Object.keys(schema?.properties ?? {})
+  const properties = Object.getOwnPropertyNames(schema?.properties ?? {})
   const required = schema?.required ?? []
   if (required.length > 0) return `a JSON object with ${listWords(required, 'and')}`
   if (properties.length > 0) return `a JSON object with ${listWords(properties, 'or')}`

@@ -140,7 +140,7 @@ export class Fill {
   }
 
   abandonPrefix (prefix: string): void {
-    const keys = new Set([...this.#inflight.keys(), ...this.#background.keys(), ...this.#failures.keys()])
+    const keys = new Set([...this.#inflight, ...this.#background, ...this.#failures].map(([key]) => key))
     for (const key of keys) if (key.startsWith(prefix)) this.abandon(key)
   }
 
@@ -309,7 +309,7 @@ export class Fill {
 
   #remember (key: string, error: unknown): void {
     if (this.#failures.size >= MAX_FAILURES) {
-      const oldest = this.#failures.keys().next().value
+      const oldest = this.#failures.entries().next().value?.[0]
       if (oldest !== undefined) this.#failures.delete(oldest)
     }
     this.#failures.set(key, { error, until: Date.now() + this.#opts.failureTtlMs })

@@ -48,7 +48,7 @@ export class L1 {
 
   deletePrefix (prefix: string): void {
     if (this.#lru === null) return
-    for (const key of [...this.#lru.keys()]) if (key.startsWith(prefix)) this.#lru.delete(key)
+    for (const [key] of [...this.#lru.entries()]) if (key.startsWith(prefix)) this.#lru.delete(key)
   }
 
   /** Nothing here is fresh any more: entries with a grace stay as stale fallbacks, the others go. */
