@@ -6,34 +6,18 @@ import { execFile, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { PassThrough, Readable } from 'node:stream'
 import t from 'tap'
 import { build } from './helper.js'
 import { skipUnlessRedis, startRedis } from './helpers/redis-server.js'
 import { AUTH_ENV, PASSWORD, bearer, login, register } from './auth-helpers.js'
-import { main } from '../src/cli.js'
+import { runCli, type CliRun } from './helpers/cli.js'
 
 const ROOT = resolve(import.meta.dirname, '..')
 const CLI = join(ROOT, 'src', 'cli.ts')
 const TSX = import.meta.resolve('tsx')
 
-interface Run { code: number | null, stdout: string, stderr: string }
+type Run = CliRun
 
-/**
- * The CLI's main() in this process with its own stdin/stdout/stderr and env: the same code
- * path as the binary, without a process start per case (the child-process tests below
- * cover the wiring).
- */
-async function inProcess (args: string[], env: Record<string, string | undefined>, stdin = ''): Promise<Run> {
-  const out = new PassThrough()
-  const err = new PassThrough()
-  let stdout = ''
-  let stderr = ''
-  out.on('data', (d: Buffer) => { stdout += d.toString() })
-  err.on('data', (d: Buffer) => { stderr += d.toString() })
-  const code = await main(args, { stdin: Readable.from([Buffer.from(stdin)]), stdout: out, stderr: err, env, dotEnv: false })
-  return { code, stdout, stderr }
-}
 
 /** Runs the CLI as a child in an empty directory (no stray .env) with exactly `env` (plus PATH). */
 function cli (args: string[], env: Record<string, string | undefined>, stdin = ''): Promise<Run> {
@@ -76,7 +60,7 @@ t.test('create-admin (a child process) creates the admin with the password from 
   t.equal((await login(app, 'ops@example.com', 'first-admin-pw')).role, 'admin')
   await app.close()
 
-  const again = await inProcess(['create-admin', 'ops@example.com'], { DATABASE_PATH }, 'second-admin-pw\r\nignored line\n')
+  const again = await runCli(['create-admin', 'ops@example.com'], { DATABASE_PATH }, 'second-admin-pw\r\nignored line\n')
   t.equal(again.code, 0, again.stderr)
   t.match(again.stdout, /admin ops@example\.com updated/)
   const { app: app2 } = await build(t, { ...AUTH_ENV, DATABASE_PATH })
@@ -89,7 +73,7 @@ t.test('create-admin promotes an existing user', async (t) => {
   const { app } = await build(t, { ...AUTH_ENV, DATABASE_PATH })
   await register(app, 'user@example.com')
   await app.close()
-  const run = await inProcess(['create-admin', 'user@example.com'], { DATABASE_PATH }, `${PASSWORD}\n`)
+  const run = await runCli(['create-admin', 'user@example.com'], { DATABASE_PATH }, `${PASSWORD}\n`)
   t.equal(run.code, 0, run.stderr)
   t.match(run.stdout, /admin user@example\.com promoted/)
 })
@@ -105,12 +89,12 @@ t.test('create-admin refuses bad input with a message and a non-zero exit', asyn
     ['no command', [], '', 2, /usage:/],
   ]
   for (const [name, args, stdin, code, message] of cases) {
-    const run = await inProcess(args, { DATABASE_PATH }, stdin)
+    const run = await runCli(args, { DATABASE_PATH }, stdin)
     t.equal(run.code, code, name)
     t.match(run.stderr, message, name)
     t.equal(run.stdout, '', `${name}: nothing on stdout`)
   }
-  const config = await inProcess(['create-admin', 'a@example.com'], { DATABASE_PATH, JWT_SECRET: 'short' }, 'long-enough-pw\n')
+  const config = await runCli(['create-admin', 'a@example.com'], { DATABASE_PATH, JWT_SECRET: 'short' }, 'long-enough-pw\n')
   t.equal(config.code, 1)
   t.match(config.stderr, /Invalid configuration:[\s\S]*JWT_SECRET/, 'an invalid environment is reported like the server does')
 })
@@ -161,12 +145,12 @@ t.test('token refuses what would produce a token the server rejects', skipUnless
     ['unknown user', { ...AUTH_ENV, DATABASE_PATH, REDIS_URL: redis.url }, /no user with the email nobody@example\.com/],
   ]
   for (const [name, env, message] of cases) {
-    const run = await inProcess(['token', name === 'unknown user' ? 'nobody@example.com' : 'plain@example.com'], env)
+    const run = await runCli(['token', name === 'unknown user' ? 'nobody@example.com' : 'plain@example.com'], env)
     t.equal(run.code, 1, name)
     t.match(run.stderr, message, name)
     t.equal(run.stdout, '', `${name}: no token printed`)
   }
-  const ok = await inProcess(['token', 'plain@example.com'], { ...AUTH_ENV, DATABASE_PATH, REDIS_URL: redis.url })
+  const ok = await runCli(['token', 'plain@example.com'], { ...AUTH_ENV, DATABASE_PATH, REDIS_URL: redis.url })
   t.equal(ok.code, 0, ok.stderr)
   t.match(ok.stderr, /not an admin/, 'a non-admin token comes with a note')
 })

@@ -4,7 +4,6 @@
  * once apply once, a failing one rolls the run back, and the health report. Faults:
  * db-postgres-faults.test.ts; several instances on one database: db-postgres-instances.test.ts.
  */
-import { PassThrough, Readable } from 'node:stream'
 import t from 'tap'
 import { build } from './helper.js'
 import { portfolioEnv } from './portfolio-helpers.js'
@@ -12,7 +11,7 @@ import { startProxy } from './helpers/tcp-proxy.js'
 import { createTestDatabase, queryDatabase, skipUnlessPostgres } from './helpers/postgres.js'
 import { instance } from './db-postgres-helpers.js'
 import { openDatabase, migrations, type Migration } from '../src/db/index.js'
-import { main } from '../src/cli.js'
+import { runCli } from './helpers/cli.js'
 
 const pgOpts = skipUnlessPostgres()
 
@@ -64,16 +63,7 @@ t.test('health reports PostgreSQL; an unreachable DATABASE_URL fails the boot na
 
 t.test('cli migrate: a deploy step that applies the migrations once, several at a time', pgOpts, async (t) => {
   const db = await createTestDatabase(t)
-  const run = async (): Promise<{ code: number, stdout: string, stderr: string }> => {
-    const out = new PassThrough()
-    const err = new PassThrough()
-    let stdout = ''
-    let stderr = ''
-    out.on('data', (d: Buffer) => { stdout += d.toString() })
-    err.on('data', (d: Buffer) => { stderr += d.toString() })
-    const code = await main(['migrate'], { stdin: Readable.from([]), stdout: out, stderr: err, env: { DATABASE_URL: db.url }, dotEnv: false })
-    return { code, stdout, stderr }
-  }
+  const run = () => runCli(['migrate'], { DATABASE_URL: db.url })
   const runs = await Promise.all([run(), run(), run()])
   t.same(runs.map((r) => r.code), [0, 0, 0], runs.map((r) => r.stderr).join(''))
   const last = migrations.at(-1)?.version ?? 0
