@@ -604,3 +604,12 @@ export async function registerUsers (ctx: BenchContext, count: number, password:
   }
   return tokens
 }
+
+/** What the user-driven scenarios start the service with: a fixed secret, limits out of the way. */
+export const USER_SCENARIO_ENV = {
+  JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0123',
+  RATE_LIMIT_MAX: '1000000000',
+  LOGIN_RATE_LIMIT_MAX: '1000000',
+  REGISTER_RATE_LIMIT_MAX: '1000000',
+  LOGIN_EMAIL_RATE_LIMIT_MAX: '1000000',
+}

@@ -20,18 +20,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import type { BenchContext, Scenario } from '../lib.js'
-import { onCleanup, registerUsers, sleep } from '../lib.js'
+import { USER_SCENARIO_ENV, onCleanup, registerUsers, sleep } from '../lib.js'
 import { buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
 
 const USERS = 50
 const PASSWORD = 'bench-password-1'
 const ENV = {
-  JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0123',
-  RATE_LIMIT_MAX: '1000000000',
-  LOGIN_RATE_LIMIT_MAX: '1000000',
-  REGISTER_RATE_LIMIT_MAX: '1000000',
-  LOGIN_EMAIL_RATE_LIMIT_MAX: '1000000',
+  ...USER_SCENARIO_ENV,
   SCHEDULER_ENABLED: 'false',
   // The 50 connections start on one user's lock: wait for it rather than answer 409.
   LOCK_WAIT_MS: '10000',

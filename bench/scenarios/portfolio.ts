@@ -13,17 +13,11 @@
  * was lost under load.
  */
 import type { BenchContext, Scenario } from '../lib.js'
-import { post, registerUsers, sleep } from '../lib.js'
+import { USER_SCENARIO_ENV, post, registerUsers, sleep } from '../lib.js'
 
 const USERS = 50
 const PASSWORD = 'bench-password-1'
-const ENV = {
-  JWT_SECRET: 'bench-secret-bench-secret-bench-secret-0123',
-  RATE_LIMIT_MAX: '1000000000',
-  LOGIN_RATE_LIMIT_MAX: '1000000',
-  REGISTER_RATE_LIMIT_MAX: '1000000',
-  LOGIN_EMAIL_RATE_LIMIT_MAX: '1000000',
-}
+const ENV = USER_SCENARIO_ENV
 
 interface Health { redis: { status: string } }
 
