@@ -35,6 +35,11 @@ export type ReadSamples = () => Sample[] | null
  * that drops to 0 and comes back reads as a reset and a burst to rate(). So these replace
  * the values of their `get()` with what `read` returns, in the registry's usual format.
  */
+/** A family's `get()` result with its values replaced by the samples read now. */
+function withSamples<T extends object> (base: T, samples: ReturnType<ReadSamples>, shown: (value: number) => number): T & { values: Array<{ labels: Labels, value: number }> } {
+  return { ...base, values: (samples ?? []).map(([labels, value]) => ({ labels, value: shown(value) })) }
+}
+
 class LazyGauge extends Gauge<string> {
   readonly #read: ReadSamples
   constructor (name: string, help: string, labelNames: readonly string[], read: ReadSamples) {
@@ -43,8 +48,7 @@ class LazyGauge extends Gauge<string> {
   }
 
   override async get () {
-    const base = await super.get()
-    return { ...base, values: (this.#read() ?? []).map(([labels, value]) => ({ labels, value })) }
+    return withSamples(await super.get(), this.#read(), (value) => value)
   }
 }
 
@@ -56,8 +60,8 @@ class LazyCounter extends Counter<string> {
   }
 
   override async get () {
-    const base = await super.get()
-    return { ...base, values: (this.#read() ?? []).map(([labels, value]) => ({ labels, value: Math.max(0, value) })) }
+    // A counter never goes below zero, whatever the source reads.
+    return withSamples(await super.get(), this.#read(), (value) => Math.max(0, value))
   }
 }
 
