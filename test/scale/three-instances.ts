@@ -108,8 +108,13 @@ export async function runThreeInstanceChecks (t: Test, topology: Topology): Prom
   t.ok(/^postgres .*: schema version \d+, applied \d/m.test(migrated), `the migration step applied the schema before the instances started (${migrated.trim()})`)
   const keepLogs = /^(job ran|job tick taken by another instance)$/
   const names = ['a', 'b', 'c']
-  const instances = await Promise.all(names.map((name) => startInstance(name, env, { keepLogs })))
+  // Started together (each boot waits on the others' advisory lock at most); whichever
+  // started is stopped in teardown even when another did not.
+  const settled = await Promise.allSettled(names.map((name) => startInstance(name, env, { keepLogs })))
+  const instances = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
   t.teardown(() => Promise.all(instances.map((i) => i.stop())))
+  const failed = settled.find((r) => r.status === 'rejected')
+  if (failed !== undefined) throw failed.reason
   const [a, b, c] = instances as [Instance, Instance, Instance]
   t.equal(new Set(instances.map((i) => i.dir)).size, 3, 'three working directories')
   t.equal(new Set(instances.map((i) => i.pid)).size, 3, 'three processes')
