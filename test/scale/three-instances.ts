@@ -16,6 +16,8 @@
  * REDIS_CLUSTER_NODES…) and how to stop it. The topology file owns it and stops it.
  */
 import type { Test } from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
 import { LOG_CONNECTION_FAILED, LOG_OPERATION_FAILED } from '../../src/engines/redis/state.js'
 import { createTestDatabase, queryDatabase } from '../helpers/postgres.js'
 import { migrateOnce, startInstance, waitFor, type Instance } from './instances.js'
@@ -239,7 +241,13 @@ export async function runThreeInstanceChecks (t: Test, topology: Topology): Prom
   // state, a pass would prove nothing about sharing.
   const fallbacks = instances.flatMap((i) => i.kept.filter((l) => fallbackLines.some((f) => l.msg.startsWith(f))).map((l) => `${i.name}: ${l.msg} ${JSON.stringify(l.reason ?? l.err ?? '')}`))
   t.same(fallbacks, [], 'no instance left Redis during the checks')
+  // And none kept anything on its own disk: no SQLite file (or anything else) in its working directory.
+  for (const i of instances) t.same(filesUnder(i.dir), [], `${i.name}'s working directory stayed empty`)
   t.comment(`three-instance checks took ${Date.now() - started} ms`)
+}
+
+function filesUnder (dir: string): string[] {
+  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name))
 }
 
 interface LogLineLike { msg: string, job?: string, tick?: string }
