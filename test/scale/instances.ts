@@ -141,8 +141,10 @@ export async function migrateOnce (env: Record<string, string>, timeoutMs = 60_0
     new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), timeoutMs) }),
   ])
   clearTimeout(timer)
+  if (code === 'timeout') await kill(child, 1000)
+  fs.rmSync(dir, { recursive: true, force: true })
+  dirs.delete(dir)
   if (code === 'timeout') {
-    await kill(child, 1000)
     throw new Error(`cli migrate did not finish within ${timeoutMs} ms:\n${output()}`)
   }
   if (code !== 0) throw new Error(`cli migrate exited ${String(code)}:\n${output()}`)
