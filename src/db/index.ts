@@ -327,6 +327,9 @@ async function openPostgres (url: string, options: OpenDatabaseOptions): Promise
       if (closed) return
       closed = true
       await kysely.destroy()
+      // Kysely ends the pool only if it ever used it: a store opened only to migrate (the
+      // `cli migrate` step) would keep its idle connection, and the process, for idleTimeoutMillis.
+      if (!pool.ending) await pool.end()
     },
   }
   Object.assign(store, { portfolios: new KyselyPortfolioRepo(store) })

@@ -1,9 +1,10 @@
 /**
- * render.yaml, read from the repository: one web service and one Render Key Value (Redis)
- * instance, wired through the instance's internal connection string, no external access,
- * health check on the readiness route, generated secrets, NODE_ENV=production, a disk that
- * holds DATABASE_PATH, commands that build and start what the repository builds, and an
- * environment the config schema accepts. Each check is a function returning a problem (or
+ * render.yaml, read from the repository: one web service run as several instances, one
+ * Render Key Value (Redis) instance and one managed PostgreSQL, wired through their internal
+ * connection strings, no external access, no disk (nothing an instance keeps is its own),
+ * migrations as the pre-deploy step, health check on the readiness route, generated secrets,
+ * NODE_ENV=production, the Node line package.json names, commands that build and start what
+ * the repository builds, and an environment the config schema accepts. Each check is a function returning a problem (or
  * undefined); broken copies of the real file are fed through the same checks to show each
  * one can fail.
  *
@@ -135,6 +136,7 @@ const envVars = (doc: Yaml): Obj[] => {
   return Array.isArray(list) ? list.filter(isObj) : []
 }
 const envVar = (doc: Yaml, key: string): Obj | undefined => envVars(doc).find((e) => e.key === key)
+const databases = (doc: Yaml): Obj[] => (isObj(doc) && Array.isArray(doc.databases) ? doc.databases.filter(isObj) : [])
 
 /** Variables Render itself reads (not the service's config). */
 const RENDER_VARIABLES = new Set(['NODE_VERSION'])
@@ -216,16 +218,40 @@ const CHECKS: Check[] = [
     run: (doc) => envVars(doc).filter((e) => SECRET_NAME.test(String(e.key)) && 'value' in e).map((e) => `${String(e.key)} has a literal value`)[0],
   },
   {
-    name: 'DATABASE_PATH is on the persistent disk (which needs a paid plan and one instance)',
+    name: 'several instances, no disk, no SQLite file',
     run: (doc) => {
       const w = web(doc)
-      const disk = w?.disk
-      if (!isObj(disk) || typeof disk.mountPath !== 'string' || typeof disk.name !== 'string') return 'no disk with a name and a mountPath'
-      if (typeof disk.sizeGB !== 'number' || disk.sizeGB < 1) return 'disk sizeGB must be at least 1'
-      const path = String(envVar(doc, 'DATABASE_PATH')?.value ?? '')
-      if (!path.startsWith(`${disk.mountPath.replace(/\/$/, '')}/`)) return `DATABASE_PATH ${path} is not under ${disk.mountPath}`
-      if (w?.plan === 'free' || w?.plan === undefined) return 'disks need a paid plan'
-      return w?.numInstances === undefined || w.numInstances === 1 ? undefined : 'a service with a disk runs one instance'
+      if (typeof w?.numInstances !== 'number' || w.numInstances < 2) return `numInstances is ${String(w?.numInstances)}`
+      if (w.plan === 'free' || w.plan === undefined) return 'several instances need a paid plan'
+      if ('disk' in w) return 'a service with a disk runs one instance (and nothing the service keeps belongs on one)'
+      return envVar(doc, 'DATABASE_PATH') === undefined ? undefined : 'DATABASE_PATH is set: every instance would have its own SQLite file'
+    },
+  },
+  {
+    name: 'DATABASE_URL comes from the managed PostgreSQL\'s internal connection string; the database is private, in the same region',
+    run: (doc) => {
+      const dbs = databases(doc)
+      if (dbs.length !== 1) return `${dbs.length} databases`
+      const from = envVar(doc, 'DATABASE_URL')?.fromDatabase
+      if (!isObj(from)) return 'DATABASE_URL has no fromDatabase'
+      if (from.name !== dbs[0]?.name) return `DATABASE_URL points at ${String(from.name)}, the database is ${String(dbs[0]?.name)}`
+      if (from.property !== 'connectionString') return `property is ${String(from.property)}`
+      if (!Array.isArray(dbs[0]?.ipAllowList) || dbs[0].ipAllowList.length !== 0) return `the database's ipAllowList is ${JSON.stringify(dbs[0]?.ipAllowList)}`
+      if (dbs[0].plan === 'free') return 'a free database expires after 30 days'
+      return (dbs[0].region ?? 'oregon') === (web(doc)?.region ?? 'oregon') ? undefined : 'the database and the web service are in different regions'
+    },
+  },
+  {
+    name: 'migrations run once per deploy, as the pre-deploy command',
+    run: (doc) => (web(doc)?.preDeployCommand === 'node dist/src/cli.js migrate' ? undefined : `preDeployCommand is ${String(web(doc)?.preDeployCommand)}`),
+  },
+  {
+    name: 'NODE_VERSION is the Node line package.json\'s engines names',
+    run: (doc) => {
+      const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { engines?: { node?: string } }
+      const major = /^>=\s*(\d+)/.exec(pkg.engines?.node ?? '')?.[1]
+      const value = String(envVar(doc, 'NODE_VERSION')?.value)
+      return value === major ? undefined : `NODE_VERSION is ${value}, engines.node is ${String(pkg.engines?.node)}`
     },
   },
   {
@@ -241,6 +267,7 @@ const CHECKS: Check[] = [
         if ('value' in e) env[key] = String(e.value)
         else if (e.generateValue === true) env[key] = 'G3nErAtEd+By/RenDer0123456789abcdefghijklmnopq='
         else if (isObj(e.fromService)) env[key] = 'redis://red-abc123:6379'
+        else if (isObj(e.fromDatabase)) env[key] = 'postgresql://aic:Pw0123456789@dpg-abc123-a/aic'
       }
       try {
         loadConfig(env)
@@ -308,9 +335,17 @@ t.test('the checks catch broken variants of the real file', async (t) => {
     ['a committed JWT secret', (s) => s.replace('key: JWT_SECRET\n        generateValue: true', 'key: JWT_SECRET\n        value: not-so-secret-but-long-enough-0123456789')],
     ['no metrics token', (s) => s.replace(/ {6}- key: METRICS_TOKEN\n {8}generateValue: true\n/, '')],
     ['development mode', (s) => s.replace('value: production', 'value: development')],
-    ['database off the disk', (s) => s.replace('value: /var/data/ai-capital.db', 'value: ./data/ai-capital.db')],
-    ['free plan with a disk', (s) => s.replace(/plan: starter\n {4}numInstances/, 'plan: free\n    numInstances')],
-    ['two instances with a disk', (s) => s.replace('numInstances: 1', 'numInstances: 2')],
+    ['one instance', (s) => s.replace('numInstances: 3', 'numInstances: 1')],
+    ['a free plan for several instances', (s) => s.replace(/plan: starter\n {4}numInstances/, 'plan: free\n    numInstances')],
+    ['a disk', (s) => s.replace('    numInstances: 3\n', '    numInstances: 3\n    disk:\n      name: data\n      mountPath: /var/data\n      sizeGB: 1\n')],
+    ['an SQLite file per instance', (s) => s.replace('      - key: DATABASE_URL\n', '      - key: DATABASE_PATH\n        value: /var/data/ai-capital.db\n      - key: DATABASE_URL\n')],
+    ['DATABASE_URL from another database', (s) => s.replace('name: ai-capital-db\n          property', 'name: other-db\n          property')],
+    ['no managed database', (s) => s.replace(/\ndatabases:[\s\S]*$/, '\n')],
+    ['the database open to the internet', (s) => s.replace(/(postgresMajorVersion: "16"\n[\s\S]*)ipAllowList: \[\]/, '$1ipAllowList:\n      - source: 0.0.0.0/0\n        description: everywhere')],
+    ['a free database', (s) => s.replace('plan: basic-256mb', 'plan: free')],
+    ['the database in another region', (s) => s.replace(/(name: ai-capital-db\n {4}region:) oregon/, '$1 frankfurt')],
+    ['no pre-deploy migration', (s) => s.replace(/ {4}preDeployCommand: .*\n/, '')],
+    ['an old Node line', (s) => s.replace('value: "24"', 'value: "20"')],
     ['a typo in a variable name', (s) => s.replace('key: TRUST_PROXY', 'key: TRUST_PROXIES')],
     ['an invalid value', (s) => s.replace(/value: 10\.0\.0\.0\/8,.*/, 'value: "true"')],
     ['build without dev dependencies', (s) => s.replace('npm ci --include=dev', 'npm ci')],
