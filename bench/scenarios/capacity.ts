@@ -32,6 +32,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import pg from 'pg'
+import { startMonitor } from '../../test/helpers/monitor.js'
 import {
   type BenchContext, type Cell, type RedisProcess, type Scenario, type ServerProcess, type StandaloneBench,
   USER_SCENARIO_ENV, errorText, fmt, load, markdownTable, onCleanup, post, registerUsers, sleep, startRedis, startServer, textTable, toAutocannonRequests,
@@ -133,7 +134,7 @@ export function parseDbQueries (metrics: string): number {
   return Number(m[1])
 }
 
-interface Service { baseUrl: string, redis: RedisProcess }
+interface Service { baseUrl: string, redis: RedisProcess, pid: number }
 
 async function dbQueries (svc: Service): Promise<number> {
   const res = await fetch(`${svc.baseUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
@@ -158,7 +159,36 @@ async function window (svc: Service, n: number, send: (i: number) => Promise<voi
 // The routes
 // ---------------------------------------------------------------------------
 
-interface RouteRow { route: string, store: string, per: Counts, n: number }
+interface RouteRow {
+  route: string
+  store: string
+  per: Counts
+  n: number
+  /** One more request under MONITOR: the commands it sent itself (a script is one), in order, as `command key-prefix`. */
+  calls: string[]
+}
+
+/** `evalsha session:` for `EVALSHA <sha> 1 session:abc …`: the command and the first key up to its last colon. */
+function callName (args: string[]): string {
+  const name = (args[0] ?? '').toLowerCase()
+  const key = name.startsWith('eval') || name.startsWith('fcall') ? (Number(args[2]) > 0 ? args[3] : undefined) : args[1]
+  const prefix = key === undefined ? '' : key.includes(':') ? key.slice(0, key.lastIndexOf(':') + 1) : key
+  return prefix === '' ? name : `${name} ${prefix}`
+}
+
+/** The Redis calls (round trips) one request sends, from MONITOR; `before` runs first, unwatched. */
+async function trace (svc: Service, send: () => Promise<void>, before?: () => Promise<void>): Promise<string[]> {
+  if (before !== undefined) await before()
+  await sleep(SETTLE_MS)
+  const monitor = await startMonitor(svc.redis.port)
+  try {
+    await send()
+    await sleep(SETTLE_MS)
+  } finally {
+    monitor.stop()
+  }
+  return monitor.lines.filter((l) => l.source !== 'lua').map((l) => callName(l.args))
+}
 
 async function expectStatus (res: Response, status: number, what: string): Promise<Response> {
   if (res.status !== status) throw new Error(`${what} answered ${res.status}: ${(await res.text()).slice(0, 300)}`)
@@ -225,7 +255,7 @@ async function countRoutes (svc: Service, store: string): Promise<RouteRow[]> {
   const rows: RouteRow[] = []
   const measure = async (route: string, n: number, send: (i: number) => Promise<void>): Promise<Counts> => {
     const total = minus(await window(svc, n, send), empty)
-    rows.push({ route, store, n, per: perRequest(total, n) })
+    rows.push({ route, store, n, per: perRequest(total, n), calls: await trace(svc, async () => { await send(n) }) })
     return total
   }
   await measure('GET /api/stocks/AAPL (hot quote, L1 hit)', REQUESTS, hotQuote)
@@ -237,7 +267,13 @@ async function countRoutes (svc: Service, store: string): Promise<RouteRow[]> {
   await measure('GET /api/portfolio (cached)', REQUESTS, async () => { await read('HIT') })
   // A read right after a write (which invalidated the view): the pair, minus the buys alone.
   const pairs = minus(await window(svc, REQUESTS, async () => { await buy(); await sleep(PACE_MS); await read('MISS') }), empty)
-  rows.push({ route: 'GET /api/portfolio (first read after a write)', store, n: REQUESTS, per: perRequest(minus(pairs, buys), REQUESTS) })
+  rows.push({
+    route: 'GET /api/portfolio (first read after a write)',
+    store,
+    n: REQUESTS,
+    per: perRequest(minus(pairs, buys), REQUESTS),
+    calls: await trace(svc, async () => { await read('MISS') }, buy),
+  })
   return rows
 }
 
@@ -251,7 +287,7 @@ function perRequest (c: Counts, n: number): Counts {
 // Throughput of the buy route
 // ---------------------------------------------------------------------------
 
-interface Throughput { store: string, reqPerSec: number, p50: number, p99: number, total: number, non2xx: number, errors: number, commandsPerBuy: number, scriptsPerBuy: number, dbPerBuy: number }
+interface Throughput { store: string, reqPerSec: number, cpuUsPerBuy: number | null, p50: number, p99: number, total: number, non2xx: number, errors: number, commandsPerBuy: number, scriptsPerBuy: number, dbPerBuy: number }
 
 async function buyThroughput (svc: Service, store: string): Promise<Throughput> {
   const ctx: BenchContext = { baseUrl: svc.baseUrl, state: {} }
@@ -265,13 +301,14 @@ async function buyThroughput (svc: Service, store: string): Promise<Throughput> 
   if (WARMUP_S > 0) await load({ baseUrl: svc.baseUrl, requests, connections: USERS, durationS: WARMUP_S })
   const db0 = await dbQueries(svc)
   await svc.redis.command('CONFIG', 'RESETSTAT')
-  const m = await load({ baseUrl: svc.baseUrl, requests, connections: USERS, durationS: DURATION_S })
+  const m = await load({ baseUrl: svc.baseUrl, requests, connections: USERS, durationS: DURATION_S, pid: svc.pid })
   await sleep(SETTLE_MS)
   const redis = parseRedisInfo(await svc.redis.command('INFO', 'commandstats', 'stats'))
   const db1 = await dbQueries(svc)
   return {
     store,
     reqPerSec: m.reqPerSec,
+    cpuUsPerBuy: m.serverCpuUsPerReq,
     p50: m.p50,
     p99: m.p99,
     total: m.total,
@@ -337,7 +374,7 @@ async function withService<T> (server: string, kind: 'sqlite' | 'postgres', data
     }
     if (health?.redis?.status !== 'connected') throw new Error(`health never reported redis connected: ${JSON.stringify(health)}`)
     if (health.database?.kind !== kind || health.database.status !== 'connected') throw new Error(`the service is not on ${kind}: ${JSON.stringify(health.database)}`)
-    return await fn({ baseUrl, redis })
+    return await fn({ baseUrl, redis, pid: service.pid })
   } catch (err) {
     if (service !== undefined) log(`  --- service output (tail) ---\n${service.output()}\n  ---`)
     throw err
@@ -352,7 +389,7 @@ async function withService<T> (server: string, kind: 'sqlite' | 'postgres', data
 // Report
 // ---------------------------------------------------------------------------
 
-const HEADER = ['route', 'store', 'Redis cmds/req', 'scripts/req', 'Redis B in/req', 'Redis B out/req', 'DB trips/req', 'Redis commands per request']
+const HEADER = ['route', 'store', 'Redis calls/req', 'Redis cmds/req', 'scripts/req', 'Redis B in/req', 'Redis B out/req', 'DB trips/req', 'Redis commands per request']
 
 /** Whole numbers as they are; fractions (a count that is not the same for every request) with two decimals. */
 function count (n: number): string {
@@ -365,13 +402,13 @@ function byText (by: Record<string, number>): string {
 }
 
 function countRows (rows: RouteRow[]): Cell[][] {
-  return rows.map((r) => [r.route, r.store, count(r.per.commands), count(r.per.scripts), fmt(r.per.bytesIn), fmt(r.per.bytesOut), count(r.per.dbQueries), byText(r.per.by)])
+  return rows.map((r) => [r.route, r.store, r.calls.length, count(r.per.commands), count(r.per.scripts), fmt(r.per.bytesIn), fmt(r.per.bytesOut), count(r.per.dbQueries), byText(r.per.by)])
 }
 
-const T_HEADER = ['buy route, 50 users', 'req/s', 'p50 ms', 'p99 ms', 'requests', 'non-2xx', 'errors', 'Redis cmds/buy', 'scripts/buy', 'DB trips/buy']
+const T_HEADER = ['buy route, 50 users', 'req/s', 'service CPU µs/buy', 'p50 ms', 'p99 ms', 'requests', 'non-2xx', 'errors', 'Redis cmds/buy', 'scripts/buy', 'DB trips/buy']
 
 function throughputRows (rows: Throughput[]): Cell[][] {
-  return rows.map((t) => [t.store, fmt(t.reqPerSec), fmt(t.p50, 2), fmt(t.p99, 2), t.total, t.non2xx, t.errors, fmt(t.commandsPerBuy, 2), fmt(t.scriptsPerBuy, 2), fmt(t.dbPerBuy, 2)])
+  return rows.map((t) => [t.store, fmt(t.reqPerSec), fmt(t.cpuUsPerBuy), fmt(t.p50, 2), fmt(t.p99, 2), t.total, t.non2xx, t.errors, fmt(t.commandsPerBuy, 2), fmt(t.scriptsPerBuy, 2), fmt(t.dbPerBuy, 2)])
 }
 
 export const standalone: StandaloneBench = {
@@ -401,12 +438,20 @@ export const standalone: StandaloneBench = {
     // Group the rows by route, the stores side by side.
     const order = [...new Set(counted.map((r) => r.route))]
     const sorted = order.flatMap((route) => counted.filter((r) => r.route === route))
-    const table = textTable(HEADER, countRows(sorted), [0, 1, 7])
+    const table = textTable(HEADER, countRows(sorted), [0, 1, 8])
     const tput = textTable(T_HEADER, throughputRows(throughput), [0])
     const sqlite = throughput.find((t) => t.store === 'SQLite')
     const postgres = throughput.find((t) => t.store === 'PostgreSQL')
     const ratio = sqlite !== undefined && postgres !== undefined ? `PostgreSQL ÷ SQLite: ${fmt(postgres.reqPerSec / sqlite.reqPerSec, 2)}` : 'no ratio (a store is missing)'
-    process.stdout.write(`\n${table}\n\n${tput}\n${ratio}\n\n`)
+    // The calls do not depend on the store: one store's list, and a warning if the other differs.
+    const first = counted.filter((r) => r.store === counted[0]?.store)
+    const callLines = first.map((r) => `- ${r.route}: ${r.calls.length} (${r.calls.join(' → ') || 'none'})`)
+    for (const r of counted) {
+      const same = first.find((f) => f.route === r.route)
+      if (same !== undefined && same.calls.join() !== r.calls.join()) callLines.push(`- ${r.route} on ${r.store} differs: ${r.calls.join(' → ')}`)
+    }
+    const loadavg = os.loadavg().map((n) => n.toFixed(2)).join(' / ')
+    process.stdout.write(`\n${table}\n\nRedis calls of one request (MONITOR; a script is one call), ${first[0]?.store ?? '—'}:\n${callLines.join('\n')}\n\n${tput}\n${ratio}\nload average ${loadavg}\n\n`)
 
     const date = new Date().toISOString()
     const cpu = os.cpus()[0]?.model ?? 'unknown'
@@ -416,13 +461,17 @@ export const standalone: StandaloneBench = {
       `Run ${date} on ${os.cpus().length} × ${cpu}, Node ${process.version}, with \`npm run bench -- capacity\` (bench/scenarios/capacity.ts), ${fmt((Date.now() - started) / 1000)} s.`,
       `Counts: ${REQUESTS} requests a route (login ${Math.max(1, Math.round(REQUESTS / 2))}), one at a time, ${PACE_MS} ms apart, each window closed ${SETTLE_MS} ms after its last answer; the empty window's counts subtracted. A script counts once plus once for each command it runs. Bytes are all the service's Redis connections (commands and the pub/sub subscriber).`,
       '',
-      markdownTable(HEADER, countRows(sorted), [0, 1, 7]),
+      markdownTable(HEADER, countRows(sorted), [0, 1, 8]),
+      '',
+      `Redis calls (round trips) of one request, from MONITOR (a script is one call, with the prefix of its first key), on ${first[0]?.store ?? '—'}:`,
+      '',
+      ...callLines,
       '',
       `Buy route under load: 50 users, one connection each, ${WARMUP_S} s warmup then ${DURATION_S} s measured, the service unpinned beside the load generator, Redis and (for its row) PostgreSQL on the same machine.`,
       '',
       markdownTable(T_HEADER, throughputRows(throughput), [0]),
       '',
-      `${ratio}.`,
+      `${ratio}. Load average (1 / 5 / 15 min) at the end: ${loadavg}.`,
       '',
     ].join('\n')
     mkdirSync(resultsDir, { recursive: true })
