@@ -88,7 +88,8 @@ export interface Scenario {
  */
 export interface StandaloneBench {
   name: string
-  run (opts: { build: BenchBuild, root: string, resultsDir: string }): Promise<boolean>
+  /** `serverCpus`: the CPUs the harness pins servers to (a `taskset -c` list), null when it does not pin. */
+  run (opts: { build: BenchBuild, root: string, resultsDir: string, serverCpus: string | null }): Promise<boolean>
 }
 
 // ---------------------------------------------------------------------------

@@ -539,7 +539,7 @@ async function main (): Promise<number> {
   let standalonesOk = true
   for (const { file, bench } of standalones) {
     log(`bench: ${bench.name} (bench/scenarios/${file}.ts)`)
-    if (!await bench.run({ build: built, root: ROOT, resultsDir: RESULTS_DIR })) standalonesOk = false
+    if (!await bench.run({ build: built, root: ROOT, resultsDir: RESULTS_DIR, serverCpus: PIN?.server ?? null })) standalonesOk = false
   }
   if (scenarios.length === 0) return standalonesOk ? 0 : 1
   const loadStart = os.loadavg()

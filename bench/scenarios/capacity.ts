@@ -19,10 +19,14 @@
  *   service's command connection and its pub/sub subscriber).
  * - Database round trips: the store's own statement count (BEGIN and COMMIT included).
  * Each figure has the same window with no request subtracted (the measuring commands' own
- * bytes, a scrape's own statements); that empty window is measured twice and must repeat.
+ * bytes, a scrape's own statements), measured until two in a row agree. A window whose
+ * counts differ between its requests (a late timer on a busy machine merged two batches) is
+ * measured again, slower. One more request of each route runs under MONITOR: its Redis calls
+ * (round trips; a script is one), in order.
  *
  * Then the buy route under load (50 users, one connection each, as bench/scenarios/database.ts)
- * on the same service: req/s, and the Redis commands a buy under load (batches are shared).
+ * on the same service, pinned as the harness pins servers: req/s, the service's CPU per buy,
+ * and the Redis commands and statements a buy under load (batches are shared).
  *
  *   npm run bench -- capacity
  *   CAPACITY_DURATION=10 npm run bench -- capacity     # longer throughput runs (default 5 s + 2 s warmup)
@@ -378,7 +382,8 @@ async function privateDatabase (): Promise<{ url: string } | { skip: string }> {
   return { url: url.toString() }
 }
 
-async function withService<T> (server: string, kind: 'sqlite' | 'postgres', databaseUrl: string, fn: (svc: Service) => Promise<T>): Promise<T> {
+async function withService<T> (opts: { server: string, cpus: string | null, kind: 'sqlite' | 'postgres', databaseUrl: string }, fn: (svc: Service) => Promise<T>): Promise<T> {
+  const { server, kind, databaseUrl } = opts
   const dir = mkdtempSync(path.join(os.tmpdir(), 'aic-capacity-'))
   let redis: RedisProcess | undefined
   let service: ServerProcess | undefined
@@ -391,6 +396,7 @@ async function withService<T> (server: string, kind: 'sqlite' | 'postgres', data
       env: { PATH, HOME, LANG, TZ, NODE_ENV: 'test', LOG_LEVEL: 'warn', DATABASE_PATH: path.join(dir, 'capacity.db'), DATABASE_URL: databaseUrl, REDIS_URL: redis.url, REDLOCK_URLS: '', ...ENV },
       cwd: dir,
       readyPath: '/api/health/live',
+      ...(opts.cpus !== null ? { cpus: opts.cpus } : {}),
     })
     const baseUrl = service.baseUrl
     const deadline = Date.now() + 10_000
@@ -441,7 +447,7 @@ function throughputRows (rows: Throughput[]): Cell[][] {
 
 export const standalone: StandaloneBench = {
   name: 'capacity: counts per request and the buy route on both stores',
-  async run ({ build, resultsDir }) {
+  async run ({ build, resultsDir, serverCpus }) {
     const started = Date.now()
     const stores: Array<{ store: string, kind: 'sqlite' | 'postgres', url: string }> = [{ store: 'SQLite', kind: 'sqlite', url: '' }]
     const pgTarget = await privateDatabase()
@@ -454,7 +460,7 @@ export const standalone: StandaloneBench = {
     for (const s of stores) {
       try {
         log(`capacity: ${s.store}: counting ${REQUESTS} requests a route, then the buy route under load (${WARMUP_S} s + ${DURATION_S} s)`)
-        await withService(build.server, s.kind, s.url, async (svc) => {
+        await withService({ server: build.server, cpus: serverCpus, kind: s.kind, databaseUrl: s.url }, async (svc) => {
           counted.push(...await countRoutes(svc, s.store))
           throughput.push(await buyThroughput(svc, s.store))
         })
@@ -496,7 +502,7 @@ export const standalone: StandaloneBench = {
       '',
       ...callLines,
       '',
-      `Buy route under load: 50 users, one connection each, ${WARMUP_S} s warmup then ${DURATION_S} s measured, the service unpinned beside the load generator, Redis and (for its row) PostgreSQL on the same machine.`,
+      `Buy route under load: 50 users, one connection each, ${WARMUP_S} s warmup then ${DURATION_S} s measured; ${serverCpus !== null ? `the service pinned to CPU ${serverCpus}, the load generator and Redis on the others (as the other scenarios run)` : 'unpinned'}, PostgreSQL wherever the scheduler puts it, all on one machine.`,
       '',
       markdownTable(T_HEADER, throughputRows(throughput), [0]),
       '',
