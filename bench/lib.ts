@@ -80,6 +80,18 @@ export interface Scenario {
   allowNon2xx?: boolean
 }
 
+/**
+ * A scenario file may also export `standalone`: a measurement that runs on its own, with
+ * its own processes and report, outside the load table (e.g. counts per request). The
+ * harness builds the servers, runs it, and runs the bare baseline only when some Scenario
+ * was selected too. It resolves false when it could not measure everything (exit code 1).
+ */
+export interface StandaloneBench {
+  name: string
+  /** `serverCpus`: the CPUs the harness pins servers to (a `taskset -c` list), null when it does not pin. */
+  run (opts: { build: BenchBuild, root: string, resultsDir: string, serverCpus: string | null }): Promise<boolean>
+}
+
 // ---------------------------------------------------------------------------
 // Cleanup: every child dies with the harness
 // ---------------------------------------------------------------------------

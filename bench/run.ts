@@ -18,7 +18,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import {
-  type BenchContext, type Cell, type Measurement, type RedisProcess, type Scenario, type ServerProcess,
+  type BenchContext, type Cell, type Measurement, type RedisProcess, type Scenario, type ServerProcess, type StandaloneBench,
   type BenchBuild, StartError, buildForBench, errorText, fmt, getFreePort, installExitHooks, load, markdownTable, medianBy, onCleanup, runCleanups,
   startRedis, startScriptFlags, startServer, textTable, toAutocannonRequests, withTimeout,
 } from './lib.js'
@@ -89,6 +89,9 @@ const PIN = cpuPlan()
 
 interface LoadedScenario { file: string, scenario: Scenario }
 
+/** The `standalone` exports of the selected files (see StandaloneBench in lib.ts). */
+const standalones: Array<{ file: string, bench: StandaloneBench }> = []
+
 async function loadScenarios (filters: string[]): Promise<LoadedScenario[]> {
   const files = readdirSync(SCENARIO_DIR).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')).sort()
   const wanted = files.filter((f) => filters.length === 0 || filters.some((a) => f.replace(/\.ts$/, '').toLowerCase().includes(a.toLowerCase())))
@@ -98,8 +101,9 @@ async function loadScenarios (filters: string[]): Promise<LoadedScenario[]> {
   }
   const out: LoadedScenario[] = []
   for (const file of wanted) {
-    const mod = await import(pathToFileURL(path.join(SCENARIO_DIR, file)).href) as { default?: unknown }
+    const mod = await import(pathToFileURL(path.join(SCENARIO_DIR, file)).href) as { default?: unknown, standalone?: StandaloneBench }
     if (!Array.isArray(mod.default)) throw new Error(`bench/scenarios/${file}: default export must be an array of Scenario`)
+    if (mod.standalone !== undefined) standalones.push({ file: file.replace(/\.ts$/, ''), bench: mod.standalone })
     for (const scenario of mod.default as Scenario[]) out.push({ file: file.replace(/\.ts$/, ''), scenario })
   }
   return out
@@ -532,6 +536,12 @@ async function main (): Promise<number> {
   const scenarios = await loadScenarios(process.argv.slice(2))
   log('bench: building the service (npm run build) and the bare server')
   built = buildForBench(ROOT)
+  let standalonesOk = true
+  for (const { file, bench } of standalones) {
+    log(`bench: ${bench.name} (bench/scenarios/${file}.ts)`)
+    if (!await bench.run({ build: built, root: ROOT, resultsDir: RESULTS_DIR, serverCpus: PIN?.server ?? null })) standalonesOk = false
+  }
+  if (scenarios.length === 0) return standalonesOk ? 0 : 1
   const loadStart = os.loadavg()
   if ((loadStart[0] ?? 0) > 0.5) log(`bench: warning: load average is ${loadStart[0]?.toFixed(2)}; other work on this machine will skew the figures`)
   log(`bench: ${scenarios.length} scenario(s), ${WARMUP_S} s warmup + ${DURATION_S} s each (${RUNS} runs for those with a target, each after a bare run), plus the bare route at both ends`)
@@ -576,7 +586,7 @@ async function main (): Promise<number> {
   writeFileSync(path.join(RESULTS_DIR, 'latest.json'), `${JSON.stringify(json, null, 2)}\n`)
   writeFileSync(path.join(RESULTS_DIR, 'latest.md'), markdown(meta, markdownTable(HEADER, tableRows, LEFT_COLUMNS), results, { start: loadStart, end: loadEnd }))
   log(`bench: wrote ${path.relative(ROOT, path.join(RESULTS_DIR, 'latest.json'))} and latest.md`)
-  return results.every((r) => r.ok) ? 0 : 1
+  return results.every((r) => r.ok) && standalonesOk ? 0 : 1
 }
 
 main().then(async (code) => {
