@@ -36,6 +36,10 @@ function env (fake: FakeFinnhub, redis: RedisProcess | null, extra: Record<strin
     LOG_LEVEL: 'warn',
     // The jobs' own lock commands (quotes-prewarm every 15 s) would blur the command counts here.
     SCHEDULER_ENABLED: 'false',
+    // Redis is never made slow on purpose here: a 5 s command timeout keeps a loaded machine's
+    // slow reply from counting as an outage, which sends each instance to the provider on its own
+    // (two calls where single flight allows one; seen at load 20-25 with the 500 ms default).
+    REDIS_COMMAND_TIMEOUT_MS: '5000',
     ...(redis ? { REDIS_URL: redis.url } : {}),
     ...extra,
   }
