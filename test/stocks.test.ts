@@ -40,6 +40,9 @@ function env (fake: FakeFinnhub, redis: RedisProcess | null, extra: Record<strin
     // slow reply from counting as an outage, which sends each instance to the provider on its own
     // (two calls where single flight allows one; seen at load 20-25 with the 500 ms default).
     REDIS_COMMAND_TIMEOUT_MS: '5000',
+    // Likewise the boot's wait for the connection: past the 2 s default an instance starts in
+    // fallback and loads on its own.
+    REDIS_CONNECT_TIMEOUT_MS: '10000',
     ...(redis ? { REDIS_URL: redis.url } : {}),
     ...extra,
   }
@@ -146,6 +149,7 @@ t.test('two instances on one Redis × 50 concurrent requests each: still one ups
   const fake = await fakeFinnhub(t, 200)
   const a = await build(t, env(fake, redis))
   const b = await build(t, env(fake, redis))
+  await waitFor(() => a.app.redisState.available && b.app.redisState.available, 10_000)
 
   const answers = await Promise.all([
     ...Array.from({ length: 50 }, () => quote(a.app, 'TSLA')),
