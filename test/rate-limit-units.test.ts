@@ -189,7 +189,7 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
   t.teardown(() => redis.stop())
   const client = new Redis(redis.url, { keyPrefix: 'pfx:', enableOfflineQueue: true, lazyConnect: false })
   t.teardown(() => client.disconnect())
-  await waitFor(() => client.status === 'ready', 5000)
+  await waitFor(() => client.status === 'ready', 10_000)
 
   t.test('hits in one turn go out as one script call, one INCRBY per client, with exact counts', async (t) => {
     const state = stateFor(client)
@@ -219,7 +219,7 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
       await new Promise((resolve) => setImmediate(resolve))
     }
     t.equal(counter.stats().earlyAdmits, 15, 'all answered at once')
-    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.1')) === '15', 1000)
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.1')) === '15', 10_000)
     t.equal(counter.stats().batches, 1, 'three turns, one call')
     t.equal(COALESCE_MS, 20, 'the default hold is 20 ms')
   })
@@ -240,13 +240,13 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     t.equal(counter.stats().batches, 0, `${half - 1} early hits are held`)
     t.equal(Number(await redis.command('EXISTS', 'pfx:rate_limit:ip:10.4.0.9')), 0, 'nothing in Redis yet')
     t.equal(hits(1), 0)
-    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) === String(half), 2000)
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) === String(half), 10_000)
     t.equal(counter.stats().batches, 1, `the ${half}th leaves with the others, long before the 60 s hold`)
     // While that call was out, the other half of the allowance kept admitting at once.
     t.equal(hits(2 * half), 0, 'all answered at once')
     t.equal(counter.stats().earlyAdmits, 3 * half, 'no request of this client waited for Redis')
     counter.flush()
-    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) === String(3 * half), 2000)
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.4.0.9')) === String(3 * half), 10_000)
     t.pass('and the rest with the next calls')
   })
 
@@ -258,7 +258,7 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     await new Promise((resolve) => setTimeout(resolve, 50))
     t.equal(counter.stats().batches, 0, `${MAX_BATCH - 1} clients' early hits are held`)
     hitNow(counter, 'ip:10.5.9.9', 60_000, 1_000_000)
-    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.5.9.9')) === '1', 2000)
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.5.9.9')) === '1', 10_000)
     t.equal(counter.stats().batches, 1, 'one call with all of them')
     t.equal(await redis.command('GET', 'pfx:rate_limit:ip:10.5.0.0'), '1')
   })
@@ -311,7 +311,7 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     t.ok(counter.stats().earlyAdmits > 0, 'some were admitted before Redis answered')
     // Hits refused without waiting reach Redis with the next call: wait for it, do not race it.
     counter.flush()
-    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.1.0.1')) === '260', 2000)
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.1.0.1')) === '260', 10_000)
     t.pass('every hit counted (260)')
   })
 
@@ -329,7 +329,7 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     // Hits admitted early reach Redis with the next batch: wait for it rather than race it.
     a.flush()
     b.flush()
-    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.2.0.1')) === '1200', 2000)
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.2.0.1')) === '1200', 10_000)
     t.pass('every hit counted in Redis (1200)')
   })
 
@@ -340,7 +340,7 @@ t.test('WindowCounter with Redis', skipUnlessRedis(), async (t) => {
     t.not(answered, null, 'answered at once')
     t.equal(answered?.current, 5)
     t.equal(counter.stats().earlyRefusals, 1)
-    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.3.0.1')) === '5', 2000)
+    await waitFor(async () => (await redis.command('GET', 'pfx:rate_limit:ip:10.3.0.1')) === '5', 10_000)
     t.pass('the refused hit reached Redis too')
   })
 

@@ -44,18 +44,28 @@ function startLoad (app: FastifyInstance, email: string, workers: number): { loa
   }
   const loop = async (w: number): Promise<void> => {
     for (let i = 0; running; i++) {
-      if ((i + w) % 2 === 0) {
-        const res = await app.inject({ method: 'GET', url: `/api/stocks/${TICKERS[(i + w) % TICKERS.length]}` })
-        count(res.statusCode, 'GET /api/stocks', res.body)
-      } else {
-        const res = await app.inject({ method: 'POST', url: '/api/auth/login', payload: { email, password: 'correct horse battery' } })
-        count(res.statusCode, 'POST /api/auth/login', res.body)
-        if (res.statusCode === 200) {
-          const meRes = await app.inject({ method: 'GET', url: '/api/auth/me', headers: bearer(res.json<{ token: string }>().token) })
-          count(meRes.statusCode, 'GET /api/auth/me', meRes.body)
-        }
+      try {
+        await once(i + w)
+      } catch (err) {
+        // A test that failed early closes its apps in teardown while the load still runs: that
+        // ends the load. Anything else thrown is a failure the test reports.
+        if ((err as { code?: string }).code === 'FST_ERR_REOPENED_CLOSE_SERVER') return
+        load.fivexx.push(`threw: ${String(err)}`)
       }
       await sleep(5)
+    }
+  }
+  const once = async (n: number): Promise<void> => {
+    if (n % 2 === 0) {
+      const res = await app.inject({ method: 'GET', url: `/api/stocks/${TICKERS[n % TICKERS.length]}` })
+      count(res.statusCode, 'GET /api/stocks', res.body)
+    } else {
+      const res = await app.inject({ method: 'POST', url: '/api/auth/login', payload: { email, password: 'correct horse battery' } })
+      count(res.statusCode, 'POST /api/auth/login', res.body)
+      if (res.statusCode === 200) {
+        const meRes = await app.inject({ method: 'GET', url: '/api/auth/me', headers: bearer(res.json<{ token: string }>().token) })
+        count(meRes.statusCode, 'GET /api/auth/me', meRes.body)
+      }
     }
   }
   const loops = Array.from({ length: workers }, async (_v, w) => loop(w))
@@ -132,7 +142,9 @@ t.test('a forced SENTINEL FAILOVER under load', skipUnlessRedis(), async (t) => 
       await waitFor(() => writers.every((w) => w.firstOn(newPort) !== null), 30_000)
       // Sentinel demotes a reachable old master only after it has reported role:master for a
       // while (8 s in Redis 7): until then the stale address still takes writes, which are lost.
-      await waitFor(async () => /role:slave/.test(await topo.node(oldPort).command('INFO', 'replication')), 60_000, 200)
+      // The node closes its client connections as it turns replica: a redis-cli call that meets
+      // that is asked again.
+      await waitFor(async () => /role:slave/.test(await topo.node(oldPort).command('INFO', 'replication').catch(() => '')), 60_000, 200)
       const demotedAt = Date.now()
       await waitFor(() => stale.app.redisState.mode === 'fallback', 30_000)
       await sleep(2500) // more load: nothing flaps back, on either side
