@@ -94,7 +94,7 @@ t.test('the server refuses to start on a bad value, naming the variable, exit co
   const res = spawnSync(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
     env: { ...process.env, PORT: 'not-a-port', REDIS_URL: '' },
     encoding: 'utf8',
-    timeout: 20_000,
+    timeout: 60_000,
   })
   t.equal(res.status, 1)
   t.match(res.stderr, /Invalid configuration/)

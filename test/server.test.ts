@@ -31,7 +31,7 @@ async function startServer (env: Record<string, string>): Promise<Server> {
   await waitFor(async () => {
     if (child.exitCode !== null) throw new Error(`server exited early:\n${output}`)
     try { return (await fetch(`http://127.0.0.1:${port}/api/health/live`)).ok } catch { return false }
-  }, 20_000, 100)
+  }, 60_000, 100)
   return { child, port, output: () => output, exited }
 }
 
