@@ -7,6 +7,7 @@ import type { Redis } from 'ioredis'
 import { Type, type Static } from 'typebox'
 import { escapeGlob, parseInfo, type RedisInfo } from '../../src/debug/redis-info.js'
 import { ErrorSchema } from '../../src/schemas.js'
+import { perKey, scanAll } from '../../src/engines/redis/scan.js'
 
 const Num = Type.Number()
 const NullableNum = Type.Union([Type.Number(), Type.Null()])
@@ -140,32 +141,17 @@ const SCAN_COUNT = 1000
 
 /**
  * SCAN MATCH <escaped prefix>* COUNT 1000 until `limit` keys, the end, or the scan budget;
- * then TYPE and PTTL for the keys found, in one pipeline. ioredis does not apply
+ * on a cluster on every master in turn, within one budget; then TYPE and PTTL for the keys
+ * found, in one pipeline (on a cluster, each on its own, at once). ioredis does not apply
  * `keyPrefix` to SCAN patterns or results, so it is added to MATCH and taken off the names.
  */
 async function scanKeys (client: Redis, keyPrefix: string, query: KeysQuery): Promise<KeysResult> {
   const match = `${escapeGlob(keyPrefix + query.prefix)}*`
-  const names: string[] = []
-  let cursor = '0'
-  let ended = false
-  let dropped = false
-  for (let calls = 0; calls < MAX_SCAN_CALLS; calls++) {
-    const [next, batch] = await client.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT)
-    cursor = next
-    for (const name of batch) {
-      if (names.length < query.limit) names.push(name.slice(keyPrefix.length))
-      else dropped = true
-    }
-    if (cursor === '0') {
-      ended = true
-      break
-    }
-    if (names.length >= query.limit) break
-  }
-  const complete = ended && !dropped
-  const pipe = client.pipeline()
-  for (const name of names) pipe.type(name).pttl(name)
-  const replies = names.length > 0 ? await pipe.exec() ?? [] : []
+  // On a cluster, every master in turn.
+  const scanned = await scanAll(client, match, { limit: query.limit, maxCalls: MAX_SCAN_CALLS, count: SCAN_COUNT })
+  const names = scanned.names.map((name) => name.slice(keyPrefix.length))
+  const complete = scanned.complete
+  const replies = await perKey(client, names, ['type', 'pttl'])
   // A key can expire between SCAN and TYPE ("none"): it is left out.
   const keys: KeyEntry[] = names.map((key, i) => {
     const type = replies[2 * i]
