@@ -5,7 +5,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Redis } from 'ioredis'
 import { Type, type Static } from 'typebox'
-import { escapeGlob, parseInfo, type RedisInfo } from '../../src/debug/redis-info.js'
+import { escapeGlob, parseClusterNodes, parseInfo, type ClusterNodeView, type RedisInfo } from '../../src/debug/redis-info.js'
 import { ErrorSchema } from '../../src/schemas.js'
 import { perKey, scanAll } from '../../src/engines/redis/scan.js'
 
@@ -34,13 +34,24 @@ export const DebugRedisSchema = Type.Object({
     status: Type.Union([Type.Literal('connected'), Type.Literal('connecting'), Type.Literal('disconnected'), Type.Literal('disabled')]),
     mode: Type.Union([Type.Literal('redis'), Type.Literal('fallback')]),
     responseTime: NullableNum,
-    url: Type.Union([Type.String(), Type.Null()], { description: 'REDIS_URL with its password redacted; with Sentinel, sentinel://<sentinels>/<name>.' }),
+    url: Type.Union([Type.String(), Type.Null()], { description: 'REDIS_URL with its password redacted; with Sentinel, sentinel://<sentinels>/<name>; with a cluster, cluster://<seed nodes>.' }),
     sentinel: Type.Union([Type.Object({
       name: Type.String({ description: 'REDIS_SENTINEL_NAME: the master group.' }),
       sentinels: Type.Array(Type.String(), { description: 'REDIS_SENTINELS as host:port.' }),
       master: Type.Union([Type.String(), Type.Null()], { description: 'host:port of the master this instance writes to now; null while not connected.' }),
     }), Type.Null()], { description: 'null without REDIS_SENTINELS.' }),
-    info: Type.Union([RedisInfoSchema, Type.Null()], { description: 'null when Redis is unreachable or not configured.' }),
+    cluster: Type.Union([Type.Object({
+      seeds: Type.Array(Type.String(), { description: 'REDIS_CLUSTER_NODES as host:port.' }),
+      nodes: Type.Array(Type.Object({
+        id: Type.String(),
+        address: Type.String({ description: 'host:port' }),
+        role: Type.Union([Type.Literal('master'), Type.Literal('replica')]),
+        masterId: Type.Union([Type.String(), Type.Null()], { description: 'A replica\'s master; null for a master.' }),
+        slots: Type.Array(Type.Tuple([Type.Integer(), Type.Integer()]), { description: 'Slot ranges served, inclusive.' }),
+        up: Type.Boolean({ description: 'False when the cluster marks the node failing or its link is down.' }),
+      }), { description: 'Every node as CLUSTER NODES gives it (asked of one node); [] when no node answers.' }),
+    }), Type.Null()], { description: 'null without REDIS_CLUSTER_NODES.' }),
+    info: Type.Union([RedisInfoSchema, Type.Null()], { description: 'null when Redis is unreachable or not configured. On a cluster, one node\'s figures.' }),
     lastError: Type.Union([Type.Object({
       class: Type.String({ description: 'transport, routing, write, not-ready, auth or command (docs/reliability.md).' }),
       message: Type.String({ description: 'The reason, secrets redacted.' }),
@@ -103,8 +114,20 @@ const debug: FastifyPluginAsyncTypebox = async (fastify) => {
         redisState.reportFailure(err, 'info')
       }
     }
+    let cluster: { seeds: string[], nodes: ClusterNodeView[] } | null = null
+    const snapshot = redisState.snapshot()
+    if (redisState.cluster !== null) {
+      let nodes: ClusterNodeView[] = []
+      try {
+        // Asked even in fallback: which node is down is what an operator wants to see then.
+        nodes = parseClusterNodes(String(await redisState.cluster.cluster('NODES')))
+      } catch (err) {
+        redisState.reportFailure(err, 'cluster nodes')
+      }
+      cluster = { seeds: snapshot.cluster?.seeds ?? [], nodes }
+    }
     return {
-      redis: { status: redisState.status, mode: redisState.mode, responseTime, url: redisState.url, sentinel: redisState.snapshot().sentinel, info, lastError: redisState.snapshot().lastError },
+      redis: { status: redisState.status, mode: redisState.mode, responseTime, url: redisState.url, sentinel: snapshot.sentinel, cluster, info, lastError: snapshot.lastError },
       fallback: { active: redisState.mode === 'fallback', since: redisState.since.toISOString(), activations: redisState.activations },
       timestamp: new Date().toISOString(),
     }

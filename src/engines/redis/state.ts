@@ -239,7 +239,12 @@ export class RedisState extends EventEmitter {
   async start (): Promise<void> {
     const client = this.client
     if (client === null) return
-    this.#probeTimer = setInterval(() => { void this.#probe() }, this.#opts.probeIntervalMs)
+    let ticks = 0
+    this.#probeTimer = setInterval(() => {
+      // A cluster's slot map: every tick while in fallback (a failover to find), every 5th otherwise.
+      if (this.cluster !== null && this.cluster.status === 'ready' && (this.mode !== 'redis' || ++ticks % 5 === 0)) this.cluster.refreshSlotsCache()
+      void this.#probe()
+    }, this.#opts.probeIntervalMs)
     this.#probeTimer.unref()
     if (this.#opts.lazyConnect) {
       client.connect().catch(() => {})
@@ -439,7 +444,7 @@ export class RedisState extends EventEmitter {
   /**
    * Redis Cluster: the same timeouts and no offline queue, for every node's connection.
    * The client follows MOVED and ASK itself (up to 16 redirections), refreshes its slot map
-   * every second and on a node's failure, and only ever sends to masters. A command caught in
+   * on a node's failure and from the probe timer, and only ever sends to masters. A command caught in
    * a failover (its node gone, CLUSTERDOWN, TRYAGAIN) is retried by ioredis after a short
    * delay and otherwise fails to its caller, who uses the fallback.
    */
@@ -457,7 +462,8 @@ export class RedisState extends EventEmitter {
       retryDelayOnClusterDown: 100,
       retryDelayOnTryAgain: 100,
       slotsRefreshTimeout: o.connectTimeoutMs,
-      slotsRefreshInterval: 1000,
+      // Not ioredis's own periodic refresh: its timer can re-arm after disconnect() (a refresh
+      // in flight at close), which keeps the process alive. The probe timer refreshes instead.
       clusterRetryStrategy: (times: number) => backoff(times, o.reconnectCapMs),
       redisOptions: {
         connectTimeout: node.connectTimeout,
