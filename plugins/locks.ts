@@ -103,6 +103,6 @@ export default fp(async function locksPlugin (fastify) {
   log.info({
     backend: locks.backend(),
     masters: locks.masterCount,
-    source: config.REDLOCK_URLS !== undefined ? 'REDLOCK_URLS' : redisState.client !== null ? (redisState.sentinel !== null ? 'REDIS_SENTINELS' : 'REDIS_URL') : 'none',
+    source: config.REDLOCK_URLS !== undefined ? 'REDLOCK_URLS' : redisState.client !== null ? (redisState.sentinel !== null ? 'REDIS_SENTINELS' : redisState.cluster !== null ? 'REDIS_CLUSTER_NODES' : 'REDIS_URL') : 'none',
   }, locks.masterCount === 0 ? 'locks: in-process (no Redis configured, single instance)' : 'locks: Redlock')
 }, { name: 'locks', fastify: '5.x', dependencies: ['config', 'metrics', 'redis'] })

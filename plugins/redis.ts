@@ -34,6 +34,9 @@ export function createRedisStateFromConfig (config: Config, log: Parameters<type
           sentinelPassword: config.REDIS_SENTINEL_PASSWORD,
           password: config.REDIS_PASSWORD,
         },
+    cluster: config.REDIS_CLUSTER_NODES === undefined
+      ? undefined
+      : { nodes: parseSentinels(config.REDIS_CLUSTER_NODES), password: config.REDIS_PASSWORD },
     keyPrefix: config.REDIS_KEY_PREFIX,
     connectTimeoutMs: config.REDIS_CONNECT_TIMEOUT_MS,
     commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
@@ -74,7 +77,7 @@ export default fp(async function redisPlugin (fastify) {
   })
 
   if (state.status === 'disabled') {
-    log.info('REDIS_URL (or REDIS_SENTINELS) is not set: running single-instance with in-process fallbacks')
+    log.info('REDIS_URL (or REDIS_SENTINELS, REDIS_CLUSTER_NODES) is not set: running single-instance with in-process fallbacks')
   }
   await state.start()
 }, { name: 'redis', fastify: '5.x', dependencies: ['config', 'metrics'] })

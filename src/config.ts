@@ -60,8 +60,10 @@ const SECTIONS = {
       'With REDIS_SENTINELS: the master group name the sentinels monitor (`sentinel monitor <name> …`).', 'mymaster'),
     REDIS_SENTINEL_PASSWORD: doc(Opt(Type.String({ minLength: 1 })),
       'With REDIS_SENTINELS: the sentinels\' own password (their requirepass), if they have one. Never logged.'),
+    REDIS_CLUSTER_NODES: doc(Opt(Type.String({ pattern: '^[^\\s,:]+:[0-9]{1,5}(\\s*,\\s*[^\\s,:]+:[0-9]{1,5})*$' })),
+      'Redis Cluster instead of REDIS_URL: seed nodes as comma-separated host:port (any few nodes of the cluster; the client learns the rest and follows MOVED, ASK and failovers). Not together with REDIS_URL or REDIS_SENTINELS (docs/redis-topologies.md).', 'redis-a:6379,redis-b:6379,redis-c:6379'),
     REDIS_PASSWORD: doc(Opt(Type.String({ minLength: 1 })),
-      'With REDIS_SENTINELS: the password of the data nodes (master and replicas; their requirepass / masterauth). With REDIS_URL, put the password in the URL instead. Never logged.'),
+      'With REDIS_SENTINELS or REDIS_CLUSTER_NODES: the password of the data nodes (master and replicas; their requirepass / masterauth). With REDIS_URL, put the password in the URL instead. Never logged.'),
     REDIS_KEY_PREFIX: doc(Type.String({ default: '', pattern: '^[A-Za-z0-9:_.\\-]*$' }),
       'Prepended to every key (default empty, so keys read exactly as in the guide: stock:AAPL).'),
     REDIS_CONNECT_TIMEOUT_MS: doc(Int(2000, 50, 60_000),
@@ -312,7 +314,7 @@ function crossChecks (config: Config): string[] {
       problems.push('REDIS_URL: is not a valid URL (expected redis://[user:password@]host:port[/db] or rediss://…)')
     }
   }
-  problems.push(...sentinelProblems(config))
+  problems.push(...sentinelProblems(config), ...clusterProblems(config))
   if (config.REDIS_TLS_CA !== undefined && !existsSync(config.REDIS_TLS_CA)) {
     problems.push(`REDIS_TLS_CA: file not found (${config.REDIS_TLS_CA})`)
   }
@@ -339,15 +341,31 @@ function sentinelProblems (config: Config): string[] {
   if (!sentinels && config.REDIS_SENTINEL_PASSWORD !== undefined) {
     problems.push('REDIS_SENTINEL_PASSWORD: only used with REDIS_SENTINELS, which is not set')
   }
-  if (!sentinels && config.REDIS_PASSWORD !== undefined) {
+  const cluster = config.REDIS_CLUSTER_NODES !== undefined
+  if (!sentinels && !cluster && config.REDIS_PASSWORD !== undefined) {
     problems.push(config.REDIS_URL !== undefined
-      ? 'REDIS_PASSWORD: only used with REDIS_SENTINELS; with REDIS_URL put the password in the URL (redis://:password@host:6379)'
-      : 'REDIS_PASSWORD: only used with REDIS_SENTINELS, which is not set')
+      ? 'REDIS_PASSWORD: only used with REDIS_SENTINELS; with REDIS_URL put the password in the URL (redis://:password@host:6379); REDIS_CLUSTER_NODES takes it too'
+      : 'REDIS_PASSWORD: only used with REDIS_SENTINELS, which is not set (or REDIS_CLUSTER_NODES, not set either)')
   }
   return problems
 }
 
-/** `host:port,host:port` → endpoints (validated by the schema's pattern). */
+/** REDIS_CLUSTER_NODES: the third way to say where Redis is, so never with the other two. */
+function clusterProblems (config: Config): string[] {
+  if (config.REDIS_CLUSTER_NODES === undefined) return []
+  const problems: string[] = []
+  if (config.REDIS_URL !== undefined) {
+    problems.push('REDIS_CLUSTER_NODES: set either REDIS_CLUSTER_NODES (a Redis Cluster) or REDIS_URL (one Redis), not both')
+  }
+  if (config.REDIS_SENTINELS !== undefined) {
+    problems.push('REDIS_CLUSTER_NODES: set either REDIS_CLUSTER_NODES (a Redis Cluster) or REDIS_SENTINELS (a master found through Sentinel), not both')
+  }
+  const bad = parseSentinels(config.REDIS_CLUSTER_NODES).filter((s) => s.port < 1 || s.port > 65535)
+  if (bad.length > 0) problems.push(`REDIS_CLUSTER_NODES: port out of range (1-65535): ${bad.map((s) => `${s.host}:${s.port}`).join(', ')}`)
+  return problems
+}
+
+/** `host:port,host:port` → endpoints (validated by the schema's pattern): REDIS_SENTINELS and REDIS_CLUSTER_NODES. */
 export function parseSentinels (value: string): Array<{ host: string, port: number }> {
   return value.split(',').map((item) => item.trim()).filter((item) => item !== '').map((item) => {
     const at = item.lastIndexOf(':')

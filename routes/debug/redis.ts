@@ -5,8 +5,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Redis } from 'ioredis'
 import { Type, type Static } from 'typebox'
-import { escapeGlob, parseInfo, type RedisInfo } from '../../src/debug/redis-info.js'
+import { escapeGlob, parseClusterNodes, parseInfo, type ClusterNodeView, type RedisInfo } from '../../src/debug/redis-info.js'
 import { ErrorSchema } from '../../src/schemas.js'
+import { perKey, scanAll } from '../../src/engines/redis/scan.js'
 
 const Num = Type.Number()
 const NullableNum = Type.Union([Type.Number(), Type.Null()])
@@ -33,13 +34,24 @@ export const DebugRedisSchema = Type.Object({
     status: Type.Union([Type.Literal('connected'), Type.Literal('connecting'), Type.Literal('disconnected'), Type.Literal('disabled')]),
     mode: Type.Union([Type.Literal('redis'), Type.Literal('fallback')]),
     responseTime: NullableNum,
-    url: Type.Union([Type.String(), Type.Null()], { description: 'REDIS_URL with its password redacted; with Sentinel, sentinel://<sentinels>/<name>.' }),
+    url: Type.Union([Type.String(), Type.Null()], { description: 'REDIS_URL with its password redacted; with Sentinel, sentinel://<sentinels>/<name>; with a cluster, cluster://<seed nodes>.' }),
     sentinel: Type.Union([Type.Object({
       name: Type.String({ description: 'REDIS_SENTINEL_NAME: the master group.' }),
       sentinels: Type.Array(Type.String(), { description: 'REDIS_SENTINELS as host:port.' }),
       master: Type.Union([Type.String(), Type.Null()], { description: 'host:port of the master this instance writes to now; null while not connected.' }),
     }), Type.Null()], { description: 'null without REDIS_SENTINELS.' }),
-    info: Type.Union([RedisInfoSchema, Type.Null()], { description: 'null when Redis is unreachable or not configured.' }),
+    cluster: Type.Union([Type.Object({
+      seeds: Type.Array(Type.String(), { description: 'REDIS_CLUSTER_NODES as host:port.' }),
+      nodes: Type.Array(Type.Object({
+        id: Type.String(),
+        address: Type.String({ description: 'host:port' }),
+        role: Type.Union([Type.Literal('master'), Type.Literal('replica')]),
+        masterId: Type.Union([Type.String(), Type.Null()], { description: 'A replica\'s master; null for a master.' }),
+        slots: Type.Array(Type.Tuple([Type.Integer(), Type.Integer()]), { description: 'Slot ranges served, inclusive.' }),
+        up: Type.Boolean({ description: 'False when the cluster marks the node failing or its link is down.' }),
+      }), { description: 'Every node as CLUSTER NODES gives it (asked of one node); [] when no node answers.' }),
+    }), Type.Null()], { description: 'null without REDIS_CLUSTER_NODES.' }),
+    info: Type.Union([RedisInfoSchema, Type.Null()], { description: 'null when Redis is unreachable or not configured. On a cluster, one node\'s figures.' }),
     lastError: Type.Union([Type.Object({
       class: Type.String({ description: 'transport, routing, write, not-ready, auth or command (docs/reliability.md).' }),
       message: Type.String({ description: 'The reason, secrets redacted.' }),
@@ -102,8 +114,20 @@ const debug: FastifyPluginAsyncTypebox = async (fastify) => {
         redisState.reportFailure(err, 'info')
       }
     }
+    let cluster: { seeds: string[], nodes: ClusterNodeView[] } | null = null
+    const snapshot = redisState.snapshot()
+    if (redisState.cluster !== null) {
+      let nodes: ClusterNodeView[] = []
+      try {
+        // Asked even in fallback: which node is down is what an operator wants to see then.
+        nodes = parseClusterNodes(String(await redisState.cluster.cluster('NODES')))
+      } catch (err) {
+        redisState.reportFailure(err, 'cluster nodes')
+      }
+      cluster = { seeds: snapshot.cluster?.seeds ?? [], nodes }
+    }
     return {
-      redis: { status: redisState.status, mode: redisState.mode, responseTime, url: redisState.url, sentinel: redisState.snapshot().sentinel, info, lastError: redisState.snapshot().lastError },
+      redis: { status: redisState.status, mode: redisState.mode, responseTime, url: redisState.url, sentinel: snapshot.sentinel, cluster, info, lastError: snapshot.lastError },
       fallback: { active: redisState.mode === 'fallback', since: redisState.since.toISOString(), activations: redisState.activations },
       timestamp: new Date().toISOString(),
     }
@@ -140,32 +164,17 @@ const SCAN_COUNT = 1000
 
 /**
  * SCAN MATCH <escaped prefix>* COUNT 1000 until `limit` keys, the end, or the scan budget;
- * then TYPE and PTTL for the keys found, in one pipeline. ioredis does not apply
+ * on a cluster on every master in turn, within one budget; then TYPE and PTTL for the keys
+ * found, in one pipeline (on a cluster, each on its own, at once). ioredis does not apply
  * `keyPrefix` to SCAN patterns or results, so it is added to MATCH and taken off the names.
  */
 async function scanKeys (client: Redis, keyPrefix: string, query: KeysQuery): Promise<KeysResult> {
   const match = `${escapeGlob(keyPrefix + query.prefix)}*`
-  const names: string[] = []
-  let cursor = '0'
-  let ended = false
-  let dropped = false
-  for (let calls = 0; calls < MAX_SCAN_CALLS; calls++) {
-    const [next, batch] = await client.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT)
-    cursor = next
-    for (const name of batch) {
-      if (names.length < query.limit) names.push(name.slice(keyPrefix.length))
-      else dropped = true
-    }
-    if (cursor === '0') {
-      ended = true
-      break
-    }
-    if (names.length >= query.limit) break
-  }
-  const complete = ended && !dropped
-  const pipe = client.pipeline()
-  for (const name of names) pipe.type(name).pttl(name)
-  const replies = names.length > 0 ? await pipe.exec() ?? [] : []
+  // On a cluster, every master in turn.
+  const scanned = await scanAll(client, match, { limit: query.limit, maxCalls: MAX_SCAN_CALLS, count: SCAN_COUNT })
+  const names = scanned.names.map((name) => name.slice(keyPrefix.length))
+  const complete = scanned.complete
+  const replies = await perKey(client, names, ['type', 'pttl'])
   // A key can expire between SCAN and TYPE ("none"): it is left out.
   const keys: KeyEntry[] = names.map((key, i) => {
     const type = replies[2 * i]

@@ -31,10 +31,20 @@
  * instance remembers the rotations it made and refuses the tokens they replaced, but another
  * instance accepts a replaced token until it expires (at most JWT_EXPIRES_IN), as it would a
  * token logged out elsewhere.
+ *
+ * Redis Cluster. `session:<sid>` and `user_sessions:<userId>` keep the names the guide gives
+ * them, so they usually hash to different slots: on a cluster no call spans both. A login
+ * writes the index first, then the session (each one atomic on its own node); a refresh is a
+ * compare-and-set on the session, then the index's slide; a logout deletes the sessions (one
+ * DEL per slot) and removes their ids from the index, sent at once; the checks of one turn are
+ * one script call per slot. What is lost is only the atomicity between the two keys, which no
+ * reader relies on: an id in the index whose session is gone is dropped by the next login's
+ * trim or ignored by a logout, and a session not (yet) in the index is still checked by its key.
  */
 import { randomBytes } from 'node:crypto'
 import type { ChainableCommander, Redis } from 'ioredis'
 import { isCommandRefusal, type RedisStatus } from '../engines/redis/state.js'
+import { clientTopology, groupBySlot } from '../engines/redis/slots.js'
 import type { MemoryStore } from '../engines/store/memory-store.js'
 import type { ResilientStore } from '../engines/store/resilient-store.js'
 import { Batcher } from '../engines/batcher.js'
@@ -200,6 +210,53 @@ end
 if longest > 0 then redis.call('PEXPIRE', KEYS[1], longest) end
 return 1`
 
+// Cluster: the index half of CREATE_LUA, on the index alone (the session is SET by itself).
+// Answers 1, or -1 for an index of the older type; WRONGTYPE for any other type.
+const INDEX_ADD_LUA = `
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'set' then return -1 end
+if kind ~= 'zset' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE the session index is a ' .. kind)
+end
+local ttl = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1`
+
+// Cluster: the session half of SWAP_LUA (the compare-and-set); the index slides after it.
+const CAS_LUA = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0`
+
+// Cluster: MIGRATE_LUA on the index alone, with the sessions' PTTLs read before (ARGV: n,
+// the n ids, their n PTTLs).
+const MIGRATE_SCORED_LUA = `
+if redis.call('TYPE', KEYS[1]).ok ~= 'set' then return 1 end
+local n = tonumber(ARGV[1])
+if redis.call('SCARD', KEYS[1]) ~= n then return 0 end
+for i = 1, n do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[1 + i]) == 0 then return 0 end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('DEL', KEYS[1])
+local longest = 0
+for i = 1, n do
+  local pttl = tonumber(ARGV[1 + n + i])
+  if pttl > 0 then
+    redis.call('ZADD', KEYS[1], now + pttl, ARGV[1 + i])
+    if pttl > longest then longest = pttl end
+  end
+end
+if longest > 0 then redis.call('PEXPIRE', KEYS[1], longest) end
+return 1`
+
 /** Keys per script call at most; a bigger turn is split. */
 const MAX_BATCH = 256
 /** After a login Redis refused while staying in use: when its session is offered to Redis again. */
@@ -213,6 +270,11 @@ type SwapClient = Redis & { aicSessionSwap (key: string, index: string, expected
 type CreateClient = Redis & { aicSessionCreate (key: string, index: string, json: string, ttlMs: number, sid: string, onlyIfAbsent: '0' | '1'): Promise<number> }
 type SlideClient = Redis & { aicSessionSlide (index: string, sid: string, ttlMs: number): Promise<number> }
 type MigrateClient = Redis & { aicSessionMigrate (numKeys: number, ...args: string[]): Promise<number> }
+type ClusterScriptsClient = Redis & {
+  aicSessionIndexAdd (index: string, ttlMs: number, sid: string): Promise<number>
+  aicSessionCas (key: string, expected: string, next: string, ttlMs: number): Promise<number>
+  aicSessionMigrateScored (index: string, ...args: Array<string | number>): Promise<number>
+}
 
 type CheckClaims = Pick<TokenClaims, 'sid' | 'sub' | 'role' | 'iat' | 'exp' | 'jti'>
 
@@ -362,8 +424,8 @@ export class SessionStore {
       if (raw === null) return null
       const next = this.#rotatedRecord(raw, claims, tokenId)
       if (next === null) return { outcome: 'refused' }
-      const swapped = await (client as SwapClient).aicSessionSwap(key, userSessionsKey(claims.sub), raw, next.json, this.ttlMs, claims.sid)
-      if (Number(swapped) !== 1) return { outcome: 'refused' }
+      const swapped = await swap(client, { key, index: userSessionsKey(claims.sub), expected: raw, next: next.json, ttlMs: this.ttlMs, sid: claims.sid })
+      if (swapped !== 1) return { outcome: 'refused' }
       this.#rememberRotation(claims.sid, tokenId)
       return { outcome: 'rotated', tokenId, expiresAt: new Date(Date.now() + this.ttlMs), email: next.email }
     }, () => null)
@@ -424,8 +486,7 @@ export class SessionStore {
   /** Ends one session at once. */
   async revoke (sid: string, userId: string): Promise<void> {
     await this.#store.use('session.revoke', async (client) => {
-      const results = await client.multi().del(sessionKey(sid)).zrem(userSessionsKey(userId), sid).exec()
-      if (results === null) throw new Error('transaction aborted')
+      const results = await unindex(client, [sessionKey(sid)], userSessionsKey(userId), [sid])
       // The session, which is what a check reads, is gone; an index of another type (the
       // older set) keeps a dead id that its conversion drops.
       const [delErr] = results[0] ?? [new Error('no reply to DEL')]
@@ -451,7 +512,7 @@ export class SessionStore {
       const ids = await this.#indexIds(client, userId)
       let removed = 0
       if (ids.length > 0) {
-        removed = Number(checkResults(await client.multi().del(...ids.map(sessionKey)).zrem(index, ...ids).exec(), 2)[0]?.[1])
+        removed = Number(checkResults(await unindex(client, ids.map(sessionKey), index, ids), 2)[0]?.[1])
       }
       // The sessions by id, not a time: a login right after (the same second of a token's
       // `iat`, or another instance's clock) must not be refused in a later outage.
@@ -498,10 +559,16 @@ export class SessionStore {
       // others are still replayed, and that one stays pending for the next return of Redis.
       const replayed: PendingTombstones = { sessions: [], users: [] }
       if (sessions.length > 0) {
-        const pipe = client.pipeline()
-        for (const [sid, { userId }] of sessions) pipe.del(sessionKey(sid)).zrem(userSessionsKey(userId), sid)
         // Each tombstone queued a DEL then a ZREM: the DELs' replies count the sessions removed.
-        const replies = await pipe.exec() ?? []
+        let replies: NonNullable<ExecResults>
+        if (clientTopology(client).cluster) {
+          // A pipeline's keys must share a slot on a cluster: each pair on its own, all at once.
+          replies = (await Promise.all(sessions.map(async ([sid, { userId }]) => unindex(client, [sessionKey(sid)], userSessionsKey(userId), [sid])))).flat()
+        } else {
+          const pipe = client.pipeline()
+          for (const [sid, { userId }] of sessions) pipe.del(sessionKey(sid)).zrem(userSessionsKey(userId), sid)
+          replies = await pipe.exec() ?? []
+        }
         for (const [i, entry] of sessions.entries()) {
           const [delErr, removed] = replies[2 * i] ?? [new Error('no reply to DEL')]
           if (delErr) throw delErr
@@ -537,13 +604,13 @@ export class SessionStore {
     const index = userSessionsKey(userId)
     const ids = await this.#indexIds(client, userId)
     if (ids.length === 0) return 0
-    const values = await client.mget(...ids.map(sessionKey))
+    const values = await mgetBySlot(client, ids.map(sessionKey))
     const stale = ids.filter((_id, i) => {
       const record = parseRecord(values[i] ?? null)
       return record === null || Date.parse(record.createdAt) <= before
     })
     if (stale.length === 0) return 0
-    return Number(checkResults(await client.multi().del(...stale.map(sessionKey)).zrem(index, ...stale).exec(), 2)[0]?.[1])
+    return Number(checkResults(await unindex(client, stale.map(sessionKey), index, stale), 2)[0]?.[1])
   }
 
   /**
@@ -565,9 +632,15 @@ export class SessionStore {
     this.#touches.add(touch, true)
   }
 
-  /** This turn's checks: one script call per MAX_BATCH keys. */
-  #flush (pending: PendingTouch[]): void {
+  /** This turn's checks: one script call per MAX_BATCH keys (on a cluster, per slot). */
+  #flush (all: PendingTouch[]): void {
     this.#pending.clear()
+    const first = all[0]
+    if (first === undefined) return
+    for (const pending of groupBySlot(all, (p) => sessionKey(p.sid), clientTopology(first.client))) this.#flushGroup(pending)
+  }
+
+  #flushGroup (pending: PendingTouch[]): void {
     for (let i = 0; i < pending.length; i += MAX_BATCH) {
       const batch = pending.slice(i, i + MAX_BATCH)
       const client = (batch[0] as PendingTouch).client
@@ -757,8 +830,11 @@ export class SessionStore {
    */
   async #write (client: Redis, key: string, index: string, json: string, ttlMs: number, sid: string, onlyIfAbsent: boolean): Promise<boolean> {
     const create = client as CreateClient
+    const cluster = clientTopology(client).cluster
     for (let attempt = 0; ; attempt++) {
-      const written = Number(await create.aicSessionCreate(key, index, json, ttlMs, sid, onlyIfAbsent ? '1' : '0'))
+      const written = cluster
+        ? await createOnCluster(client as ClusterScriptsClient, { key, index, json, ttlMs, sid, onlyIfAbsent })
+        : Number(await create.aicSessionCreate(key, index, json, ttlMs, sid, onlyIfAbsent ? '1' : '0'))
       if (written !== -1) return written === 1
       if (attempt >= 2) throw new Error(`the session index ${index} could not be converted to a sorted set`)
       await this.#migrateIndex(client, index)
@@ -785,7 +861,10 @@ export class SessionStore {
   async #migrateIndex (client: Redis, index: string): Promise<void> {
     for (let attempt = 0; attempt < 3; attempt++) {
       const ids = await client.smembers(index)
-      const done = await (client as MigrateClient).aicSessionMigrate(ids.length + 1, index, ...ids.map(sessionKey), ...ids)
+      const done = clientTopology(client).cluster
+        ? await (client as ClusterScriptsClient).aicSessionMigrateScored(index, ids.length, ...ids,
+          ...await Promise.all(ids.map(async (id) => client.pttl(sessionKey(id)))))
+        : await (client as MigrateClient).aicSessionMigrate(ids.length + 1, index, ...ids.map(sessionKey), ...ids)
       if (Number(done) === 1) return
     }
     throw new Error(`the session index ${index} kept changing while it was converted to a sorted set`)
@@ -868,12 +947,12 @@ export class SessionStore {
         // While the call was out: a logout (undo the write) or a refresh (carry it over).
         const now = memory.getSync(key)
         if (now === null || this.#isRevoked(sid, entry.userId, parsed.createdAtMs)) {
-          checkResults(await client.multi().del(key).zrem(index, sid).exec(), 2)
+          checkResults(await unindex(client, [key], index, [sid]), 2)
           continue
         }
         if (now !== raw) {
           const left = await memory.pttl(key) ?? pttl
-          if (Number(await (client as SwapClient).aicSessionSwap(key, index, raw, now, Math.max(1, left), sid)) !== 1) continue
+          if (await swap(client, { key, index, expected: raw, next: now, ttlMs: Math.max(1, left), sid }) !== 1) continue
         }
         this.#memoryDelete(memory, entry.userId, [sid])
         written++
@@ -894,6 +973,69 @@ export function defineSessionScripts (client: Redis): void {
   if (!('aicSessionCreate' in client)) client.defineCommand('aicSessionCreate', { lua: CREATE_LUA, numberOfKeys: 2 })
   if (!('aicSessionSlide' in client)) client.defineCommand('aicSessionSlide', { lua: SLIDE_LUA, numberOfKeys: 1 })
   if (!('aicSessionMigrate' in client)) client.defineCommand('aicSessionMigrate', { lua: MIGRATE_LUA })
+  if (!('aicSessionIndexAdd' in client)) client.defineCommand('aicSessionIndexAdd', { lua: INDEX_ADD_LUA, numberOfKeys: 1 })
+  if (!('aicSessionCas' in client)) client.defineCommand('aicSessionCas', { lua: CAS_LUA, numberOfKeys: 1 })
+  if (!('aicSessionMigrateScored' in client)) client.defineCommand('aicSessionMigrateScored', { lua: MIGRATE_SCORED_LUA, numberOfKeys: 1 })
+}
+
+/**
+ * DEL of session keys and ZREM of their ids from one index, with the replies of
+ * `MULTI; DEL …; ZREM …; EXEC`. On a cluster the keys are on other slots than the index: one
+ * DEL per slot and the ZREM, sent at once; the DEL's reply is the sum, its error the first.
+ */
+async function unindex (client: Redis, keys: string[], index: string, ids: string[]): Promise<NonNullable<ExecResults>> {
+  const topology = clientTopology(client)
+  if (!topology.cluster) {
+    const results = await client.multi().del(...keys).zrem(index, ...ids).exec()
+    if (results === null) throw new Error('transaction aborted')
+    return results
+  }
+  const settled = await Promise.allSettled([
+    client.zrem(index, ...ids),
+    ...groupBySlot(keys, (k) => k, topology).map(async (group) => client.del(...group)),
+  ])
+  const [zrem, ...dels] = settled as [PromiseSettledResult<number>, ...Array<PromiseSettledResult<number>>]
+  const delErr = dels.find((d) => d.status === 'rejected')
+  const removed = dels.reduce((sum, d) => sum + (d.status === 'fulfilled' ? d.value : 0), 0)
+  return [
+    delErr !== undefined ? [delErr.reason as Error, null] : [null, removed],
+    zrem.status === 'rejected' ? [zrem.reason as Error, null] : [null, zrem.value],
+  ]
+}
+
+/** MGET of keys that may be on several slots: one MGET per slot on a cluster, in the keys' order. */
+async function mgetBySlot (client: Redis, keys: string[]): Promise<Array<string | null>> {
+  const topology = clientTopology(client)
+  if (!topology.cluster) return client.mget(...keys)
+  const groups = groupBySlot(keys.map((key, i) => ({ key, i })), (e) => e.key, topology)
+  const values: Array<string | null> = new Array(keys.length).fill(null)
+  await Promise.all(groups.map(async (group) => {
+    const got = await client.mget(...group.map((e) => e.key))
+    group.forEach((e, j) => { values[e.i] = got[j] ?? null })
+  }))
+  return values
+}
+
+/** SWAP_LUA; on a cluster its two halves: the compare-and-set on the session, then the index's slide. */
+async function swap (client: Redis, o: { key: string, index: string, expected: string, next: string, ttlMs: number, sid: string }): Promise<number> {
+  if (!clientTopology(client).cluster) return Number(await (client as SwapClient).aicSessionSwap(o.key, o.index, o.expected, o.next, o.ttlMs, o.sid))
+  const swapped = Number(await (client as ClusterScriptsClient).aicSessionCas(o.key, o.expected, o.next, o.ttlMs))
+  if (swapped === 1) await (client as SlideClient).aicSessionSlide(o.index, o.sid, o.ttlMs)
+  return swapped
+}
+
+/**
+ * CREATE_LUA on a cluster: the index first (its type checked, the id added, the expired
+ * trimmed), then the session; 1 written, 0 the session existed (onlyIfAbsent), -1 an index of
+ * the older type. An id indexed before its session exists is harmless: checks read the session.
+ */
+async function createOnCluster (client: ClusterScriptsClient, o: { key: string, index: string, json: string, ttlMs: number, sid: string, onlyIfAbsent: boolean }): Promise<number> {
+  const indexed = Number(await client.aicSessionIndexAdd(o.index, o.ttlMs, o.sid))
+  if (indexed === -1) return -1
+  const set = o.onlyIfAbsent
+    ? await client.set(o.key, o.json, 'PX', o.ttlMs, 'NX')
+    : await client.set(o.key, o.json, 'PX', o.ttlMs)
+  return set === 'OK' ? 1 : 0
 }
 
 export function createSessionStore (options: SessionStoreOptions): SessionStore {

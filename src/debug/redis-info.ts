@@ -60,3 +60,43 @@ export function parseInfo (text: string, db = 0): RedisInfo {
 
 // Kept importable from here (the debug routes); the code lives with the Redis engine.
 export { escapeGlob } from '../engines/redis/scan.js'
+
+/** One node of a Redis Cluster as `CLUSTER NODES` describes it. */
+export interface ClusterNodeView {
+  id: string
+  /** host:port (the client port, without the bus port). */
+  address: string
+  role: 'master' | 'replica'
+  /** The master's id, for a replica; null for a master. */
+  masterId: string | null
+  /** The slot ranges it serves, inclusive: [[0, 5460]]; [] for a replica. */
+  slots: Array<[number, number]>
+  /** False when the cluster marks it failing (`fail` or `fail?`) or its link is down. */
+  up: boolean
+}
+
+/** `CLUSTER NODES` text → one entry per node, masters first, then by address. */
+export function parseClusterNodes (text: string): ClusterNodeView[] {
+  const nodes: ClusterNodeView[] = []
+  for (const line of text.split(/\r?\n/)) {
+    const f = line.trim().split(' ')
+    if (f.length < 8) continue
+    const [id, addr, flagText, master, , , , link, ...slotFields] = f as [string, string, string, string, string, string, string, string, ...string[]]
+    const flags = flagText.split(',')
+    const slots: Array<[number, number]> = []
+    for (const s of slotFields) {
+      if (s.startsWith('[')) continue // a slot being migrated or imported
+      const [a, b] = s.split('-')
+      slots.push([Number(a), Number(b ?? a)])
+    }
+    nodes.push({
+      id,
+      address: (addr.split('@')[0] ?? addr).split(',')[0] ?? addr,
+      role: flags.includes('master') ? 'master' : 'replica',
+      masterId: master === '-' ? null : master,
+      slots,
+      up: !flags.includes('fail') && !flags.includes('fail?') && !flags.includes('noaddr') && link === 'connected',
+    })
+  }
+  return nodes.sort((x, y) => (x.role === y.role ? x.address.localeCompare(y.address) : x.role === 'master' ? -1 : 1))
+}

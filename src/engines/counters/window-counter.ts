@@ -31,12 +31,18 @@
  * instead of handing every client a fresh budget. While Redis is away each instance counts
  * alone: the effective limit is up to N × instances.
  *
+ * On a Redis Cluster the keys of one script call must share a slot: a batch is split by the
+ * slot of its keys (`rate_limit:<client>` keep their names, no hash tag), one call per slot,
+ * sent at once. A batch of N clients then costs up to N calls instead of one; each is still
+ * one round trip, in parallel, to the master that owns the slot.
+ *
  * A dead Redis is never awaited: in fallback mode hits go straight to memory; a batch that
  * fails or times out (the client's command timeout) flips the shared state and its hits
  * are answered from memory.
  */
 import type { Redis } from 'ioredis'
 import { Batcher } from '../batcher.js'
+import { clientTopology, groupBySlot } from '../redis/slots.js'
 
 /** What the counter reads from the shared Redis state (a `RedisState` fits). */
 export interface CounterState {
@@ -368,8 +374,10 @@ export class WindowCounter {
       this.#answerFromMemory(sent)
       return
     }
-    for (let from = 0; from < sent.length; from += MAX_BATCH) {
-      this.#send(client, from === 0 && sent.length <= MAX_BATCH ? sent : sent.slice(from, from + MAX_BATCH))
+    for (const group of groupBySlot(sent, (s) => KEY_PREFIX + s.window.client, clientTopology(client))) {
+      for (let from = 0; from < group.length; from += MAX_BATCH) {
+        this.#send(client, from === 0 && group.length <= MAX_BATCH ? group : group.slice(from, from + MAX_BATCH))
+      }
     }
   }
 

@@ -4,7 +4,7 @@
  * owner token and remaining TTL, read in one pipeline per master.
  */
 import type { Redis } from 'ioredis'
-import { prefixPattern } from '../redis/scan.js'
+import { perKey, prefixPattern, scanAll } from '../redis/scan.js'
 
 export interface ScannedLock {
   resource: string
@@ -27,27 +27,12 @@ const MAX_SCAN_CALLS = 50
  */
 export async function scanLocks (client: Redis, keyPrefix: string, limit: number): Promise<ScanResult> {
   const match = prefixPattern(`${keyPrefix}lock:`)
-  const names: string[] = []
-  let cursor = '0'
-  let ended = false
-  let dropped = false
-  for (let calls = 0; calls < MAX_SCAN_CALLS && names.length < limit; calls++) {
-    const [next, batch] = await client.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT)
-    cursor = next
-    for (const name of batch) {
-      if (names.length < limit) names.push(name.slice(keyPrefix.length))
-      else dropped = true
-    }
-    if (cursor === '0') {
-      ended = true
-      break
-    }
-  }
-  if (names.length === 0) return { locks: [], complete: ended }
-  const pipe = client.pipeline()
+  // On a cluster, every master in turn.
+  const scanned = await scanAll(client, match, { limit, maxCalls: MAX_SCAN_CALLS, count: SCAN_COUNT })
+  const names = scanned.names.map((name) => name.slice(keyPrefix.length))
+  if (names.length === 0) return { locks: [], complete: scanned.complete }
   // A lock is a string; GET on another type errors, which is reported as owner null.
-  for (const name of names) pipe.get(name).pttl(name)
-  const replies = await pipe.exec() ?? []
+  const replies = await perKey(client, names, ['get', 'pttl'])
   const locks: ScannedLock[] = []
   names.forEach((resource, i) => {
     const owner = replies[2 * i]
@@ -61,5 +46,5 @@ export async function scanLocks (client: Redis, keyPrefix: string, limit: number
       ttlMs: ttlMs === null || ttlMs < 0 ? null : ttlMs,
     })
   })
-  return { locks, complete: ended && !dropped }
+  return { locks, complete: scanned.complete }
 }

@@ -123,6 +123,11 @@ class Batcher {
       send(this.#client, only.op).then(only.resolve, only.reject)
       return
     }
+    // A cluster pipeline's keys must share a slot; these are any locks': each on its own.
+    if ((this.#client as { isCluster?: boolean }).isCluster === true) {
+      for (const item of queue) send(this.#client, item.op).then(item.resolve, item.reject)
+      return
+    }
     const pipeline = this.#client.pipeline() as ScriptPipeline
     for (const item of queue) send(pipeline, item.op)
     pipeline.exec().then((results) => {

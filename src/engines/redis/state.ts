@@ -23,9 +23,10 @@
 import { EventEmitter } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import { redactUrl, urlSecrets } from './redact.js'
-import { classifyRedisError, isCommandRefusal, type ClassifiedError, type ReplyErrorClass } from './reply-errors.js'
+import { classifyRedisError, commandSlots, isCommandRefusal, type ClassifiedError, type ReplyErrorClass } from './reply-errors.js'
+import { keySlot, SLOT_COUNT } from './slots.js'
 
 export { classifyRedisError, isCommandRefusal, type ReplyErrorClass }
 
@@ -50,10 +51,18 @@ export interface SentinelOptions {
   password?: string | undefined
 }
 
+/** A Redis Cluster: seed nodes (the client learns the others) and the nodes' password. */
+export interface ClusterSeedOptions {
+  nodes: Array<{ host: string, port: number }>
+  password?: string | undefined
+}
+
 export interface RedisStateOptions {
   url?: string | undefined
   /** Instead of `url`: find the master through these sentinels and follow its failovers. */
   sentinel?: SentinelOptions | undefined
+  /** Instead of `url`: a Redis Cluster (an ioredis Cluster client). */
+  cluster?: ClusterSeedOptions | undefined
   keyPrefix?: string
   connectTimeoutMs?: number
   commandTimeoutMs?: number
@@ -94,6 +103,8 @@ export interface RedisStateSnapshot {
   url: string | null
   /** With Sentinel: the group, the sentinels and the master this client writes to now (null while not connected). */
   sentinel: { name: string, sentinels: string[], master: string | null } | null
+  /** With a cluster: the seed nodes and the masters the client knows now (host:port). */
+  cluster: { seeds: string[], masters: string[] } | null
 }
 
 export const LOG_CONNECTED = '✅ Redis connected successfully'
@@ -105,7 +116,15 @@ export const LOG_COMMAND_REFUSED = 'Redis refused a command: that call used the 
 export const LOG_STILL_FAILING = 'Redis still unusable: new reason'
 
 export class RedisState extends EventEmitter {
+  /**
+   * The client every concern sends commands through. On a cluster it is the ioredis
+   * `Cluster` (also `cluster` below), typed as `Redis`: the commands, scripts, MULTI on one
+   * slot, pub/sub and `duplicate()` are the same; the difference is that keys of one call
+   * must share a slot (slots.ts splits the batches that need it).
+   */
   readonly client: Redis | null
+  /** The same client when it is a Redis Cluster, null otherwise. */
+  readonly cluster: Cluster | null = null
   readonly url: string | null
   status: RedisStatus
   mode: RedisMode = 'fallback'
@@ -125,7 +144,10 @@ export class RedisState extends EventEmitter {
   /** Times the client dropped its connection to ask the sentinels for the master again (a READONLY reply). */
   masterLookups = 0
 
-  readonly #opts: Required<Omit<RedisStateOptions, 'url' | 'tlsCa' | 'sentinel'>>
+  readonly #opts: Required<Omit<RedisStateOptions, 'url' | 'tlsCa' | 'sentinel' | 'cluster'>>
+  readonly #seeds: string[] = []
+  /** The write probe's keys on a cluster, one per master, for the masters known when computed. */
+  #probeKeys: { masters: string, keys: string[] } = { masters: '', keys: [] }
   readonly #secrets: string[]
   #probeTimer: NodeJS.Timeout | null = null
   #pingInFlight: Promise<number | null> | null = null
@@ -158,30 +180,49 @@ export class RedisState extends EventEmitter {
       reconnectCapMs: 1000,
       instanceId: `${hostname()}:${process.pid}`,
       ...stripUndefined(options),
-    } as Required<Omit<RedisStateOptions, 'url' | 'tlsCa' | 'sentinel'>>
+    } as Required<Omit<RedisStateOptions, 'url' | 'tlsCa' | 'sentinel' | 'cluster'>>
     this.instanceId = this.#opts.instanceId
     const sentinel = options.sentinel
     this.sentinel = sentinel === undefined
       ? null
       : { name: sentinel.name, sentinels: sentinel.sentinels.map((s) => `${s.host}:${s.port}`) }
+    const cluster = options.cluster
+    if (cluster !== undefined) this.#seeds = cluster.nodes.map((n) => `${n.host}:${n.port}`)
     this.url = sentinel !== undefined
       ? `sentinel://${this.sentinel!.sentinels.join(',')}/${sentinel.name}`
-      : options.url ? redactUrl(options.url) : null
+      : cluster !== undefined
+        ? `cluster://${this.#seeds.join(',')}`
+        : options.url ? redactUrl(options.url) : null
     this.#secrets = sentinel !== undefined
       ? [sentinel.password, sentinel.sentinelPassword].filter((p): p is string => p !== undefined && p !== '').sort((a, b) => b.length - a.length)
-      : options.url ? urlSecrets(options.url) : []
-    if (!options.url && sentinel === undefined) {
+      : cluster !== undefined
+        ? (cluster.password !== undefined && cluster.password !== '' ? [cluster.password] : [])
+        : options.url ? urlSecrets(options.url) : []
+    if (!options.url && sentinel === undefined && cluster === undefined) {
       this.client = null
       this.status = 'disabled'
       return
     }
     this.status = 'connecting'
-    this.client = sentinel !== undefined
-      ? new Redis({ ...this.#clientOptions(options), ...this.#sentinelOptions(sentinel) })
-      : new Redis(options.url!, this.#clientOptions(options))
+    if (cluster !== undefined) {
+      this.cluster = new Cluster(cluster.nodes.map((n) => ({ host: n.host, port: n.port })), this.#clusterOptions(options, cluster))
+      this.client = this.cluster as unknown as Redis
+      // A node's own error (a replica down, a master failing over) is not an outage: the
+      // commands that needed it fail and are reported, and the write probe decides.
+      this.cluster.on('node error', (err: Error, node: string) => { this.#opts.log.debug({ node, reason: this.describe(err) }, 'Redis Cluster node error') })
+    } else {
+      this.client = sentinel !== undefined
+        ? new Redis({ ...this.#clientOptions(options), ...this.#sentinelOptions(sentinel) })
+        : new Redis(options.url!, this.#clientOptions(options))
+    }
     this.client.on('ready', () => { void this.#verify() })
     this.client.on('error', (err: Error) => this.#connectionProblem(err))
     this.client.on('close', () => this.#connectionProblem(new Error('Connection closed')))
+  }
+
+  /** True when the client is a Redis Cluster: keys of one call must share a slot. */
+  get isCluster (): boolean {
+    return this.cluster !== null
   }
 
   /** True when callers should talk to Redis now. */
@@ -198,7 +239,12 @@ export class RedisState extends EventEmitter {
   async start (): Promise<void> {
     const client = this.client
     if (client === null) return
-    this.#probeTimer = setInterval(() => { void this.#probe() }, this.#opts.probeIntervalMs)
+    let ticks = 0
+    this.#probeTimer = setInterval(() => {
+      // A cluster's slot map: every tick while in fallback (a failover to find), every 5th otherwise.
+      if (this.cluster !== null && this.cluster.status === 'ready' && (this.mode !== 'redis' || ++ticks % 5 === 0)) this.cluster.refreshSlotsCache()
+      void this.#probe()
+    }, this.#opts.probeIntervalMs)
     this.#probeTimer.unref()
     if (this.#opts.lazyConnect) {
       client.connect().catch(() => {})
@@ -235,7 +281,7 @@ export class RedisState extends EventEmitter {
     const reason = this.#hidesReason(c) ? this.describe(err) : this.#record(err, c)
     if (!c.serverWide) {
       this.commandRefusals++
-      this.#logRefusal(c, reason, operation)
+      this.#logRefusal(c, reason, operation, c.code === 'CROSSSLOT' ? commandSlots(err) : undefined)
       if (this.mode === 'redis') void this.#checkWrites()
       return
     }
@@ -278,7 +324,16 @@ export class RedisState extends EventEmitter {
       lastError: this.lastFailure === null ? null : { ...this.lastFailure },
       url: this.url,
       sentinel: this.sentinel === null ? null : { ...this.sentinel, master: this.masterAddress },
+      cluster: this.cluster === null ? null : { seeds: [...this.#seeds], masters: this.clusterMasters() },
     }
+  }
+
+  /** On a cluster: the masters the client knows now, host:port, sorted; [] otherwise. */
+  clusterMasters (): string[] {
+    const slots = this.cluster?.slots ?? []
+    const masters = new Set<string>()
+    for (const owners of slots) if (owners?.[0] !== undefined) masters.add(owners[0])
+    return [...masters].sort()
   }
 
   /**
@@ -287,7 +342,7 @@ export class RedisState extends EventEmitter {
    */
   get masterAddress (): string | null {
     const client = this.client
-    if (client === null || client.status !== 'ready') return null
+    if (client === null || client.status !== 'ready' || this.cluster !== null) return null
     const stream = (client as unknown as { stream?: { remoteAddress?: string, remotePort?: number } }).stream
     if (stream?.remoteAddress === undefined || stream.remotePort === undefined) return null
     return `${stream.remoteAddress}:${stream.remotePort}`
@@ -386,6 +441,68 @@ export class RedisState extends EventEmitter {
     }
   }
 
+  /**
+   * Redis Cluster: the same timeouts and no offline queue, for every node's connection.
+   * The client follows MOVED and ASK itself (up to 16 redirections), refreshes its slot map
+   * on a node's failure and from the probe timer, and only ever sends to masters. A command caught in
+   * a failover (its node gone, CLUSTERDOWN, TRYAGAIN) is retried by ioredis after a short
+   * delay and otherwise fails to its caller, who uses the fallback.
+   */
+  #clusterOptions (options: RedisStateOptions, cluster: ClusterSeedOptions): ClusterOptions {
+    const node = this.#clientOptions(options)
+    const o = this.#opts
+    return {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      enableReadyCheck: o.readyCheck,
+      keyPrefix: o.keyPrefix,
+      scaleReads: 'master',
+      maxRedirections: 16,
+      retryDelayOnFailover: 100,
+      retryDelayOnClusterDown: 100,
+      retryDelayOnTryAgain: 100,
+      slotsRefreshTimeout: o.connectTimeoutMs,
+      // Not ioredis's own periodic refresh: its timer can re-arm after disconnect() (a refresh
+      // in flight at close), which keeps the process alive. The probe timer refreshes instead.
+      clusterRetryStrategy: (times: number) => backoff(times, o.reconnectCapMs),
+      redisOptions: {
+        connectTimeout: node.connectTimeout,
+        commandTimeout: node.commandTimeout,
+        maxRetriesPerRequest: node.maxRetriesPerRequest,
+        keepAlive: node.keepAlive,
+        family: node.family,
+        socketTimeout: node.socketTimeout,
+        enableReadyCheck: o.readyCheck,
+        reconnectOnError: () => false,
+        ...(cluster.password !== undefined ? { password: cluster.password } : {}),
+      },
+    }
+  }
+
+  /**
+   * The write probe's keys: on one server `health:probe:<instance>`; on a cluster one key
+   * per master, `health:probe:<instance>:{<n>}` with the smallest n whose hash tag lands on
+   * that master, so that a master down (or refusing writes) keeps the service in fallback
+   * until the cluster has replaced it, instead of coming back on another master's answer.
+   */
+  #writeProbeKeys (): string[] {
+    const base = `health:probe:${this.instanceId}`
+    const slots = this.cluster?.slots
+    if (slots === undefined) return [base]
+    const masters = this.clusterMasters()
+    const signature = masters.join(',')
+    if (this.#probeKeys.masters === signature && this.#probeKeys.keys.length > 0) return this.#probeKeys.keys
+    const found = new Map<string, string>()
+    for (let n = 0; n < SLOT_COUNT * 4 && found.size < masters.length; n++) {
+      const key = `${base}:{${n}}`
+      const owner = slots[keySlot(this.#opts.keyPrefix + key)]?.[0]
+      if (owner !== undefined && !found.has(owner)) found.set(owner, key)
+    }
+    const keys = found.size > 0 ? [...found.values()] : [base]
+    this.#probeKeys = { masters: signature, keys }
+    return keys
+  }
+
   async #doPing (): Promise<number | null> {
     const client = this.client
     if (client === null) return null
@@ -424,13 +541,13 @@ export class RedisState extends EventEmitter {
     const client = this.client
     if (client === null) return new Error('Redis is not configured')
     this.writeProbes++
-    const key = `health:probe:${this.instanceId}`
     let timer: NodeJS.Timeout | undefined
     try {
       await Promise.race([
         // SET then DEL in one transaction: a real write, nothing left behind (a refused SET
         // fails the whole EXEC with EXECABORT and its cause, which the classifier reads).
-        client.multi().set(key, '1', 'PX', 5000).del(key).exec(),
+        // On a cluster, one per master, all at once: every master must take writes.
+        Promise.all(this.#writeProbeKeys().map((key) => client.multi().set(key, '1', 'PX', 5000).del(key).exec())),
         new Promise((_resolve, reject) => {
           timer = setTimeout(() => reject(new Error(`write probe timed out after ${this.#opts.commandTimeoutMs} ms`)), this.#opts.commandTimeoutMs)
         }),
@@ -522,7 +639,7 @@ export class RedisState extends EventEmitter {
   }
 
   /** At most one line per reason per REFUSAL_LOG_INTERVAL_MS, with the count of the ones not logged. */
-  #logRefusal (c: ClassifiedError, reason: string, operation: string | undefined): void {
+  #logRefusal (c: ClassifiedError, reason: string, operation: string | undefined, keys?: Array<{ key: string, slot: number }>): void {
     const key = reasonKey(c)
     const now = Date.now()
     const entry = this.#refusalLog.get(key)
@@ -531,7 +648,7 @@ export class RedisState extends EventEmitter {
       return
     }
     this.#refusalLog.set(key, { at: now, suppressed: 0 })
-    this.#opts.log.warn({ class: c.class, reason, operation, mode: this.mode, suppressed: entry?.suppressed ?? 0 }, LOG_COMMAND_REFUSED)
+    this.#opts.log.warn({ class: c.class, reason, operation, mode: this.mode, suppressed: entry?.suppressed ?? 0, ...(keys !== undefined ? { keys } : {}) }, LOG_COMMAND_REFUSED)
   }
 
   /** While in fallback: a reason not seen during this outage is logged once. */
@@ -550,7 +667,9 @@ export class RedisState extends EventEmitter {
     this.#failureLogged = false
     this.#reasonsLogged.clear()
     this.#lastPing = { at: 0, ms: null }
-    this.#opts.log.info(this.sentinel === null ? { url: this.url } : { url: this.url, master: this.masterAddress }, LOG_CONNECTED)
+    this.#opts.log.info(this.sentinel !== null
+      ? { url: this.url, master: this.masterAddress }
+      : this.cluster !== null ? { url: this.url, masters: this.clusterMasters() } : { url: this.url }, LOG_CONNECTED)
     this.emit('up')
   }
 

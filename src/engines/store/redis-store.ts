@@ -3,6 +3,7 @@
  * (loaded once, then run by SHA), so each is atomic and one round trip.
  */
 import type { Redis } from 'ioredis'
+import { clientTopology, groupBySlot } from '../redis/slots.js'
 import type { KvStore } from './types.js'
 
 const SCRIPTS = {
@@ -48,18 +49,30 @@ export class RedisStore implements KvStore {
     return this.#client.get(key)
   }
 
+  /** On a cluster, one MGET per slot (sent at once), answered in the keys' order. */
   async mget (keys: readonly string[]): Promise<Array<string | null>> {
     if (keys.length === 0) return []
-    return this.#client.mget(...keys)
+    const groups = groupBySlot(keys.map((key, i) => ({ key, i })), (e) => e.key, clientTopology(this.#client))
+    if (groups.length === 1) return this.#client.mget(...keys)
+    const values: Array<string | null> = new Array(keys.length).fill(null)
+    await Promise.all(groups.map(async (group) => {
+      const got = await this.#client.mget(...group.map((e) => e.key))
+      group.forEach((e, j) => { values[e.i] = got[j] ?? null })
+    }))
+    return values
   }
 
   async set (key: string, value: string, ttlMs: number): Promise<void> {
     await this.#client.set(key, value, 'PX', positive(ttlMs))
   }
 
+  /** On a cluster, one DEL per slot (sent at once); the count is their sum. */
   async del (...keys: string[]): Promise<number> {
     if (keys.length === 0) return 0
-    return this.#client.del(...keys)
+    const groups = groupBySlot(keys, (k) => k, clientTopology(this.#client))
+    if (groups.length === 1) return this.#client.del(...keys)
+    const counts = await Promise.all(groups.map(async (group) => this.#client.del(...group)))
+    return counts.reduce((a, b) => a + b, 0)
   }
 
   async pttl (key: string): Promise<number | null> {
