@@ -46,6 +46,8 @@ interface Variant {
   readyPath: string
   /** Give the service a private redis-server (REDIS_URL) and count the limiter's script calls. */
   redis?: boolean
+  /** More service environment. */
+  env?: Record<string, string>
 }
 
 interface Count extends InstructionCount {
@@ -64,7 +66,7 @@ const SERVICE_ENV = {
 async function count (v: Variant): Promise<Count> {
   const redis = v.redis === true ? await startRedis() : null
   try {
-    const env = redis === null ? SERVICE_ENV : { ...SERVICE_ENV, REDIS_URL: redis.url }
+    const env = { ...SERVICE_ENV, ...v.env, ...(redis === null ? {} : { REDIS_URL: redis.url }) }
     const counted = await countInstructions({
       name: v.name, nodeArgs: v.nodeArgs, path: v.path, readyPath: v.readyPath, env, warm: WARM, measure: MEASURE, onChild: trackChild,
       ...(redis === null ? {} : { onReady: async () => { await redis.command('CONFIG', 'RESETSTAT') } }),
@@ -95,6 +97,25 @@ function perScriptCall (counts: Count[], upName: string | undefined, noneName: s
     `${calls > 0 ? round(extra / calls) : '—'} instructions a script call, if the calls account for all of it. At full speed a call carries hundreds of hits (\`redis-cli INFO commandstats\` against the requests sent), so the same calls cost that many times less a request.`
 }
 
+/**
+ * The rate-limit store target (ours ≥ 0.9× the library's in-memory store) as instructions:
+ * the library's store's main-thread instructions a request ÷ ours, Redis down (no REDIS_URL)
+ * and Redis up (its script calls included, at valgrind's small batches). Above 1: ours does
+ * less work a request. Null without the rows.
+ */
+function libraryStoreRatio (counts: Count[], targets: Variant[]): string | null {
+  const median = (name: string | undefined): number | null => {
+    const rows = counts.filter((c) => c.variant === name)
+    return rows.length === 0 ? null : medianBy(rows, (c) => c.mainThread).mainThread
+  }
+  const library = median(targets.find((t) => t.env?.RATE_LIMIT_STORE === 'memory')?.name)
+  const down = median(targets.find((t) => t.path === '/api/stocks/AAPL' && t.redis !== true && t.env === undefined && t.nodeArgs.includes('-e') === false)?.name)
+  const up = median(targets.find((t) => t.redis === true)?.name)
+  if (library === null || (down === null && up === null)) return null
+  const part = (label: string, ours: number | null): string => ours === null ? '' : ` ${label}: ${(library / ours).toFixed(3)}`
+  return `Rate-limit store, main-thread instructions a request, the library's in-memory store ÷ ours (≥ 0.9 meets the target):${part('Redis down', down)}${part(', Redis up', up)}.`
+}
+
 /** EVALSHA + EVAL calls in an `INFO commandstats` answer. */
 function scriptCallsIn (info: string): number {
   let calls = 0
@@ -112,9 +133,16 @@ async function main (): Promise<void> {
     { name: 'bare Fastify GET / with the 5 headers a limited quote carries', nodeArgs: [...flags, built.bare], path: '/with-headers', readyPath: '/' },
     { name: 'hot quote (L1 hit, no Redis), as npm start runs it', nodeArgs: [...flags, built.server], ...quote },
     { name: 'hot quote (L1 hit), Redis up', nodeArgs: [...flags, built.server], ...quote, redis: true },
+    // Issue 17's rate-limit target, without the noise: the same limited route with
+    // @fastify/rate-limit's own in-process store instead of ours.
+    { name: 'hot quote (L1 hit), the library\'s in-memory store (RATE_LIMIT_STORE=memory)', nodeArgs: [...flags, built.server], ...quote, env: { RATE_LIMIT_STORE: 'memory' } },
     { name: 'hot quote, without the held nextTick records', nodeArgs: [...flags, '--input-type=module', '-e', `import(${JSON.stringify(pathToFileURL(built.main).href)}).then((m) => m.main())`], ...quote },
   ]
-  const variants = targets.flatMap((t) => Array.from({ length: RUNS }, () => t))
+  // INSTR_TARGETS: a regular expression; only the targets whose name matches (the bare route
+  // is always counted, as every ratio's reference).
+  const only = process.env.INSTR_TARGETS === undefined ? null : new RegExp(process.env.INSTR_TARGETS)
+  const chosen = targets.filter((t, i) => i === 0 || only === null || only.test(t.name))
+  const variants = chosen.flatMap((t) => Array.from({ length: RUNS }, () => t))
   const counts: Count[] = []
   for (let i = 0; i < variants.length; i += 2) {
     counts.push(...await Promise.all(variants.slice(i, i + 2).map(count)))
@@ -128,8 +156,10 @@ async function main (): Promise<void> {
   const rows = counts.map((c) => [c.variant, n(c.mainThread), (bareMain / c.mainThread).toFixed(2), n(c.instructions), (bareAll / c.instructions).toFixed(2),
     c.runtimeCalls.toFixed(1), n(c.runtimeInstructions), c.scriptCalls === null ? '—' : c.scriptCalls.toFixed(3)])
   const perCall = perScriptCall(counts, targets.find((t) => t.redis === true)?.name, targets.find((t) => t.path === quote.path && t.redis !== true)?.name)
+  const storeRatio = libraryStoreRatio(counts, targets)
   process.stdout.write(`\n${textTable(header, rows, [0])}\n`)
   if (perCall !== null) process.stdout.write(`\n${perCall}\n`)
+  if (storeRatio !== null) process.stdout.write(`\n${storeRatio}\n`)
   const md = [
     '# Instructions per request (callgrind)',
     '',
@@ -138,6 +168,7 @@ async function main (): Promise<void> {
     markdownTable(header, rows, [0]),
     '',
     ...(perCall === null ? [] : [perCall, '']),
+    ...(storeRatio === null ? [] : [storeRatio, '']),
   ].join('\n')
   const resultsDir = path.join(BENCH_DIR, 'results')
   writeFileSync(path.join(resultsDir, 'instructions.md'), md)
