@@ -1,53 +1,37 @@
 /**
- * The cache's Redis scripts, each one atomic step and one round trip. Every write carries a
- * TTL, the generation counter included, and the counter is bumped and given its expiry in the
- * same step (never INCR then EXPIRE). Reads return each value with its PTTL: an L1 copy's
- * life is what Redis says is left, never a clock elsewhere.
+ * The cache's Redis scripts. Each touches exactly one key (so each runs on a Redis Cluster as
+ * on one server) and is one atomic step and one round trip. Every write carries a TTL.
  */
 import type { Redis } from 'ioredis'
 
 const SCRIPTS = {
-  // KEYS: any number. → value1, pttl1, value2, pttl2, …
-  aicCacheRead: { numberOfKeys: undefined, lua: `
-local out = {}
-for i, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
-  out[2 * i - 1] = v
-  if v then out[2 * i] = redis.call('PTTL', k) else out[2 * i] = -2 end
-end
-return out` },
-  // KEYS: key, gen, stale, fail. → gen, value, pttl, stale value, stale pttl, failure
-  aicCacheProbe: { numberOfKeys: 4, lua: `
+  // KEY: the value. → value, pttl (a read always brings the key's remaining life with it).
+  aicCacheRead: { numberOfKeys: 1, lua: `
 local v = redis.call('GET', KEYS[1])
-local s = redis.call('GET', KEYS[3])
-return { redis.call('GET', KEYS[2]), v, v and redis.call('PTTL', KEYS[1]) or -2, s, s and redis.call('PTTL', KEYS[3]) or -2, redis.call('GET', KEYS[4]) }` },
-  // KEYS: key, stale, gen. A loader's result lands only if no invalidation happened since the load began.
-  aicCacheFill: { numberOfKeys: 3, lua: `
-local g = redis.call('GET', KEYS[3])
-if not g then g = '' end
-if g ~= ARGV[4] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+if v then return { v, redis.call('PTTL', KEYS[1]) } end
+return { false, -2 }` },
+  // KEY: the value. ARGV: expected ('' = absent), replacement ('' = delete), PX, channel, message ('' = none).
+  // Replaces the value only if it is still what the caller left there (its fill placeholder,
+  // or the stale entry it refreshed), and announces the result in the same step. → 1, or 0 when
+  // an invalidation deleted it or a put (or another claim) replaced it: that one stays.
+  aicCacheSwap: { numberOfKeys: 1, lua: `
+local old = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if old then return 0 end
+elseif old ~= ARGV[1] then
+  return 0
 end
-return 1` },
-  // KEYS: key, stale, gen. An explicit set is the new truth: it wins over any fill still in flight.
-  aicCachePut: { numberOfKeys: 3, lua: `
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
 else
-  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
-redis.call('INCR', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return 1` },
-  // KEYS: key, stale, gen, fail.
-  aicCacheInvalidate: { numberOfKeys: 4, lua: `
-local n = redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
-redis.call('INCR', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[1])
-return n` },
+  // KEY: the value. ARGV: placeholder, PX. A long load keeps its claim while it runs.
+  aicCacheRenew: { numberOfKeys: 1, lua: `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0` },
 } as const
 
 type ScriptName = keyof typeof SCRIPTS
@@ -60,9 +44,7 @@ export type CacheScriptPipeline = Record<ScriptName, (...args: Args) => unknown>
 /** The client with the scripts defined (EVALSHA, NOSCRIPT handled by ioredis); idempotent. */
 export function withCacheScripts (client: Redis): CacheScriptClient {
   for (const [name, script] of Object.entries(SCRIPTS)) {
-    if (!(name in client)) {
-      client.defineCommand(name, script.numberOfKeys === undefined ? { lua: script.lua } : { numberOfKeys: script.numberOfKeys, lua: script.lua })
-    }
+    if (!(name in client)) client.defineCommand(name, { numberOfKeys: script.numberOfKeys, lua: script.lua })
   }
   return client as CacheScriptClient
 }

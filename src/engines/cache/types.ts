@@ -98,7 +98,7 @@ export interface CacheStats {
   caches: Record<string, CacheCounters>
   l1: { enabled: boolean, entries: number, bytes: number, maxEntries: number, maxBytes: number }
   invalidation: {
-    /** Messages published to the other instances. */
+    /** Messages published to the other instances (invalidations, puts, and fills landed with their value). */
     published: number
     /** Messages received from the other instances. */
     received: number
