@@ -375,7 +375,7 @@ export function createTwoTierCache (options: TwoTierCacheOptions): TwoTierCache 
   return new TwoTierCache(options)
 }
 
-/** Fill locks on the main Redis alone (in process while it is away). */
+/** Refresh locks on the main Redis alone (in process while it is away). */
 function fillLocksOn (state: RedisState, keyPrefix: string): Locks {
   const client = state.client
   return new Locks({
