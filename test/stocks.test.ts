@@ -81,9 +81,11 @@ t.test('a quote: shape, headers, and the guide\'s key stock:<TICKER> with its 20
     previousClose: 99, timestamp: new Date(1_700_000_001_000).toISOString(), source: 'finnhub',
   }, 'the ticker is normalised to upper case and the answer is Finnhub\'s')
 
-  // One key per value: it lives the 20 s TTL plus the grace (300 s), fresh for PTTL − grace.
+  // The value key lives the guide's 20 s; the grace copy (300 s more) sits beside it, in its slot.
   const pttl = Number(await redis.command('PTTL', 'stock:AAPL'))
-  t.ok(pttl > 300_000 && pttl <= 320_000, `PTTL of stock:AAPL is in (300000, 320000]: fresh for its first 20 s (got ${pttl})`)
+  t.ok(pttl > 0 && pttl <= 20_000, `PTTL of stock:AAPL is in (0, 20000] (got ${pttl})`)
+  const grace = Number(await redis.command('PTTL', 'stale:{stock:AAPL}'))
+  t.ok(grace > 300_000 && grace <= 320_000, `PTTL of its grace copy stale:{stock:AAPL} is in (300000, 320000] (got ${grace})`)
   const stored = JSON.parse(await redis.command('GET', 'stock:AAPL')) as { v: QuoteBody, t: number, ttl: number }
   t.same(stored.v, first.body, 'redis-cli GET stock:AAPL shows the quote')
   t.equal(stored.ttl, 20_000)
@@ -118,8 +120,8 @@ t.test('after expiry the next request refreshes the quote', redisOpts, async (t)
   const hit = await quote(app, 'MSFT')
   t.equal(hit.cache, 'HIT')
   t.equal(hit.body.price, 101)
-  await sleep(1100)
-  t.ok(Number(await redis.command('PTTL', 'stock:MSFT')) <= 300_000, 'L2\'s fresh life is over (the key lives on for the grace)')
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:MSFT')) === '0', 10_000)
+  t.pass('L2 expired the value key (its grace copy lives on)')
   const fresh = await quote(app, 'MSFT')
   t.equal(fresh.cache, 'MISS', 'the L1 copy expired with the L2 one')
   t.equal(fresh.body.price, 102, 'a new quote from the provider')
@@ -160,21 +162,24 @@ t.test('upstream failing after expiry: the stale quote, marked STALE', redisOpts
 
   const fresh = await quote(app, 'AMD')
   t.equal(fresh.cache, 'MISS')
-  await sleep(1100)
+  // Past its 1 s TTL the value key is gone: nobody reading stock:AMD sees an old quote there.
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:AMD')) === '0', 10_000)
   fake.mode = 'fail'
   const stale = await quote(app, 'AMD')
   t.equal(stale.status, 200)
   t.equal(stale.cache, 'STALE')
   t.same(stale.body, fresh.body, 'the last good quote, not an invented one')
   t.ok(Number(stale.age) >= 1, `Age says how old it is (${String(stale.age)} s)`)
+  t.equal(await redis.command('GET', 'stock:AMD'), '', 'while STALE is answered, GET stock:AMD still finds nothing')
 
   // A second instance has nothing in L1: it finds the grace copy in L2.
   const other = await build(t, env(fake, redis, { QUOTE_TTL_SECONDS: '1', QUOTE_GRACE_SECONDS: '60' }))
   const fromL2 = await quote(other.app, 'AMD')
   t.equal(fromL2.cache, 'STALE')
   t.same(fromL2.body, fresh.body)
-  const graceTtl = Number(await redis.command('PTTL', 'stock:AMD'))
-  t.ok(graceTtl > 0 && graceTtl <= 61_000, `the key (the entry and its grace) lives ttl + grace (PTTL ${graceTtl})`)
+  const graceTtl = Number(await redis.command('PTTL', 'stale:{stock:AMD}'))
+  t.ok(graceTtl > 0 && graceTtl <= 61_000, `the grace copy lives ttl + grace (PTTL ${graceTtl})`)
+  t.notMatch(String(await redis.command('GET', 'stock:AMD')), /^\{/, 'and no value is back at stock:AMD')
 
   fake.mode = 'ok'
   const recovered = await quote(app, 'AMD')

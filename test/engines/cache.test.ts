@@ -16,6 +16,10 @@ import { noCache } from '../../src/engines/cache/types.js'
 import { sleep, waitFor, type TapTest } from '../helper.js'
 import { skipUnlessRedis, startRedis, type RedisProcess } from '../helpers/redis-server.js'
 import { startMonitor } from '../helpers/monitor.js'
+import { createRequire } from 'node:module'
+
+/** Redis Cluster's hash slot of a key (the CRC16 ioredis itself uses, from its dependency). */
+const slotOf = createRequire(import.meta.url)('cluster-key-slot') as (key: string) => number
 
 const redisOpts = skipUnlessRedis()
 
@@ -128,8 +132,11 @@ t.test('a cold key is claimed by a placeholder in its own key: one loader call a
   t.same([ra.layer, rb.layer], ['loader', 'l2-wait'])
   t.same(rb.value, { price: 11 })
   const life = Number(await redis.command('PTTL', 'stock:CLAIM'))
-  t.ok(life > 30_000 && life <= 50_000, `the entry lives ttl + grace in one key (PTTL ${life})`)
-  t.equal(await redis.command('DBSIZE'), '1', 'one key per value: no grace copy, generation or lock key beside it')
+  t.ok(life > 0 && life <= 20_000, `the value key lives its ttl, no longer (PTTL ${life})`)
+  const grace = Number(await redis.command('PTTL', 'stale:{stock:CLAIM}'))
+  t.ok(grace > life && grace <= 50_000, `the grace copy lives ttl + grace (PTTL ${grace})`)
+  t.equal(slotOf('stale:{stock:CLAIM}'), slotOf('stock:CLAIM'), 'in the value key\'s hash slot')
+  t.equal(await redis.command('DBSIZE'), '2', 'the value key and its grace copy: no generation or lock key beside them')
 })
 
 t.test('a waiter is woken by the landing\'s message, which carries the value: no polling, no further read', redisOpts, async (t) => {
@@ -137,10 +144,10 @@ t.test('a waiter is woken by the landing\'s message, which carries the value: no
   const a = await engine(t, redis)
   const b = await engine(t, redis)
   const loader = gated(() => 'landed')
-  const first = a.cache.get({ key: 'stock:WAKE', ttl: 20, load: loader })
+  const first = a.cache.get({ key: 'stock:WAKE', ttl: 20, grace: 30, load: loader })
   await loader.started
   const sets = (await commandStats(redis)).set ?? 0
-  const second = b.cache.get({ key: 'stock:WAKE', ttl: 20, load: loader })
+  const second = b.cache.get({ key: 'stock:WAKE', ttl: 20, grace: 30, load: loader })
   // Both claims are in (A's took the key, B's found the placeholder).
   await waitFor(async () => (await commandStats(redis)).set === sets + 1, 5000)
   await redis.command('CONFIG', 'RESETSTAT')
@@ -154,11 +161,11 @@ t.test('a waiter is woken by the landing\'s message, which carries the value: no
   delete used['config|resetstat']
   delete used.ping
   const scripts = (used.evalsha ?? 0) + (used.eval ?? 0)
-  t.equal(used.set, 1, 'one SET: the landing')
+  t.equal(used.set, 2, 'two SETs: the value over the placeholder (XX GET), then its grace copy')
   t.equal(used.publish, 1, 'one PUBLISH, in the same script')
-  t.equal(used.get, 1, 'one GET, in the script (the placeholder check): B read nothing')
+  t.equal(used.get, undefined, 'no GET: B read nothing, and the landing checks its placeholder with SET GET')
   t.ok(scripts >= 1 && scripts <= 2, 'the landing script (EVAL once if Redis did not know it yet)')
-  t.same(Object.keys(used).filter((c) => !['set', 'get', 'publish', 'evalsha', 'eval'].includes(c)), [], `nothing else (${JSON.stringify(used)})`)
+  t.same(Object.keys(used).filter((c) => !['set', 'publish', 'evalsha', 'eval'].includes(c)), [], `nothing else (${JSON.stringify(used)})`)
 })
 
 t.test('a lost message: the waiter claims again after the placeholder\'s TTL and finds the value', redisOpts, async (t) => {
@@ -195,19 +202,23 @@ t.test('concurrent misses share one loader call while Redis is down', redisOpts,
   t.ok(results.every((r) => (r.value as { price: number }).price === 3))
 })
 
-t.test('the refresh lock of a stale key is released by its owner only: a lock someone else holds when the load ends stays', redisOpts, async (t) => {
+t.test('the refresh lock of an early refresh is released by its owner only: a lock someone else holds when the load ends stays', redisOpts, async (t) => {
   const redis = await privateRedis(t)
-  const { cache } = await engine(t, redis)
-  await cache.wrap({ key: 'stock:OWN', ttl: 0.2, grace: 60, load: async () => 0 })
-  await waitFor(async () => Number(await redis.command('PTTL', 'stock:OWN')) <= 60_000, 5000)
+  // random() = 1: never early; then 0: always early (XFetch).
+  let r = 1
+  const { cache } = await engine(t, redis, { random: () => r })
+  await cache.wrap({ key: 'stock:OWN', ttl: 60, grace: 60, load: async () => 0 })
+  r = 0
   const loader = gated(() => 1)
-  const loading = cache.wrap({ key: 'stock:OWN', ttl: 0.2, grace: 60, load: loader })
+  t.equal(await cache.wrap({ key: 'stock:OWN', ttl: 60, grace: 60, load: loader }), 0, 'the fresh copy answers')
+  r = 1
   await loader.started
-  t.equal(await redis.command('EXISTS', 'lock:fill:stock:OWN'), '1', 'a stale key is refreshed under the locks engine')
+  t.equal(await redis.command('EXISTS', 'lock:fill:stock:OWN'), '1', 'an early refresh runs under the locks engine')
   // As if this instance's lock had expired and another instance had taken it.
   await redis.command('SET', 'lock:fill:stock:OWN', 'another-owner', 'PX', '10000')
   loader.open()
-  t.equal(await loading, 1)
+  await waitFor(async () => /^\{"v":1,/.test(String(await redis.command('GET', 'stock:OWN'))), 5000)
+  t.pass('the refresh landed over the entry it refreshed')
   t.equal(await redis.command('GET', 'lock:fill:stock:OWN'), 'another-owner', 'not deleted by the instance whose lock it no longer was')
   const pttl = Number(await redis.command('PTTL', 'lock:fill:stock:OWN'))
   t.ok(pttl > 5000, `nor shortened by its renewal (PTTL ${pttl} ms of 10000)`)
@@ -309,8 +320,9 @@ t.test('grace: a failed load after expiry serves the stale value, marked STALE, 
   t.equal(stale.cache, 'STALE')
   t.equal(stale.value, 1)
   t.equal(cache.stats().caches.quotes?.staleServes, 1)
-  // The key lives ttl + grace in Redis; L1's copy ends no later.
-  await waitFor(async () => (await redis.command('EXISTS', 'stock:F')) === '0', 10_000)
+  t.equal(await redis.command('EXISTS', 'stock:F'), '0', 'the value key is past its ttl: the stale value came from L1 or the grace copy')
+  // The grace copy lives ttl + grace in Redis; L1's copy ends no later.
+  await waitFor(async () => (await redis.command('EXISTS', 'stale:{stock:F}')) === '0', 10_000)
   await t.rejects(cache.wrap({ key: 'stock:F', ...options, load: loader }), /down/, 'after the grace the error shows')
   fail = false
   t.equal(await cache.wrap({ key: 'stock:F', ...options, load: loader }), 2)
@@ -448,11 +460,11 @@ t.test('invalidate and invalidatePrefix reach L2 and every instance\'s L1', redi
   await a.cache.invalidate('portfolio:1')
   await waitFor(() => b.cache.stats().l1.entries === 2, 5000)
   t.pass('B dropped portfolio:1')
-  t.equal(await redis.command('EXISTS', 'portfolio:1'), '0', 'the one key (entry and its grace) is gone')
+  t.equal(await redis.command('EXISTS', 'portfolio:1', 'stale:{portfolio:1}'), '0', 'the value key and its grace copy are gone')
 
   await a.cache.invalidatePrefix('portfolio:')
   await waitFor(() => b.cache.stats().l1.entries === 1, 5000)
-  t.equal(await redis.command('EXISTS', 'portfolio:2'), '0', 'found by SCAN and deleted')
+  t.equal(await redis.command('EXISTS', 'portfolio:2', 'stale:{portfolio:2}'), '0', 'found by SCAN and deleted, with its grace copy')
   t.equal(await redis.command('EXISTS', 'stock:KEEP'), '1', 'other prefixes untouched')
   t.equal(await b.cache.wrap({ key: 'stock:KEEP', ttl: 60, load: async () => 'reloaded' }), 'stock:KEEP')
   t.equal(await b.cache.wrap({ key: 'portfolio:2', ttl: 60, load: async () => 'reloaded' }), 'reloaded')
@@ -516,6 +528,7 @@ t.test('set stores the new truth and drops the other instances\' copies', redisO
   t.equal(await a.cache.find('portfolio:none'), undefined)
   const pttl = Number(await redis.command('PTTL', 'portfolio:3'))
   t.ok(pttl > 299_000 && pttl <= 300_000, 'with its TTL')
+  t.equal(await redis.command('EXISTS', 'stale:{portfolio:3}'), '0', 'no grace copy without a grace')
 })
 
 t.test('a put during a fill wins: the fill does not land over it', redisOpts, async (t) => {
@@ -530,12 +543,15 @@ t.test('a put during a fill wins: the fill does not land over it', redisOpts, as
   t.same((await filling).value, 'loaded', 'the caller that started before gets its answer')
   t.match(await redis.command('GET', 'portfolio:PUT'), /^\{"v":"put"/, 'L2 keeps the put')
   const pttl = Number(await redis.command('PTTL', 'portfolio:PUT'))
-  t.ok(pttl > 300_000 && pttl <= 310_000, `with the put's life, ttl + grace (PTTL ${pttl})`)
+  t.ok(pttl > 290_000 && pttl <= 300_000, `with the put's own remaining life, its ttl (PTTL ${pttl})`)
+  const grace = Number(await redis.command('PTTL', 'stale:{portfolio:PUT}'))
+  t.ok(grace > 300_000 && grace <= 310_000, `and the put's grace copy, ttl + grace (PTTL ${grace})`)
+  t.match(await redis.command('GET', 'stale:{portfolio:PUT}'), /^\{"v":"put"/, 'the grace copy is the put\'s too')
   t.equal(await a.cache.find('portfolio:PUT'), 'put', 'and A kept nothing of its load')
   t.equal(await b.cache.find('portfolio:PUT'), 'put')
 })
 
-t.test('every cache command touches exactly one key, and KEYS is never sent', redisOpts, async (t) => {
+t.test('every cache command touches one key and every script one slot, and KEYS is never sent', redisOpts, async (t) => {
   const redis = await privateRedis(t)
   const monitor = await startMonitor(redis.port)
   t.teardown(() => { monitor.stop() })
@@ -545,7 +561,7 @@ t.test('every cache command touches exactly one key, and KEYS is never sent', re
   const loader = counting(() => 'v', 50)
   await Promise.all([a, b].flatMap((e) => [1, 2, 3].map(() => e.cache.get({ key: 'stock:ONE', ttl: 0.3, grace: 60, load: loader }))))
   await b.cache.getMany({ keys: ['stock:ONE', 'stock:TWO', 'stock:THREE'], ttl: 20, load: async (key) => key })
-  await waitFor(async () => Number(await redis.command('PTTL', 'stock:ONE')) <= 60_000, 5000)
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:ONE')) === '0', 5000)
   await a.cache.get({ key: 'stock:ONE', ttl: 0.3, grace: 60, load: async () => { throw new Error('down') } })
   await b.cache.get({ key: 'stock:ONE', ttl: 0.3, grace: 60, load: async () => 'unused' })
   await t.rejects(a.cache.wrap({ key: 'stock:BAD', ttl: 20, load: async () => { throw new Error('down') } }))
@@ -559,16 +575,20 @@ t.test('every cache command touches exactly one key, and KEYS is never sent', re
   const lines = monitor.lines.filter((line) => !['PING', 'INFO', 'CLIENT', 'HELLO', 'SELECT', 'SUBSCRIBE', 'SCRIPT'].includes((line.args[0] ?? '').toUpperCase()))
   const seen = new Set(lines.map((line) => (line.args[0] ?? '').toUpperCase()))
   t.ok(seen.has('SET') && seen.has('EVALSHA') && seen.has('UNLINK') && seen.has('SCAN'), `the workload reached Redis (${[...seen].join(' ')})`)
+  t.ok(lines.some((line) => /^EVALSHA$/i.test(line.args[0] ?? '') && line.args[2] === '2'), 'the two-key scripts ran (landing, put)')
   const multi = lines.filter((line) => {
     const [name = '', ...args] = line.args
     switch (name.toUpperCase()) {
       case 'KEYS': case 'MGET': case 'MSET': return true
-      case 'EVAL': case 'EVALSHA': return args[1] !== '1'
+      case 'EVAL': case 'EVALSHA': {
+        const keys = args.slice(2, 2 + Number(args[1]))
+        return keys.length < 1 || keys.length > 2 || new Set(keys.map(slotOf)).size !== 1
+      }
       case 'DEL': case 'UNLINK': case 'EXISTS': case 'TOUCH': return args.length !== 1
       default: return false
     }
   })
-  t.same(multi.map((line) => line.raw), [], 'no command or script with more (or fewer) than one key')
+  t.same(multi.map((line) => line.raw), [], 'no command with more than one key, no script with keys in more than one slot')
 })
 
 t.test('values are shared and frozen: a caller cannot change the cached copy', async (t) => {
@@ -669,7 +689,9 @@ t.test('with REDIS_KEY_PREFIX: keys, SCAN and the channel are prefixed', redisOp
   const other = await engine(t, redis, { keyPrefix: 'app2:' })
   for (const e of [a, b, other]) await e.cache.wrap({ key: 'portfolio:1', ttl: 60, grace: 10, load: async () => 'x' })
   t.equal(await redis.command('EXISTS', 'app1:portfolio:1', 'app2:portfolio:1'), '2')
-  t.equal(await redis.command('DBSIZE'), '2', 'one key per value')
+  t.equal(await redis.command('EXISTS', 'app1:stale:{app1:portfolio:1}', 'app2:stale:{app2:portfolio:1}'), '2', 'the grace copies hash as the prefixed value keys')
+  t.equal(slotOf('app1:stale:{app1:portfolio:1}'), slotOf('app1:portfolio:1'))
+  t.equal(await redis.command('DBSIZE'), '4', 'a value key and a grace copy per value')
   await a.cache.invalidatePrefix('portfolio:')
   await waitFor(() => b.cache.stats().l1.entries === 0, 5000)
   t.equal(await redis.command('EXISTS', 'app1:portfolio:1'), '0')
@@ -731,14 +753,14 @@ t.test('a stale copy only in Redis is served after the soft timeout, not after a
   const b = await engine(t, redis, { loaderTimeoutMs: 8000 })
   const policy = { ttl: 1, grace: 60, softTimeoutMs: 200 }
   await a.cache.wrap({ key: 'stock:SOFT', ...policy, load: async () => 'old' })
-  // Its fresh life is over once less than the grace is left of its key.
-  await waitFor(async () => Number(await redis.command('PTTL', 'stock:SOFT')) <= 60_000, 5000)
-  // A reloads, slowly: it holds the refresh lock for seconds.
+  // Its fresh life is over once its value key has expired (the grace copy stays).
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:SOFT')) === '0', 5000)
+  // A reloads, slowly: it holds the value key's placeholder for seconds.
   let release!: () => void
   const gate = new Promise<void>((resolve) => { release = resolve })
   const slow = a.cache.get({ key: 'stock:SOFT', ...policy, softTimeoutMs: undefined, load: async () => { await gate; return 'new' } })
-  await waitFor(async () => (await redis.command('EXISTS', 'lock:fill:stock:SOFT')) === '1', 5000)
-  // B has nothing in L1: its stale copy is the entry in Redis, within its grace.
+  await waitFor(async () => /^~fill:/.test(String(await redis.command('GET', 'stock:SOFT'))), 5000)
+  // B has nothing in L1: its stale copy is the grace copy in Redis, read when its soft timeout fires.
   const loaderB = counting(() => 'from B')
   const started = performance.now()
   const answer = await b.cache.get({ key: 'stock:SOFT', ...policy, load: loaderB })
@@ -783,11 +805,12 @@ t.test('a failing upstream is called once per failure TTL across instances, not 
     throw new Error('upstream down')
   })
   await a.cache.wrap({ key: 'stock:FLAKY', ttl: 1, grace: 60, load: flaky })
-  await waitFor(async () => Number(await redis.command('PTTL', 'stock:FLAKY')) <= 60_000, 5000)
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:FLAKY')) === '0', 5000)
   up = false
   t.same((await a.cache.get({ key: 'stock:FLAKY', ttl: 1, grace: 60, load: flaky })).cache, 'STALE')
-  const beside = Number(await redis.command('PTTL', 'cache:fail:stock:FLAKY'))
-  t.ok(beside > 0 && beside <= 30_000, `a failed refresh is recorded beside the stale entry (PTTL ${beside})`)
+  t.equal(await redis.command('GET', 'stock:FLAKY'), '~fail:upstream down', 'the failed reload is recorded in the expired value key')
+  const recorded = Number(await redis.command('PTTL', 'stock:FLAKY'))
+  t.ok(recorded > 0 && recorded <= 30_000, `for the failure TTL (PTTL ${recorded})`)
   const fromB = await b.cache.get({ key: 'stock:FLAKY', ttl: 1, grace: 60, load: flaky })
   t.same([fromB.cache, fromB.value], ['STALE', 'good'])
   t.equal(flaky.calls, 2, 'one good load, one failed load: B did not call it')
@@ -796,7 +819,7 @@ t.test('a failing upstream is called once per failure TTL across instances, not 
   await a.cache.invalidate('stock:FAIL')
   await a.cache.invalidate('stock:FLAKY')
   t.equal(await redis.command('EXISTS', 'stock:FAIL'), '0')
-  t.equal(await redis.command('EXISTS', 'cache:fail:stock:FLAKY'), '0')
+  t.equal(await redis.command('EXISTS', 'stock:FLAKY', 'stale:{stock:FLAKY}', 'cache:fail:stock:FLAKY'), '0')
   await waitFor(async () => (await b.cache.wrap({ key: 'stock:FAIL', ttl: 20, load: async () => 'back' }).catch(() => 'failed')) === 'back', 3000)
   t.pass('B loads again once the failure is invalidated')
 })
@@ -817,4 +840,39 @@ t.test('an L1 copy lives as long as the PTTL read with it, whatever the loading 
   await waitFor(() => cache.peek('stock:SKEW') === undefined, 2000)
   t.equal(await cache.wrap({ key: 'stock:SKEW', ttl: 20, load: loader }), 'reloaded', 'once Redis dropped it, L1 did too')
   t.equal(loader.calls, 1)
+})
+
+t.test('a value older than its ttl is never readable at its value key; its grace copy still answers STALE', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const a = await engine(t, redis)
+  const b = await engine(t, redis)
+  const policy = { ttl: 1, grace: 60 }
+  t.equal(await a.cache.wrap({ key: 'stock:OLD', ...policy, load: async () => 'good' }), 'good')
+  t.ok(Number(await redis.command('PTTL', 'stock:OLD')) <= 1000, 'the value key lives its 1 s ttl')
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:OLD')) === '0', 5000)
+  t.equal(await redis.command('GET', 'stock:OLD'), '', 'past its ttl, GET at the value key finds nothing (nil)')
+  const grace = Number(await redis.command('PTTL', 'stale:{stock:OLD}'))
+  t.ok(grace > 50_000 && grace <= 61_000, `while the grace copy lives on (PTTL ${grace})`)
+  const answer = await b.cache.get({ key: 'stock:OLD', ...policy, load: async () => { throw new Error('upstream down') } })
+  t.same([answer.cache, answer.value], ['STALE', 'good'], 'a failing upstream is answered from the grace copy')
+  t.notMatch(String(await redis.command('GET', 'stock:OLD')), /good/, 'and the old value is not put back at the value key')
+})
+
+t.test('grace copy names share the value key\'s hash slot, with or without a hash tag', async (t) => {
+  const { graceKeyOf, valueKeyOfGrace } = await import('../../src/engines/cache/keys.js')
+  const cases: Array<[key: string, prefix: string, grace: string]> = [
+    ['stock:AAPL', '', 'stale:{stock:AAPL}'],
+    ['portfolio:42', 'app1:', 'stale:{app1:portfolio:42}'],
+    ['{user:7}:portfolio', '', 'stale:{user:7}:portfolio'],
+    ['portfolio:{user:7}', 'app1:', 'stale:portfolio:{user:7}'],
+    ['a{b', '', 'stale:{a{b}'],
+    ['x', '{app}:', 'stale:x'],
+  ]
+  for (const [key, prefix, grace] of cases) {
+    t.equal(graceKeyOf(key, prefix), grace, `${prefix}${key}`)
+    t.equal(slotOf(`${prefix}${grace}`), slotOf(`${prefix}${key}`), `${prefix}${grace} is in the slot of ${prefix}${key}`)
+    t.equal(valueKeyOfGrace(grace, prefix), key, 'and leads back to its value key')
+  }
+  t.equal(graceKeyOf('a}b'), 'a}b', 'a name no copy can share a slot with keeps no grace copy')
+  t.equal(graceKeyOf('{}x'), '{}x')
 })

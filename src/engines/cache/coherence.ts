@@ -1,8 +1,8 @@
 /**
- * Coherence and invalidation: an invalidation deletes the key in L2 (with a fill placeholder
- * in it: the fill under way then cannot land its older result, see fill.ts) and a recorded
- * refresh failure, and is published so every instance drops its L1 copy. Each command
- * touches one key. While Redis
+ * Coherence and invalidation: an invalidation deletes the value key in L2 (with a fill
+ * placeholder in it: the fill under way then cannot land its older result, see fill.ts), its
+ * grace copy and a recorded refresh failure, and is published so every instance drops its L1
+ * copy. Each command touches one key. While Redis
  * is away the invalidations made here are remembered (bounded) and replayed when it returns;
  * a subscription that was lost makes this instance distrust its whole L1.
  */
@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis'
 import type { RedisState } from '../redis/state.js'
 import type { ResilientStore } from '../store/resilient-store.js'
 import { InvalidationBus, type InvalidationMessage } from './invalidation-bus.js'
-import { failKeyOf } from './keys.js'
+import { failKeyOf, graceKeyOf, valueKeyOfGrace } from './keys.js'
 
 export interface CoherenceLogger {
   info (obj: object, msg: string): void
@@ -147,19 +147,30 @@ export class Coherence {
     if (!this.#opts.store.usingRedis) return false
     return this.#opts.store.use('cache.invalidatePrefix', async (client) => {
       await this.#scan(client, prefix, async (keys) => { await this.#deleteKeys(client, keys) })
-      // Refresh failures whose key has already expired.
+      // Refresh failures and grace copies whose value key has already expired.
       await this.#scan(client, failKeyOf(prefix), async (keys) => { await this.#unlink(client, keys) })
+      const { keyPrefix } = this.#opts
+      const graceCopies = async (names: string[]): Promise<void> => {
+        await this.#unlink(client, names.filter((name) => valueKeyOfGrace(name, keyPrefix)?.startsWith(prefix) === true))
+      }
+      await this.#scan(client, `stale:{${keyPrefix}${prefix}`, graceCopies)
+      await this.#scan(client, `stale:${prefix}`, graceCopies)
       await this.#publish(client, { o: this.#opts.instanceId, p: prefix })
       return true
     }, () => false)
   }
 
-  /** Each key and its refresh failure, one key per command, in one round trip. */
+  /** Each key, its grace copy and its refresh failure, one key per command, in one round trip. */
   async #deleteKeys (client: Redis, keys: readonly string[]): Promise<void> {
-    await this.#unlink(client, keys.flatMap((key) => [key, failKeyOf(key)]))
+    const { keyPrefix } = this.#opts
+    await this.#unlink(client, keys.flatMap((key) => {
+      const grace = graceKeyOf(key, keyPrefix)
+      return grace === key ? [key, failKeyOf(key)] : [key, grace, failKeyOf(key)]
+    }))
   }
 
   async #unlink (client: Redis, keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return
     const pipeline = client.pipeline()
     for (const key of keys) pipeline.unlink(key)
     for (const [err] of (await pipeline.exec()) ?? []) if (err) throw err

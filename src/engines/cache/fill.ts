@@ -3,20 +3,24 @@
  * every instance.
  *
  * - In process, concurrent misses for a key join one flight.
- * - Across instances, the flight claims the cold key itself, in one command:
- *   `SET <key> ~fill:<token> NX GET PX <lockTtl>`. No reply: the key is ours, load it and land
- *   the value over the placeholder (one script: only if the placeholder is still ours, and the
- *   value is published in the same step). An entry: an L2 hit (its PTTL is read next). A
- *   placeholder: another instance is loading; wait for its message, which carries the value,
- *   so nothing more is read. Messages can be lost (a subscriber reconnecting): a waiter
+ * - Across instances, the flight claims the value key itself, in one command:
+ *   `SET <key> ~fill:<token> NX GET PX <lockTtl>` (the value key lives exactly its ttl, so a
+ *   key past its ttl is claimed even while its grace copy is there). No reply: the key is
+ *   ours, load it and land the value over the placeholder (one script on the value key and its
+ *   grace copy: `SET XX GET PX ttl`, and only if it replaced our placeholder the grace copy is
+ *   written and the value published, in the same step). An entry: an L2 hit (its PTTL is read
+ *   next). A placeholder: another instance is loading; wait for its message, which carries the
+ *   value, so nothing more is read. Messages can be lost (a subscriber reconnecting): a waiter
  *   claims again after the placeholder's TTL, and loads here at the loader timeout.
- * - A stale entry (within its grace) and an early refresh (XFetch) are refreshed under the
- *   key's refresh lock (`lock:fill:<key>`, through the locks engine: owner token, renewed
- *   while the load runs, compare-and-delete release); the stale entry is served meanwhile to
- *   callers with a soft timeout, and the refreshed value lands only over that stale entry.
+ * - The grace copy is read only when a stale value is wanted: a caller's soft timeout fires
+ *   while the load runs, or the load fails (or failed recently). The plain cold path never
+ *   reads it.
+ * - An early refresh (XFetch) is made under the key's refresh lock (`lock:fill:<key>`,
+ *   through the locks engine: owner token, renewed while the load runs, compare-and-delete
+ *   release), and the refreshed value lands only over the entry it refreshed.
  * - A failed load is recorded (here, and for the other instances in Redis: in place of the
- *   placeholder, or beside a stale entry) for a few seconds, so the instances neither wait for
- *   nor call a failing upstream once per request; its stale copy is served meanwhile.
+ *   placeholder, or beside a refreshed entry) for a few seconds, so the instances neither wait
+ *   for nor call a failing upstream once per request; its stale copy is served meanwhile.
  */
 import { performance } from 'node:perf_hooks'
 import type { Lease } from '../locks/locks.js'
@@ -88,8 +92,15 @@ export class Flight {
   readonly staleFound: Promise<CacheEntry>
   #stale: CacheEntry | undefined
   #resolveStale!: (entry: CacheEntry) => void
+  #lookForStale: (() => void) | undefined
 
-  constructor (stale: CacheEntry | undefined, run: (flight: Flight) => Promise<Filled>) {
+  constructor (stale: CacheEntry | undefined, run: (flight: Flight) => Promise<Filled>, lookForStale?: (flight: Flight) => Promise<void>) {
+    if (lookForStale !== undefined) {
+      this.#lookForStale = () => {
+        this.#lookForStale = undefined
+        lookForStale(this).catch(() => {})
+      }
+    }
     this.staleFound = new Promise((resolve) => { this.#resolveStale = resolve })
     this.offerStale(stale)
     this.promise = run(this)
@@ -100,6 +111,11 @@ export class Flight {
 
   get stale (): CacheEntry | undefined {
     return this.#stale !== undefined && Date.now() < this.#stale.staleUntil ? this.#stale : undefined
+  }
+
+  /** A caller wants a stale copy now (its soft timeout fired): the grace copy is read, once per flight. */
+  wantStale (): void {
+    if (this.#stale === undefined) this.#lookForStale?.()
   }
 
   offerStale (entry: CacheEntry | null | undefined): void {
@@ -172,7 +188,7 @@ export class Fill {
     const flights = job.background ? this.#background : this.#inflight
     const flight: Flight = new Flight(job.stale, (f) => this.#fill(job, f).finally(() => {
       if (flights.get(job.key) === f) flights.delete(job.key)
-    }))
+    }), async (f) => { await this.#readGrace(job, f) })
     flights.set(job.key, flight)
     return flight
   }
@@ -238,6 +254,7 @@ export class Fill {
         if (claim.kind === 'entry') {
           const { entry, raw } = claim
           if (entry.freshUntil > Date.now() && entry.storedAt > job.newerThan) return this.#adopt(flight, job.key, { entry, layer: 'l2' })
+          // Only an early refresh wants more than the value key's entry: refresh it.
           flight.offerStale(entry)
           const refreshed = await this.#refresh(job, flight, raw)
           if (refreshed !== null) return refreshed
@@ -267,7 +284,7 @@ export class Fill {
     return this.#load(job, flight, l2.available ? { expected: '' } : null)
   }
 
-  /** The stale entry `raw` is there: refresh it under the key's lock. Null: someone else is refreshing it. */
+  /** The entry `raw` is there but a newer one is wanted: refresh it under the key's lock. Null: someone else is refreshing it. */
   async #refresh (job: FillJob, flight: Flight, raw: string): Promise<Filled | null> {
     const { l2 } = this.#opts
     const [lease, failure] = await Promise.all([
@@ -324,12 +341,7 @@ export class Fill {
       // message lost while the subscriber reconnects): the value is answered to this
       // request but kept nowhere.
       if (landing !== null && l2.available) {
-        const landed = await this.#swap({
-          key: job.key,
-          expected: landing.expected,
-          replacement: json,
-          pxMs: job.ttlMs + job.graceMs,
-        }, { entry: json })
+        const landed = await this.#land(job, landing, json)
         if (!landed) flight.invalidated = true
       }
     } catch (err) {
@@ -373,6 +385,23 @@ export class Fill {
     }, failure === null ? {} : { failure })
   }
 
+  /** A load's entry lands (value key for ttl, grace copy for ttl + grace), announced to the other instances and to this one's waiters. */
+  async #land (job: FillJob, landing: { expected: string }, json: string): Promise<boolean> {
+    const landed = await this.#opts.l2.land({
+      key: job.key,
+      expected: landing.expected,
+      json,
+      ttlMs: job.ttlMs,
+      graceMs: job.graceMs,
+      message: this.#opts.announcer.message(job.key, { entry: json }),
+      restoreMs: this.#opts.lockTtlMs,
+    })
+    if (!landed) return false
+    this.#opts.announcer.published()
+    this.deliver(job.key, { entry: json })
+    return true
+  }
+
   /** A swap of the key's value, announced to the other instances and to this one's waiters. */
   async #swap (swap: Omit<Swap, 'message'>, news: { entry?: string, failure?: string }): Promise<boolean> {
     const swapped = await this.#opts.l2.swap({ ...swap, message: this.#opts.announcer.message(swap.key, news) })
@@ -392,12 +421,19 @@ export class Fill {
   async #findStale (job: FillJob, flight: Flight): Promise<Filled | null> {
     const known = flight.stale
     if (known !== undefined) return { entry: known, layer: 'stale' }
-    if (job.graceMs <= 0 || !this.#opts.l2.available) return null
-    const [entry] = await this.#opts.l2.read([job.key]) ?? [null]
-    if (entry == null || entry.staleUntil <= Date.now()) return null
-    flight.offerStale(entry)
+    const entry = await this.#readGrace(job, flight)
+    if (entry === null) return null
     if (!flight.invalidated) this.#opts.l1.set(job.key, entry, Date.now())
     return { entry, layer: 'stale' }
+  }
+
+  /** The grace copy of the key, offered to the flight as its stale copy; null: none (or no grace). */
+  async #readGrace (job: FillJob, flight: Flight): Promise<CacheEntry | null> {
+    if (job.graceMs <= 0 || !this.#opts.l2.available) return null
+    const entry = await this.#opts.l2.readGrace(job.key)
+    if (entry === null || entry.staleUntil <= Date.now() || flight.invalidated) return null
+    flight.offerStale(entry)
+    return entry
   }
 
   #adopt (flight: Flight, key: string, filled: Filled): Filled {

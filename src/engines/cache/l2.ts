@@ -1,13 +1,14 @@
 /**
  * L2: the values in Redis, through the store seam (a failed command switches the shared
- * state, and the call is answered as a miss). One key per value (see keys.ts); every command
- * touches that one key. Every read brings the key's PTTL with it and turns what it found into
- * an entry whose life is measured on this instance's clock: the key lives ttl + grace, so the
- * entry is fresh for PTTL − grace and stale (served within the grace) after that.
+ * state, and the call is answered as a miss). A value key per value, and its grace copy in
+ * the same hash slot (see keys.ts); every command or script touches that one slot. Every read
+ * brings the key's PTTL with it and turns what it found into an entry whose life is measured
+ * on this instance's clock: the value key lives exactly ttl, so an entry read there is fresh
+ * for its PTTL; the grace copy lives ttl + grace and is read only for its stale copy.
  */
 import type { ResilientStore } from '../store/resilient-store.js'
 import { decodeStored, entryOf, type CacheEntry } from './entry.js'
-import { failKeyOf, failureIn, isPlaceholder } from './keys.js'
+import { failKeyOf, failureIn, graceKeyOf, isPlaceholder } from './keys.js'
 import { cacheScriptPipeline, withCacheScripts } from './scripts.js'
 
 /**
@@ -33,6 +34,19 @@ export interface Swap {
   message: string
 }
 
+/** A load's result, written over what the caller left (`expected`: its placeholder, the entry it refreshed, '' = absent). */
+export interface Landing {
+  key: string
+  expected: string
+  json: string
+  ttlMs: number
+  graceMs: number
+  /** Published on `channel` in the same step when the entry lands ('' = nothing). */
+  message: string
+  /** The life given back to a placeholder or failure marker found in place of `expected`. */
+  restoreMs: number
+}
+
 export interface WriteRequest {
   key: string
   json: string
@@ -43,10 +57,17 @@ export interface WriteRequest {
 export class L2 {
   readonly #store: ResilientStore
   readonly #channel: string
+  readonly #keyPrefix: string
 
-  constructor (store: ResilientStore, channel: string) {
+  constructor (store: ResilientStore, channel: string, keyPrefix = '') {
     this.#store = store
     this.#channel = channel
+    this.#keyPrefix = keyPrefix
+  }
+
+  /** The grace copy's name of `key`. */
+  graceKeyOf (key: string): string {
+    return graceKeyOf(key, this.#keyPrefix)
   }
 
   get available (): boolean {
@@ -54,8 +75,8 @@ export class L2 {
   }
 
   /**
-   * The entries under `keys` (null: absent, or not an entry), fresh or stale, in order; null
-   * when Redis is not usable. One round trip (a pipeline of one-key scripts).
+   * The entries under `keys` (null: absent, or not an entry), fresh, in order; null when Redis
+   * is not usable. One round trip (a pipeline of one-key scripts). Grace copies are not read.
    */
   async read (keys: readonly string[]): Promise<Array<CacheEntry | null> | null> {
     if (!this.#store.usingRedis || keys.length === 0) return null
@@ -70,6 +91,17 @@ export class L2 {
         const [raw, pttl] = reply as [string | null, number]
         return toEntry(raw, pttl, at)
       })
+    }, () => null)
+  }
+
+  /** The stale copy of `key` from its grace copy (never fresh: the value key holds the fresh one), or null. */
+  async readGrace (key: string): Promise<CacheEntry | null> {
+    const graceKey = this.graceKeyOf(key)
+    if (!this.#store.usingRedis || graceKey === key) return null
+    const at = Date.now()
+    return this.#store.use('cache.grace', async (client) => {
+      const [raw, pttl] = await withCacheScripts(client).aicCacheRead(graceKey) as [string | null, number]
+      return toGraceEntry(raw, pttl, at)
     }, () => null)
   }
 
@@ -92,7 +124,16 @@ export class L2 {
     }, () => null)
   }
 
-  /** Replaces the value if it is still what the caller expects, and publishes; false: it was not (or Redis is unusable). */
+  /** Lands a load's entry (value key and grace copy) and publishes; false: it did not land (or Redis is unusable). */
+  async land (landing: Landing): Promise<boolean> {
+    return this.#store.use('cache.land', async (client) => {
+      const { key, expected, json, ttlMs, graceMs, message, restoreMs } = landing
+      const reply = await withCacheScripts(client).aicCacheLand(key, this.graceKeyOf(key), expected, json, ttlMs, graceMs, this.#channel, message, restoreMs)
+      return Number(reply) === 1
+    }, () => false)
+  }
+
+  /** Hands a claimed key back (deleted, or a failure marker) if it is still the placeholder, and publishes; false: it was not (or Redis is unusable). */
   async swap (swap: Swap): Promise<boolean> {
     return this.#store.use('cache.swap', async (client) => {
       const { key, expected, replacement, pxMs, message } = swap
@@ -107,11 +148,14 @@ export class L2 {
     }, () => false)
   }
 
-  /** The new truth, for ttl + grace (it replaces a placeholder too: the fill then does not land). False: Redis unusable. */
+  /**
+   * The new truth: the value key for ttl and its grace copy for ttl + grace, in one step (it
+   * replaces a placeholder too: the fill then does not land). False: Redis unusable.
+   */
   async put (write: WriteRequest): Promise<boolean> {
     return this.#store.use('cache.set', async (client) => {
       const { key, json, ttlMs, graceMs } = write
-      await client.set(key, json, 'PX', ttlMs + graceMs)
+      await withCacheScripts(client).aicCachePut(key, this.graceKeyOf(key), json, ttlMs, graceMs)
       return true
     }, () => false)
   }
@@ -127,15 +171,27 @@ export class L2 {
   }
 }
 
-/** An entry from a key read with its PTTL: fresh for PTTL − grace, then stale until the key expires. */
+/** An entry from a value key read with its PTTL: fresh for PTTL, then stale for its grace. */
 export function toEntry (raw: unknown, pttl: unknown, at: number): CacheEntry | null {
   if (typeof raw !== 'string') return null
   const stored = decodeStored(raw)
   const remainingMs = Number(pttl)
   // -1 (no TTL) is not one of ours; -2: gone between the GET and the PTTL.
   if (stored === null || !(remainingMs > 0)) return null
-  const freshMs = remainingMs - stored.grace
-  if (freshMs > 0) return entryOf(stored, raw.length, { at, remainingMs: freshMs })
+  return entryOf(stored, raw.length, { at, remainingMs })
+}
+
+/**
+ * A stale entry from a grace copy read with its PTTL: stale until the copy expires. It is
+ * never taken as fresh (only the value key says a value is fresh, an operator's `DEL` of it
+ * included); its age is measured from its fresh life, PTTL − grace.
+ */
+export function toGraceEntry (raw: unknown, pttl: unknown, at: number): CacheEntry | null {
+  if (typeof raw !== 'string') return null
+  const stored = decodeStored(raw)
+  const remainingMs = Number(pttl)
+  if (stored === null || !(remainingMs > 0)) return null
+  const freshMs = Math.min(0, remainingMs - stored.grace)
   const entry = entryOf(stored, raw.length, { at, remainingMs: 0 })
   return { ...entry, freshUntil: at + freshMs, staleUntil: at + remainingMs }
 }

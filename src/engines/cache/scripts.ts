@@ -1,6 +1,7 @@
 /**
- * The cache's Redis scripts. Each touches exactly one key (so each runs on a Redis Cluster as
- * on one server) and is one atomic step and one round trip. Every write carries a TTL.
+ * The cache's Redis scripts. Each touches one key, or a value key and its grace copy (one hash
+ * slot: see keys.ts), so each runs on a Redis Cluster as on one server, and is one atomic step
+ * and one round trip. Every write carries a TTL.
  */
 import type { Redis } from 'ioredis'
 
@@ -10,10 +11,63 @@ const SCRIPTS = {
 local v = redis.call('GET', KEYS[1])
 if v then return { v, redis.call('PTTL', KEYS[1]) } end
 return { false, -2 }` },
-  // KEY: the value. ARGV: expected ('' = absent), replacement ('' = delete), PX, channel, message ('' = none).
-  // Replaces the value only if it is still what the caller left there (its fill placeholder,
-  // or the stale entry it refreshed), and announces the result in the same step. → 1, or 0 when
-  // an invalidation deleted it or a put (or another claim) replaced it: that one stays.
+  // KEYS: the value, its grace copy (the value key again when it has none). ARGV: expected
+  // ('' = absent), entry, ttl, grace, channel, message ('' = none), restore PX.
+  // Lands a load: the entry replaces the value only if it is still what the caller left there
+  // (its fill placeholder, or the entry it refreshed early), for exactly its ttl; the grace copy
+  // is written and the entry announced in the same step. → 1, or 0 when it did not land: an
+  // invalidation deleted the value (XX wrote nothing), or a put (or another claim) replaced it,
+  // which is then put back, a put's entry with its own remaining life (its grace copy's PTTL
+  // minus its grace: a put writes both keys in one step).
+  aicCacheLand: { numberOfKeys: 2, lua: `
+local ttl = tonumber(ARGV[3])
+local grace = tonumber(ARGV[4])
+local old
+if ARGV[1] == '' then
+  old = redis.call('SET', KEYS[1], ARGV[2], 'NX', 'GET', 'PX', ttl)
+  if old then return 0 end
+else
+  old = redis.call('SET', KEYS[1], ARGV[2], 'XX', 'GET', 'PX', ttl)
+  if not old then return 0 end
+  if old ~= ARGV[1] then
+    local ms = tonumber(ARGV[7])
+    if string.sub(old, 1, 1) ~= '~' then
+      ms = ttl
+      if KEYS[2] ~= KEYS[1] then
+        local ok, stored = pcall(cjson.decode, old)
+        local g = 0
+        if ok and type(stored) == 'table' and type(stored.g) == 'number' then g = stored.g end
+        ms = redis.call('PTTL', KEYS[2]) - g
+      end
+    end
+    if ms > 0 then
+      redis.call('SET', KEYS[1], old, 'PX', ms)
+    else
+      redis.call('DEL', KEYS[1])
+    end
+    return 0
+  end
+end
+if KEYS[2] ~= KEYS[1] and grace > 0 then redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl + grace) end
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return 1` },
+  // KEYS: the value, its grace copy. ARGV: entry, ttl, grace. A put: both keys in one step.
+  aicCachePut: { numberOfKeys: 2, lua: `
+local ttl = tonumber(ARGV[2])
+local grace = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+if KEYS[2] ~= KEYS[1] then
+  if grace > 0 then
+    redis.call('SET', KEYS[2], ARGV[1], 'PX', ttl + grace)
+  else
+    redis.call('DEL', KEYS[2])
+  end
+end
+return 1` },
+  // KEY: the value. ARGV: expected placeholder, replacement ('' = delete), PX, channel, message ('' = none).
+  // A claim that has no value to land hands the key back (deleted, or replaced by a failure
+  // marker) only if its placeholder is still there, and announces it in the same step. → 1, or
+  // 0 when an invalidation deleted it or a put (or another claim) replaced it: that one stays.
   aicCacheSwap: { numberOfKeys: 1, lua: `
 local old = redis.call('GET', KEYS[1])
 if ARGV[1] == '' then

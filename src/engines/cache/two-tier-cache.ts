@@ -5,11 +5,13 @@
  *
  *   entry.ts      what is kept for a key (named fields; the compact L2 form)
  *   l1.ts         the in-process entries
- *   keys.ts       what Redis holds: one key per value (an entry, a fill placeholder or a failure)
- *   l2.ts         Redis reads and writes, one key per command (every read brings the key's PTTL)
+ *   keys.ts       what Redis holds: the value key for its ttl (an entry, a fill placeholder or
+ *                 a failure) and, with a grace, its grace copy in the same hash slot
+ *   l2.ts         Redis reads and writes, one key per command and one slot per script (every
+ *                 read brings the key's PTTL)
  *   fill.ts       one loader call per key across instances: flights, claiming a cold key,
- *                 waiting for another instance's landing, refreshing a stale key under the
- *                 locks engine, recorded failures, grace
+ *                 waiting for another instance's landing, early refreshes under the locks
+ *                 engine, recorded failures, grace (the grace copy read only when wanted)
  *   coherence.ts  invalidation: the pub/sub bus (which also carries landings), replay after an outage
  *   xfetch.ts     early refresh
  *
@@ -113,7 +115,7 @@ export class TwoTierCache {
       },
     })
     const coherence = this.#coherence
-    this.#l2 = new L2(options.store, coherence.channel)
+    this.#l2 = new L2(options.store, coherence.channel, keyPrefix)
     this.#fill = new Fill({
       l1: this.#l1,
       l2: this.#l2,
@@ -402,7 +404,7 @@ function result<T> (entry: CacheEntry<T>, layer: CacheResult<T>['layer'], now: n
 }
 
 /** The flight's result, or after `ms` the stale copy it knows of (now or as soon as it learns of one). */
-async function withSoftTimeout (flight: { promise: Promise<Filled>, staleFound: Promise<CacheEntry> }, ms: number): Promise<Filled> {
+async function withSoftTimeout (flight: { promise: Promise<Filled>, staleFound: Promise<CacheEntry>, wantStale: () => void }, ms: number): Promise<Filled> {
   let timer: NodeJS.Timeout | undefined
   try {
     return await Promise.race([
@@ -410,7 +412,11 @@ async function withSoftTimeout (flight: { promise: Promise<Filled>, staleFound: 
       new Promise<void>((resolve) => {
         timer = setTimeout(resolve, ms)
         timer.unref()
-      }).then(() => flight.staleFound).then((entry): Filled => ({ entry, layer: 'stale' })),
+      }).then(async () => {
+        // Only now is the grace copy worth a read (the plain cold path never reads it).
+        flight.wantStale()
+        return await flight.staleFound
+      }).then((entry): Filled => ({ entry, layer: 'stale' })),
     ])
   } finally {
     clearTimeout(timer)
