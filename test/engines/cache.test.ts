@@ -315,6 +315,8 @@ t.test('grace: a failed load after expiry serves the stale value, marked STALE, 
   const options = { ttl: 1, grace: 2 }
   t.equal((await cache.get({ key: 'stock:F', ...options, load: loader })).value, 1)
   await waitFor(() => cache.peek('stock:F') === undefined, 10_000)
+  // L1's expiry was measured from before its read was sent: wait for the value key too.
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:F')) === '0', 10_000)
   fail = true
   const stale = await cache.get({ key: 'stock:F', ...options, load: loader })
   t.equal(stale.cache, 'STALE')
@@ -875,4 +877,17 @@ t.test('grace copy names share the value key\'s hash slot, with or without a has
   }
   t.equal(graceKeyOf('a}b'), 'a}b', 'a name no copy can share a slot with keeps no grace copy')
   t.equal(graceKeyOf('{}x'), '{}x')
+})
+
+t.test('a prefix invalidation deletes grace copies whose value key has already expired, and only under the prefix', redisOpts, async (t) => {
+  const redis = await privateRedis(t)
+  const { cache } = await engine(t, redis)
+  for (const key of ['stock:EXP', '{user:7}:stock', 'portfolio:EXP']) await cache.wrap({ key, ttl: 1, grace: 60, load: async () => key })
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:EXP', '{user:7}:stock', 'portfolio:EXP')) === '0', 10_000)
+  t.equal(await redis.command('EXISTS', 'stale:{stock:EXP}', 'stale:{user:7}:stock', 'stale:{portfolio:EXP}'), '3', 'the grace copies outlive their value keys')
+  await cache.invalidatePrefix('stock:')
+  t.equal(await redis.command('EXISTS', 'stale:{stock:EXP}'), '0', 'found by its own SCAN pattern and deleted')
+  await cache.invalidatePrefix('{user:7}')
+  t.equal(await redis.command('EXISTS', 'stale:{user:7}:stock'), '0', 'a tagged key\'s grace copy too')
+  t.equal(await redis.command('EXISTS', 'stale:{portfolio:EXP}'), '1', 'another prefix\'s grace copy stays')
 })
