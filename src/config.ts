@@ -174,7 +174,7 @@ const SECTIONS = {
     CACHE_L1_MAX_BYTES: doc(Int(32 * 1_048_576, 65_536, 4096 * 1_048_576),
       'Most bytes L1 holds (an estimate of the entries memory).'),
     CACHE_LOCK_TTL_MS: doc(Int(3000, 100, 60_000),
-      'Life of the per-key fill lock that lets one instance load while the others wait (renewed while the load runs, so a crashed instance holds it no longer than this).'),
+      'Life of the fill placeholder a cold key\'s value key holds while one instance loads it and the others wait (renewed while the load runs, so a crashed instance holds the key no longer than this); also the life of the refresh lock of an early refresh.'),
     CACHE_LOADER_TIMEOUT_MS: doc(Int(10_000, 100, 120_000),
       'A load slower than this is abandoned (504 unless a stale value can be served); also the longest any request waits for another instance\'s load.'),
     CACHE_FAILURE_TTL_MS: doc(Int(3000, 0, 60_000, 'How long an upstream failure (5xx or timeout) is remembered, here and for the other instances: the stale value (or the error) is answered meanwhile without calling the upstream again. 0: not remembered.'),

@@ -88,8 +88,11 @@ t.test('a quote: shape, headers, and the guide\'s key stock:<TICKER> with its 20
     previousClose: 99, timestamp: new Date(1_700_000_001_000).toISOString(), source: 'finnhub',
   }, 'the ticker is normalised to upper case and the answer is Finnhub\'s')
 
+  // The value key lives the guide's 20 s; the grace copy (300 s more) sits beside it, in its slot.
   const pttl = Number(await redis.command('PTTL', 'stock:AAPL'))
   t.ok(pttl > 0 && pttl <= 20_000, `PTTL of stock:AAPL is in (0, 20000] (got ${pttl})`)
+  const grace = Number(await redis.command('PTTL', 'stale:{stock:AAPL}'))
+  t.ok(grace > 300_000 && grace <= 320_000, `PTTL of its grace copy stale:{stock:AAPL} is in (300000, 320000] (got ${grace})`)
   const stored = JSON.parse(await redis.command('GET', 'stock:AAPL')) as { v: QuoteBody, t: number, ttl: number }
   t.same(stored.v, first.body, 'redis-cli GET stock:AAPL shows the quote')
   t.equal(stored.ttl, 20_000)
@@ -125,8 +128,8 @@ t.test('after expiry the next request refreshes the quote', redisOpts, async (t)
   const hit = await quote(app, 'MSFT')
   t.equal(hit.cache, 'HIT')
   t.equal(hit.body.price, 101)
-  await sleep(3100)
-  t.equal(await redis.command('EXISTS', 'stock:MSFT'), '0', 'L2 expired the key')
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:MSFT')) === '0', 10_000)
+  t.pass('L2 expired the value key (its grace copy lives on)')
   const fresh = await quote(app, 'MSFT')
   t.equal(fresh.cache, 'MISS', 'the L1 copy expired with the L2 one')
   t.equal(fresh.body.price, 102, 'a new quote from the provider')
@@ -168,21 +171,24 @@ t.test('upstream failing after expiry: the stale quote, marked STALE', redisOpts
 
   const fresh = await quote(app, 'AMD')
   t.equal(fresh.cache, 'MISS')
-  await sleep(1100)
+  // Past its 1 s TTL the value key is gone: nobody reading stock:AMD sees an old quote there.
+  await waitFor(async () => (await redis.command('EXISTS', 'stock:AMD')) === '0', 10_000)
   fake.mode = 'fail'
   const stale = await quote(app, 'AMD')
   t.equal(stale.status, 200)
   t.equal(stale.cache, 'STALE')
   t.same(stale.body, fresh.body, 'the last good quote, not an invented one')
   t.ok(Number(stale.age) >= 1, `Age says how old it is (${String(stale.age)} s)`)
+  t.equal(await redis.command('GET', 'stock:AMD'), '', 'while STALE is answered, GET stock:AMD still finds nothing')
 
   // A second instance has nothing in L1: it finds the grace copy in L2.
   const other = await build(t, env(fake, redis, { QUOTE_TTL_SECONDS: '1', QUOTE_GRACE_SECONDS: '60' }))
   const fromL2 = await quote(other.app, 'AMD')
   t.equal(fromL2.cache, 'STALE')
   t.same(fromL2.body, fresh.body)
-  const graceTtl = Number(await redis.command('PTTL', 'stale:stock:AMD'))
+  const graceTtl = Number(await redis.command('PTTL', 'stale:{stock:AMD}'))
   t.ok(graceTtl > 0 && graceTtl <= 61_000, `the grace copy lives ttl + grace (PTTL ${graceTtl})`)
+  t.notMatch(String(await redis.command('GET', 'stock:AMD')), /^\{/, 'and no value is back at stock:AMD')
 
   fake.mode = 'ok'
   const recovered = await quote(app, 'AMD')
@@ -253,7 +259,7 @@ t.test('a failing provider is asked once per CACHE_FAILURE_TTL_MS across instanc
   t.same(answers.map((r) => r.statusCode), [503, 503, 503, 503], 'the same answer on both instances')
   t.same(answers[2]?.json(), { statusCode: 503, error: 'Service Unavailable', message: 'The quote provider failed (HTTP 500)' }, 'rebuilt from what A recorded')
   t.equal(fake.calls, 1, 'one provider call for four requests on two instances')
-  t.equal(await redis.command('EXISTS', 'stock:CSCO'), '0', 'no value was cached')
+  t.match(await redis.command('GET', 'stock:CSCO'), /^~fail:/, 'no value was cached: the key holds the recorded failure')
 })
 
 t.test('an unknown symbol (Finnhub\'s all zeros) is a 404, and is not cached', redisOpts, async (t) => {
@@ -394,11 +400,11 @@ t.test('a batch of cached and uncached tickers: one Redis round trip for the cac
   t.equal(res?.headers['x-cache'], 'MISS')
   t.equal(fake.calls, 4, 'the provider only for the two misses')
 
-  // The cache reads with a script (each value with its PTTL): count the commands the client
-  // sent, not those the script ran ("[0 lua]").
+  // The cache reads with a one-key script (each value with its PTTL), one per ticker in one
+  // pipeline: count the commands the client sent, not those the scripts ran ("[0 lua]").
   const sent = commands.filter((l) => !/ lua\]/.test(l))
-  const reads = sent.filter((l) => /"eval(sha)?"/i.test(l) && /"stock:AAPL" "stock:MSFT" "stock:GOOG" "stock:NVDA"/i.test(l))
-  t.equal(reads.length, 1, 'one read for all four tickers')
+  const reads = sent.filter((l) => /"eval(sha)?"/i.test(l) && /"1" "stock:(AAPL|MSFT|GOOG|NVDA)"$/i.test(l))
+  t.equal(reads.length, 4, 'one read per ticker, all four pipelined')
   const cachedTouched = sent.filter((l) => !reads.includes(l) && /stock:(AAPL|MSFT)"/.test(l))
   t.same(cachedTouched, [], 'no other command touched the cached tickers')
 
@@ -409,7 +415,7 @@ t.test('a batch of cached and uncached tickers: one Redis round trip for the cac
     t.equal(all.headers['x-cache'], 'HIT')
   })
   const quoteCommands = only.filter((l) => !/ lua\]/.test(l) && /stock:/.test(l))
-  t.equal(quoteCommands.length, 1, 'a fully cached batch is one command')
+  t.equal(quoteCommands.length, 4, 'a fully cached batch is one read per ticker, in one round trip')
   t.match(quoteCommands[0] ?? '', /"eval(sha)?"/i)
   t.equal(fake.calls, 4)
 })

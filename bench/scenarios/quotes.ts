@@ -20,6 +20,7 @@ import { existsSync } from 'node:fs'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify'
 import type { BenchContext, Measurement, RequestSpec, Scenario } from '../lib.js'
 import { ageOf } from '../../src/engines/cache/entry.js'
+import { startMonitor, type Monitor } from '../../test/helpers/monitor.js'
 import { QuoteSchema, TICKER_PATTERN } from '../../src/quotes/schemas.js'
 
 const OLD_ROUTE = '/bench/old-quote'
@@ -176,21 +177,28 @@ async function expectHit (ctx: BenchContext, ticker: string, base = '/api/stocks
 /** Our hot row's figure, for the bentocache row. */
 let ours: Measurement | undefined
 
-/** Commands Redis executed since the last CONFIG RESETSTAT (INFO commandstats), without INFO and CONFIG themselves. */
+/** Commands Redis executed since the last CONFIG RESETSTAT (INFO commandstats), without INFO, CONFIG and MONITOR themselves. */
 async function commandsSinceReset (ctx: BenchContext): Promise<{ total: number, by: string }> {
   const info = await ctx.redis?.command('INFO', 'commandstats') ?? ''
   const counts: Array<[string, number]> = []
   for (const m of info.matchAll(/cmdstat_([a-z|]+):calls=(\d+)/g)) {
-    if (m[1] !== 'info' && m[1] !== 'config') counts.push([m[1] as string, Number(m[2])])
+    const name = (m[1] as string).split('|')[0]
+    if (name !== 'info' && name !== 'config' && name !== 'monitor') counts.push([m[1] as string, Number(m[2])])
   }
   return { total: counts.reduce((n, [, c]) => n + c, 0), by: counts.map(([n, c]) => `${n} ${c}`).join(', ') }
+}
+
+/** Commands the clients sent (MONITOR lines not run by a script), without INFO and CONFIG. */
+function clientCommands (monitor: Monitor): number {
+  return monitor.lines.filter((line) => line.source !== 'lua' && !/^(info|config)$/i.test(line.args[0] ?? '')).length
 }
 
 /**
  * Cold keys across two instances: each of KEYS keys asked by 2 cache instances × 5 callers
  * at once (their own connections to the scenario's Redis), the loader taking 50 ms. Redis
  * commands per key from INFO commandstats (a script counts once, plus each command it runs),
- * and loader calls per key.
+ * the commands the clients sent (MONITOR, a script once), and loader calls per key.
+ * `npx tsx bench/cold-keys.ts` runs this comparison alone.
  */
 export async function coldKeyComparison (ctx: BenchContext): Promise<string> {
   const redisUrl = ctx.redisUrl
@@ -222,9 +230,14 @@ export async function coldKeyComparison (ctx: BenchContext): Promise<string> {
   }))
   const deadline = Date.now() + 5000
   while (!engines.every((e) => e.cache.stats().invalidation.subscribed) && Date.now() < deadline) await sleep(20)
+  const port = Number(new URL(redisUrl).port)
+  let monitor = await startMonitor(port)
   await ctx.redis.command('CONFIG', 'RESETSTAT')
   await run((i, key) => engines[i]!.cache.wrap({ key, ttl: 20, grace: 300, load }), 'cold:ours:')
   const oursCommands = await commandsSinceReset(ctx)
+  await sleep(200)
+  monitor.stop()
+  const oursSent = clientCommands(monitor)
   const oursLoads = loads
   for (const e of engines) {
     await e.cache.close()
@@ -236,18 +249,22 @@ export async function coldKeyComparison (ctx: BenchContext): Promise<string> {
   let bentoCommands: { total: number, by: string }
   try {
     await sleep(500)
+    monitor = await startMonitor(port)
     await ctx.redis.command('CONFIG', 'RESETSTAT')
     await run((i, key) => bentos[i]!.getOrSet({ key, ttl: '20s', grace: '5m', factory: load }), 'cold:bento:')
     bentoCommands = await commandsSinceReset(ctx)
+    await sleep(200)
+    monitor.stop()
   } finally {
     for (const b of bentos) await b.disconnect()
   }
   const bentoLoads = loads
+  const bentoSent = clientCommands(monitor)
 
   const per = (n: number): string => (n / KEYS).toFixed(1)
   return [
-    `cold keys (${KEYS} keys × 2 instances × 5 callers, INFO commandstats): ours ${per(oursCommands.total)} commands and ${per(oursLoads)} loader calls per key [${oursCommands.by}]`,
-    `bentocache ${per(bentoCommands.total)} commands and ${per(bentoLoads)} loader calls per key [${bentoCommands.by}]`,
+    `cold keys (${KEYS} keys × 2 instances × 5 callers, INFO commandstats): ours ${per(oursCommands.total)} commands (${per(oursSent)} sent by the clients) and ${per(oursLoads)} loader calls per key [${oursCommands.by}]`,
+    `bentocache ${per(bentoCommands.total)} commands (${per(bentoSent)} sent by the clients) and ${per(bentoLoads)} loader calls per key [${bentoCommands.by}]`,
   ].join('; ')
 }
 

@@ -1,7 +1,8 @@
 /**
- * Coherence and invalidation: an invalidation deletes the key in L2 (its grace copy and a
- * recorded failure too), bumps its generation (so a load that began before cannot store its
- * older result after it), and is published so every instance drops its L1 copy. While Redis
+ * Coherence and invalidation: an invalidation deletes the value key in L2 (with a fill
+ * placeholder in it: the fill under way then cannot land its older result, see fill.ts), its
+ * grace copy and a recorded refresh failure, and is published so every instance drops its L1
+ * copy. Each command touches one key. While Redis
  * is away the invalidations made here are remembered (bounded) and replayed when it returns;
  * a subscription that was lost makes this instance distrust its whole L1.
  */
@@ -9,8 +10,7 @@ import type { Redis } from 'ioredis'
 import type { RedisState } from '../redis/state.js'
 import type { ResilientStore } from '../store/resilient-store.js'
 import { InvalidationBus, type InvalidationMessage } from './invalidation-bus.js'
-import { failKeyOf, genKeyOf, staleKeyOf } from './keys.js'
-import { cacheScriptPipeline } from './scripts.js'
+import { failKeyOf, graceKeyOf, valueKeyOfGrace } from './keys.js'
 
 export interface CoherenceLogger {
   info (obj: object, msg: string): void
@@ -21,6 +21,8 @@ export interface CoherenceLogger {
 export interface LocalCopies {
   dropKeys (keys: readonly string[]): void
   dropPrefix (prefix: string): void
+  /** Another instance landed a fill of `key` (`entry`: its JSON) or failed to (`failure`). */
+  filled (key: string, news: { entry: string } | { failure: string }): void
   /** Messages may have been missed: nothing local is fresh any more. */
   distrustAll (): void
 }
@@ -34,14 +36,13 @@ export interface CoherenceOptions {
   keyPrefix: string
   createSubscriber: () => Redis | null
   maxPending: number
-  genTtlMs: number
 }
 
 export interface CoherenceStats { published: number, received: number, subscribed: boolean, pending: number }
 
 export class Coherence {
   readonly #opts: CoherenceOptions
-  readonly #channel: string
+  readonly channel: string
   readonly #bus: InvalidationBus
   readonly #pendingKeys = new Set<string>()
   readonly #pendingPrefixes = new Set<string>()
@@ -51,10 +52,10 @@ export class Coherence {
 
   constructor (options: CoherenceOptions) {
     this.#opts = options
-    this.#channel = `${options.keyPrefix}cache:invalidate`
+    this.channel = `${options.keyPrefix}cache:invalidate`
     this.#bus = new InvalidationBus({
       createSubscriber: options.createSubscriber,
-      channel: this.#channel,
+      channel: this.channel,
       instanceId: options.instanceId,
       onMessage: (message) => { this.#apply(message) },
       onSubscribed: () => { options.local.distrustAll() },
@@ -83,6 +84,24 @@ export class Coherence {
     await this.#opts.store.use('cache.publish', async (client) => { await this.#publish(client, { o: this.#opts.instanceId, k: [key] }) }, () => undefined)
   }
 
+  /** The message a fill's landing publishes (in its script) for `key`. */
+  fillMessage (key: string, news: { entry?: string, failure?: string }): string {
+    const message: InvalidationMessage = { o: this.#opts.instanceId, k: [key] }
+    if (news.entry !== undefined) message.e = news.entry
+    if (news.failure !== undefined) message.x = news.failure
+    return JSON.stringify(message)
+  }
+
+  /** A fill's landing published its message. */
+  countPublished (): void {
+    this.#published++
+  }
+
+  /** Subscribed right now: a landing elsewhere will be heard. */
+  get listening (): boolean {
+    return this.#bus.subscribed
+  }
+
   /** A write that could not reach Redis: the others must drop their copies when it returns. */
   remember (key: string): void {
     this.#remember(key, null)
@@ -103,12 +122,15 @@ export class Coherence {
   }
 
   #apply (message: InvalidationMessage): void {
+    const [filled] = message.k ?? []
+    if (filled !== undefined && message.e !== undefined) return this.#opts.local.filled(filled, { entry: message.e })
+    if (filled !== undefined && message.x !== undefined) return this.#opts.local.filled(filled, { failure: message.x })
     if (message.k !== undefined) this.#opts.local.dropKeys(message.k)
     if (message.p !== undefined && message.p.length > 0) this.#opts.local.dropPrefix(message.p)
   }
 
   async #publish (client: Redis, message: InvalidationMessage): Promise<void> {
-    await client.publish(this.#channel, JSON.stringify(message))
+    await client.publish(this.channel, JSON.stringify(message))
     this.#published++
   }
 
@@ -125,18 +147,32 @@ export class Coherence {
     if (!this.#opts.store.usingRedis) return false
     return this.#opts.store.use('cache.invalidatePrefix', async (client) => {
       await this.#scan(client, prefix, async (keys) => { await this.#deleteKeys(client, keys) })
-      // Grace copies and failures whose main key has already expired.
-      for (const side of [staleKeyOf(prefix), failKeyOf(prefix)]) {
-        await this.#scan(client, side, async (keys) => { await client.unlink(...keys) })
+      // Refresh failures and grace copies whose value key has already expired.
+      await this.#scan(client, failKeyOf(prefix), async (keys) => { await this.#unlink(client, keys) })
+      const { keyPrefix } = this.#opts
+      const graceCopies = async (names: string[]): Promise<void> => {
+        await this.#unlink(client, names.filter((name) => valueKeyOfGrace(name, keyPrefix)?.startsWith(prefix) === true))
       }
+      await this.#scan(client, `stale:{${keyPrefix}${prefix}`, graceCopies)
+      await this.#scan(client, `stale:${prefix}`, graceCopies)
       await this.#publish(client, { o: this.#opts.instanceId, p: prefix })
       return true
     }, () => false)
   }
 
+  /** Each key, its grace copy and its refresh failure, one key per command, in one round trip. */
   async #deleteKeys (client: Redis, keys: readonly string[]): Promise<void> {
-    const pipeline = cacheScriptPipeline(client)
-    for (const key of keys) pipeline.aicCacheInvalidate(key, staleKeyOf(key), genKeyOf(key), failKeyOf(key), this.#opts.genTtlMs)
+    const { keyPrefix } = this.#opts
+    await this.#unlink(client, keys.flatMap((key) => {
+      const grace = graceKeyOf(key, keyPrefix)
+      return grace === key ? [key, failKeyOf(key)] : [key, grace, failKeyOf(key)]
+    }))
+  }
+
+  async #unlink (client: Redis, keys: readonly string[]): Promise<void> {
+    if (keys.length === 0) return
+    const pipeline = client.pipeline()
+    for (const key of keys) pipeline.unlink(key)
     for (const [err] of (await pipeline.exec()) ?? []) if (err) throw err
   }
 

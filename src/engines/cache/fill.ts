@@ -3,24 +3,32 @@
  * every instance.
  *
  * - In process, concurrent misses for a key join one flight.
- * - Across instances, the flight first looks in L2; then, in one round trip, it tries the
- *   key's fill lock (`lock:fill:<key>`, through the locks engine: owner token, renewed while
- *   the load runs, compare-and-delete release) and reads the value again, its grace copy,
- *   its generation and any recorded failure. The lock holder loads; the others poll L2 for
- *   its result, for at most the loader timeout.
- * - A failed load is recorded (here and in L2) for a few seconds, so the instances neither
- *   wait for nor call a failing upstream once per request; its stale copy is served
- *   meanwhile when there is one.
- * - A flight announces the first stale copy it knows of (L1, or the grace copy in L2), so a
- *   caller with a soft timeout is answered with it instead of waiting out a slow load.
+ * - Across instances, the flight claims the value key itself, in one command:
+ *   `SET <key> ~fill:<token> NX GET PX <lockTtl>` (the value key lives exactly its ttl, so a
+ *   key past its ttl is claimed even while its grace copy is there). No reply: the key is
+ *   ours, load it and land the value over the placeholder (one script on the value key and its
+ *   grace copy: `SET XX GET PX ttl`, and only if it replaced our placeholder the grace copy is
+ *   written and the value published, in the same step). An entry: an L2 hit (its PTTL is read
+ *   next). A placeholder: another instance is loading; wait for its message, which carries the
+ *   value, so nothing more is read. Messages can be lost (a subscriber reconnecting): a waiter
+ *   claims again after the placeholder's TTL, and loads here at the loader timeout.
+ * - The grace copy is read only when a stale value is wanted: a caller's soft timeout fires
+ *   while the load runs, or the load fails (or failed recently). The plain cold path never
+ *   reads it.
+ * - An early refresh (XFetch) is made under the key's refresh lock (`lock:fill:<key>`,
+ *   through the locks engine: owner token, renewed while the load runs, compare-and-delete
+ *   release), and the refreshed value lands only over the entry it refreshed.
+ * - A failed load is recorded (here, and for the other instances in Redis: in place of the
+ *   placeholder, or beside a refreshed entry) for a few seconds, so the instances neither wait
+ *   for nor call a failing upstream once per request; its stale copy is served meanwhile.
  */
 import { performance } from 'node:perf_hooks'
 import type { Lease } from '../locks/locks.js'
 import { decodeStored, encodeStored, entryOf, type CacheEntry } from './entry.js'
 import { CacheLoadTimeoutError, CacheValueError } from './errors.js'
-import { lockKeyOf } from './keys.js'
+import { failureMarkerOf, isPlaceholder, lockKeyOf, placeholderOf } from './keys.js'
 import type { L1 } from './l1.js'
-import type { L2 } from './l2.js'
+import type { L2, Swap } from './l2.js'
 import type { CacheCounters, FailureCodec, Loaded } from './types.js'
 import { isUncached } from './types.js'
 
@@ -29,12 +37,25 @@ export interface FillLocks {
   claim (resource: string, ttlMs: number, options?: { strict?: boolean }): Promise<Lease | null>
 }
 
+/** How a landing is announced to the other instances (the invalidation channel). */
+export interface FillAnnouncer {
+  /** The message for `key`: it now holds `entry` (its JSON), or its load failed with `failure`. */
+  message (key: string, news: { entry?: string, failure?: string }): string
+  /** The message is being published (counted as the instance's own). */
+  published (): void
+  /** The channel is subscribed: a waiter will hear of the landing. */
+  readonly listening: boolean
+}
+
 export interface FillOptions {
   l1: L1
   l2: L2
   locks: FillLocks
+  announcer: FillAnnouncer
+  instanceId: string
   lockTtlMs: number
   loaderTimeoutMs: number
+  /** How long a waiter waits between two claims while the channel is not subscribed. */
   pollMs: number
   /** How long a failed load is remembered (0: not at all). */
   failureTtlMs: number
@@ -48,12 +69,10 @@ export interface FillJob {
   graceMs: number
   load: () => Promise<Loaded<unknown>>
   counters: CacheCounters
-  /** A stale copy already at hand (from L1). */
+  /** A stale copy already at hand (from L1, or from a batch read of L2). */
   stale?: CacheEntry | undefined
   /** Only a value stored after this (its `storedAt`) will do: an early refresh wants a newer one. */
   newerThan: number
-  /** L2 was read for this key a moment ago (a batch): skip the first look. */
-  prefetched: boolean
   /** An early refresh nobody waits for. With L1 off it runs beside the readers, not in their way. */
   background: boolean
 }
@@ -73,8 +92,15 @@ export class Flight {
   readonly staleFound: Promise<CacheEntry>
   #stale: CacheEntry | undefined
   #resolveStale!: (entry: CacheEntry) => void
+  #lookForStale: (() => void) | undefined
 
-  constructor (stale: CacheEntry | undefined, run: (flight: Flight) => Promise<Filled>) {
+  constructor (stale: CacheEntry | undefined, run: (flight: Flight) => Promise<Filled>, lookForStale?: (flight: Flight) => Promise<void>) {
+    if (lookForStale !== undefined) {
+      this.#lookForStale = () => {
+        this.#lookForStale = undefined
+        lookForStale(this).catch(() => {})
+      }
+    }
     this.staleFound = new Promise((resolve) => { this.#resolveStale = resolve })
     this.offerStale(stale)
     this.promise = run(this)
@@ -87,6 +113,11 @@ export class Flight {
     return this.#stale !== undefined && Date.now() < this.#stale.staleUntil ? this.#stale : undefined
   }
 
+  /** A caller wants a stale copy now (its soft timeout fired): the grace copy is read, once per flight. */
+  wantStale (): void {
+    if (this.#stale === undefined) this.#lookForStale?.()
+  }
+
   offerStale (entry: CacheEntry | null | undefined): void {
     if (entry === null || entry === undefined || this.#stale !== undefined || Date.now() >= entry.staleUntil) return
     this.#stale = entry
@@ -94,15 +125,49 @@ export class Flight {
   }
 }
 
+/** What a waiter heard: the landed value (its JSON), a failure, or "the key changed, look again". */
+export type News = { entry: string } | { failure: string } | 'changed'
+
+/** A flight waiting for news of its key (registered before it claims, so no message is missed). */
+class Waiter {
+  #news: News | undefined
+  #wake: (() => void) | undefined
+
+  hear (news: News): void {
+    if (this.#news === undefined || this.#news === 'changed') this.#news = news
+    this.#wake?.()
+  }
+
+  /** The news, or 'timeout' after `ms`. */
+  async wait (ms: number): Promise<News | 'timeout'> {
+    if (this.#news === undefined) {
+      let timer: NodeJS.Timeout | undefined
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve
+        timer = setTimeout(resolve, ms)
+        timer.unref()
+      })
+      clearTimeout(timer)
+      this.#wake = undefined
+    }
+    return this.#news ?? 'timeout'
+  }
+}
+
 interface RecordedFailure { error: unknown, until: number }
 
 const MAX_FAILURES = 1000
+
+/** How a load's result is written: over our placeholder, over the stale entry we refreshed, or not at all. */
+type Landing = { expected: string } | null
 
 export class Fill {
   readonly #opts: FillOptions
   readonly #inflight = new Map<string, Flight>()
   readonly #background = new Map<string, Flight>()
   readonly #failures = new Map<string, RecordedFailure>()
+  readonly #waiters = new Map<string, Set<Waiter>>()
+  #claims = 0
   #closed = false
 
   constructor (options: FillOptions) {
@@ -123,14 +188,23 @@ export class Fill {
     const flights = job.background ? this.#background : this.#inflight
     const flight: Flight = new Flight(job.stale, (f) => this.#fill(job, f).finally(() => {
       if (flights.get(job.key) === f) flights.delete(job.key)
-    }))
+    }), async (f) => { await this.#readGrace(job, f) })
     flights.set(job.key, flight)
     return flight
+  }
+
+  /** News of `key` from another instance; false when no flight here was waiting for it. */
+  deliver (key: string, news: News): boolean {
+    const waiters = this.#waiters.get(key)
+    if (waiters === undefined) return false
+    for (const waiter of waiters) waiter.hear(news)
+    return true
   }
 
   /** Loads of `key` under way keep answering their waiters but store nothing; its recorded failure is forgotten. */
   abandon (key: string): void {
     this.#failures.delete(key)
+    this.deliver(key, 'changed')
     for (const flights of [this.#inflight, this.#background]) {
       const flight = flights.get(key)
       if (flight === undefined) continue
@@ -140,75 +214,110 @@ export class Fill {
   }
 
   abandonPrefix (prefix: string): void {
-    const keys = new Set([...this.#inflight, ...this.#background, ...this.#failures].map(([key]) => key))
+    const keys = new Set([...this.#inflight, ...this.#background, ...this.#failures, ...this.#waiters].map(([key]) => key))
     for (const key of keys) if (key.startsWith(prefix)) this.abandon(key)
   }
 
   close (): void {
     this.#closed = true
+    for (const waiters of this.#waiters.values()) for (const waiter of waiters) waiter.hear('changed')
   }
 
   async #fill (job: FillJob, flight: Flight): Promise<Filled> {
-    const { l2 } = this.#opts
+    const { l1, l2 } = this.#opts
     const recorded = this.#recentFailure(job.key)
     if (recorded !== undefined) return this.#afterFailure(job, flight, recorded)
 
-    if (l2.available && !job.prefetched) {
+    // Without L1, reads from L2 are the hot path: one round trip (GET and PTTL in one script)
+    // before claiming, as a claim that finds an entry takes two.
+    if (!l1.enabled && l2.available && job.newerThan === -Infinity) {
       const [current] = await l2.read([job.key]) ?? [null]
-      if (current != null && current.storedAt > job.newerThan) return this.#adopt(job, flight, { entry: current, layer: 'l2' })
+      if (current != null && current.freshUntil > Date.now()) return this.#adopt(flight, job.key, { entry: current, layer: 'l2' })
+      flight.offerStale(current)
     }
 
-    let lease: Lease | null = null
-    let generation = ''
-    if (l2.available) {
-      const deadline = Date.now() + this.#opts.loaderTimeoutMs
-      for (;;) {
-        const [claimed, probe] = await Promise.all([
-          this.#opts.locks.claim(lockKeyOf(job.key), this.#opts.lockTtlMs, { strict: false }).catch(() => null),
-          l2.probe(job.key),
-        ])
-        if (probe === null) {
-          // Redis went away between the two: load here, without a lock to hold.
-          await claimed?.release()
-          break
-        }
-        generation = probe.generation
-        flight.offerStale(probe.stale)
-        if (probe.current !== null && probe.current.storedAt > job.newerThan) {
-          await claimed?.release()
-          return this.#adopt(job, flight, { entry: probe.current, layer: 'l2' })
-        }
-        if (probe.failure !== null && this.#opts.failureTtlMs > 0) {
-          await claimed?.release()
-          const error = this.#opts.failureCodec.decode(probe.failure)
+    const deadline = Date.now() + this.#opts.loaderTimeoutMs
+    while (l2.available && !this.#closed && Date.now() < deadline) {
+      const waiter = this.#listen(job.key)
+      let leave = true
+      try {
+        const placeholder = placeholderOf(`${this.#opts.instanceId}:${++this.#claims}`)
+        const claim = await l2.claim(job.key, placeholder, this.#opts.lockTtlMs)
+        if (claim === null || claim.kind === 'other') break
+        if (claim.kind === 'claimed') return await this.#loadClaimed(job, flight, placeholder)
+        if (claim.kind === 'failed') {
+          if (this.#opts.failureTtlMs <= 0) break
+          const error = this.#opts.failureCodec.decode(claim.encoded)
           this.#remember(job.key, error)
-          return this.#afterFailure(job, flight, error)
+          return await this.#afterFailure(job, flight, error)
         }
-        if (claimed !== null) {
-          lease = claimed
-          break
+        if (claim.kind === 'entry') {
+          const { entry, raw } = claim
+          if (entry.freshUntil > Date.now() && entry.storedAt > job.newerThan) return this.#adopt(flight, job.key, { entry, layer: 'l2' })
+          // Only an early refresh wants more than the value key's entry: refresh it.
+          flight.offerStale(entry)
+          const refreshed = await this.#refresh(job, flight, raw)
+          if (refreshed !== null) return refreshed
         }
-        const waited = await this.#waitForFill(job, deadline)
-        if (waited !== 'gone' && waited !== 'late') return this.#adopt(job, flight, { entry: waited, layer: 'l2-wait' })
-        // The holder left without a value (it crashed, or its load failed): the lock is free
-        // again and the waiters race for it, so one of them loads while the others wait again
-        // (or find the failure it recorded).
-        if (waited === 'gone' && Date.now() < deadline && l2.available) continue
-        // Too slow, or Redis went away: load here.
-        break
+        // Another instance is loading (or refreshing): its landing's message brings the value.
+        leave = false
+      } finally {
+        if (leave) this.#unlisten(job.key, waiter)
       }
+      const news = await waiter.wait(this.#opts.announcer.listening ? this.#opts.lockTtlMs : this.#opts.pollMs)
+      this.#unlisten(job.key, waiter)
+      if (news === 'timeout' || news === 'changed') continue
+      if ('entry' in news) {
+        const stored = decodeStored(news.entry)
+        if (stored !== null && stored.storedAt > job.newerThan) {
+          const entry = entryOf(stored, news.entry.length, { at: Date.now(), remainingMs: stored.ttl })
+          return this.#adopt(flight, job.key, { entry, layer: 'l2-wait' })
+        }
+        continue
+      }
+      const error = this.#opts.failureCodec.decode(news.failure)
+      if (this.#opts.failureTtlMs > 0) this.#remember(job.key, error)
+      return this.#afterFailure(job, flight, error)
     }
-    if (lease === null) return this.#load(job, flight, generation)
-    const held = lease
+    // No Redis, something not ours under the key, or no value within the loader timeout: load
+    // here. The result lands only where nothing is (a placeholder still there stays).
+    return this.#load(job, flight, l2.available ? { expected: '' } : null)
+  }
+
+  /** The entry `raw` is there but a newer one is wanted: refresh it under the key's lock. Null: someone else is refreshing it. */
+  async #refresh (job: FillJob, flight: Flight, raw: string): Promise<Filled | null> {
+    const { l2 } = this.#opts
+    const [lease, failure] = await Promise.all([
+      this.#opts.locks.claim(lockKeyOf(job.key), this.#opts.lockTtlMs, { strict: false }).catch(() => null),
+      this.#opts.failureTtlMs > 0 ? l2.readFailure(job.key) : Promise.resolve(null),
+    ])
+    if (failure !== null) {
+      await lease?.release()
+      const error = this.#opts.failureCodec.decode(failure)
+      this.#remember(job.key, error)
+      return this.#afterFailure(job, flight, error)
+    }
+    if (lease === null) return null
     try {
-      return await held.run(() => this.#load(job, flight, generation))
+      return await lease.run(() => this.#load(job, flight, { expected: raw }))
     } finally {
-      // After the L2 write, so that waiters find the value before they see the lock gone.
-      await held.release()
+      await lease.release()
     }
   }
 
-  async #load (job: FillJob, flight: Flight, generation: string): Promise<Filled> {
+  /** Loads a key this flight claimed, keeping the claim alive while the load runs. */
+  async #loadClaimed (job: FillJob, flight: Flight, placeholder: string): Promise<Filled> {
+    const { l2, lockTtlMs } = this.#opts
+    const renewal = setInterval(() => { void l2.renew(job.key, placeholder, lockTtlMs) }, Math.max(50, Math.floor(lockTtlMs / 3)))
+    renewal.unref()
+    try {
+      return await this.#load(job, flight, { expected: placeholder })
+    } finally {
+      clearInterval(renewal)
+    }
+  }
+
+  async #load (job: FillJob, flight: Flight, landing: Landing): Promise<Filled> {
     const { l1, l2 } = this.#opts
     job.counters.loads++
     let entry: CacheEntry
@@ -223,14 +332,21 @@ export class Fill {
       const stored = decodeStored(json)
       if (stored === null) throw new CacheValueError(job.key)
       entry = entryOf(stored, json.length, { at: Date.now(), remainingMs: job.ttlMs })
-      if (!cacheable) return { entry: { ...entry, staleUntil: 0 }, layer: 'loader' }
-      // Redis refusing the write (the key was invalidated since the load began) is an
-      // invalidation this instance may not hear about (its message lost while the
-      // subscriber reconnects): the value is answered to this request but kept nowhere.
-      if (!flight.invalidated && l2.available && !(await l2.fill({ key: job.key, json, ttlMs: job.ttlMs, graceMs: job.graceMs }, generation))) flight.invalidated = true
+      if (!cacheable) {
+        await this.#giveUp(job.key, landing, null)
+        return { entry: { ...entry, staleUntil: 0 }, layer: 'loader' }
+      }
+      // Redis refusing the write (the placeholder or stale entry is gone: an invalidation
+      // deleted it, or a put replaced it) is a change this instance may not hear about (its
+      // message lost while the subscriber reconnects): the value is answered to this
+      // request but kept nowhere.
+      if (landing !== null && l2.available) {
+        const landed = await this.#land(job, landing, json)
+        if (!landed) flight.invalidated = true
+      }
     } catch (err) {
       job.counters.loadErrors++
-      await this.#recordFailure(job.key, err)
+      await this.#recordFailure(job, landing, err)
       const stale = await this.#findStale(job, flight)
       if (stale !== null) return stale
       throw err
@@ -256,24 +372,43 @@ export class Fill {
   }
 
   /**
-   * Polls L2 until the lock holder's value is there; 'gone' when the lock went without a value,
-   * 'late' at the deadline (or when Redis went away).
+   * No value to land: a claim hands the key back (deleted, or replaced by the failure marker)
+   * and tells the waiters, who then claim again (or take the failure).
    */
-  async #waitForFill (job: FillJob, deadline: number): Promise<CacheEntry | 'gone' | 'late'> {
-    const { l2 } = this.#opts
-    while (Date.now() < deadline) {
-      await sleep(this.#opts.pollMs * (0.75 + Math.random() / 2))
-      if (!l2.available || this.#closed) return 'late'
-      const polled = await l2.poll(job.key, lockKeyOf(job.key))
-      if (polled === null) return 'late'
-      if (polled.current !== null && polled.current.storedAt > job.newerThan) return polled.current
-      if (!polled.locked) {
-        // The value may have landed between the two reads.
-        const [again] = await l2.read([job.key]) ?? [null]
-        return again != null && again.storedAt > job.newerThan ? again : 'gone'
-      }
-    }
-    return 'late'
+  async #giveUp (key: string, landing: Landing, failure: string | null): Promise<void> {
+    if (landing === null || !isPlaceholder(landing.expected) || !this.#opts.l2.available) return
+    await this.#swap({
+      key,
+      expected: landing.expected,
+      replacement: failure === null ? '' : failureMarkerOf(failure),
+      pxMs: this.#opts.failureTtlMs,
+    }, failure === null ? {} : { failure })
+  }
+
+  /** A load's entry lands (value key for ttl, grace copy for ttl + grace), announced to the other instances and to this one's waiters. */
+  async #land (job: FillJob, landing: { expected: string }, json: string): Promise<boolean> {
+    const landed = await this.#opts.l2.land({
+      key: job.key,
+      expected: landing.expected,
+      json,
+      ttlMs: job.ttlMs,
+      graceMs: job.graceMs,
+      message: this.#opts.announcer.message(job.key, { entry: json }),
+      restoreMs: this.#opts.lockTtlMs,
+    })
+    if (!landed) return false
+    this.#opts.announcer.published()
+    this.deliver(job.key, { entry: json })
+    return true
+  }
+
+  /** A swap of the key's value, announced to the other instances and to this one's waiters. */
+  async #swap (swap: Omit<Swap, 'message'>, news: { entry?: string, failure?: string }): Promise<boolean> {
+    const swapped = await this.#opts.l2.swap({ ...swap, message: this.#opts.announcer.message(swap.key, news) })
+    if (!swapped) return false
+    this.#opts.announcer.published()
+    this.deliver(swap.key, news.entry !== undefined ? { entry: news.entry } : news.failure !== undefined ? { failure: news.failure } : 'changed')
+    return true
   }
 
   /** After a recorded failure: the stale copy if there is one, else the failure. */
@@ -286,17 +421,42 @@ export class Fill {
   async #findStale (job: FillJob, flight: Flight): Promise<Filled | null> {
     const known = flight.stale
     if (known !== undefined) return { entry: known, layer: 'stale' }
-    if (job.graceMs <= 0 || !this.#opts.l2.available) return null
-    const entry = await this.#opts.l2.readStale(job.key)
+    const entry = await this.#readGrace(job, flight)
     if (entry === null) return null
-    flight.offerStale(entry)
     if (!flight.invalidated) this.#opts.l1.set(job.key, entry, Date.now())
     return { entry, layer: 'stale' }
   }
 
-  #adopt (job: FillJob, flight: Flight, filled: Filled): Filled {
-    if (!flight.invalidated) this.#opts.l1.set(job.key, filled.entry, Date.now())
+  /** The grace copy of the key, offered to the flight as its stale copy; null: none (or no grace). */
+  async #readGrace (job: FillJob, flight: Flight): Promise<CacheEntry | null> {
+    if (job.graceMs <= 0 || !this.#opts.l2.available) return null
+    const entry = await this.#opts.l2.readGrace(job.key)
+    if (entry === null || entry.staleUntil <= Date.now() || flight.invalidated) return null
+    flight.offerStale(entry)
+    return entry
+  }
+
+  #adopt (flight: Flight, key: string, filled: Filled): Filled {
+    if (!flight.invalidated) this.#opts.l1.set(key, filled.entry, Date.now())
     return filled
+  }
+
+  #listen (key: string): Waiter {
+    const waiter = new Waiter()
+    let waiters = this.#waiters.get(key)
+    if (waiters === undefined) {
+      waiters = new Set()
+      this.#waiters.set(key, waiters)
+    }
+    waiters.add(waiter)
+    return waiter
+  }
+
+  #unlisten (key: string, waiter: Waiter): void {
+    const waiters = this.#waiters.get(key)
+    if (waiters === undefined) return
+    waiters.delete(waiter)
+    if (waiters.size === 0) this.#waiters.delete(key)
   }
 
   #recentFailure (key: string): unknown {
@@ -315,16 +475,20 @@ export class Fill {
     this.#failures.set(key, { error, until: Date.now() + this.#opts.failureTtlMs })
   }
 
-  async #recordFailure (key: string, error: unknown): Promise<void> {
-    const { failureTtlMs, failureCodec } = this.#opts
-    if (failureTtlMs <= 0) return
-    const encoded = failureCodec.encode(error)
-    if (encoded === undefined) return
-    this.#remember(key, error)
-    if (this.#opts.l2.available) await this.#opts.l2.recordFailure(key, encoded, failureTtlMs)
+  /**
+   * A failed load: remembered here, and for the other instances in place of our placeholder
+   * (a cold key) or beside the stale entry (a refresh). A claim that records nothing hands the
+   * key back.
+   */
+  async #recordFailure (job: FillJob, landing: Landing, error: unknown): Promise<void> {
+    const { failureTtlMs, failureCodec, l2 } = this.#opts
+    const encoded = failureTtlMs > 0 ? failureCodec.encode(error) : undefined
+    if (encoded !== undefined) this.#remember(job.key, error)
+    const claimed = landing !== null && isPlaceholder(landing.expected)
+    if (claimed) {
+      await this.#giveUp(job.key, landing, encoded ?? null)
+      return
+    }
+    if (encoded !== undefined && l2.available) await l2.recordFailure(job.key, encoded, failureTtlMs)
   }
-}
-
-function sleep (ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref())
 }

@@ -1,6 +1,8 @@
 /**
  * Keeps every instance's L1 coherent: invalidations are published on one Redis channel and
- * each instance drops the named keys from its L1 when the message arrives.
+ * each instance drops the named keys from its L1 when the message arrives. A fill's landing
+ * is published on the same channel with the value it wrote, which wakes the instances
+ * waiting for that key.
  *
  * Subscribing takes a connection of its own (a subscribed connection cannot send ordinary
  * commands). Its connection errors are not logged here: the shared Redis state already logs
@@ -16,6 +18,10 @@ export interface InvalidationMessage {
   k?: string[]
   /** A key prefix to drop. */
   p?: string
+  /** A fill landed: the one key in `k` now holds this entry (its JSON), so a waiter needs no read. */
+  e?: string
+  /** The one key in `k` failed to load with this (encoded) failure. */
+  x?: string
 }
 
 export interface InvalidationBusOptions {
@@ -103,7 +109,13 @@ function parseMessage (raw: string): InvalidationMessage | null {
     const keys = Array.isArray(parsed.k) ? parsed.k.filter((k): k is string => typeof k === 'string') : undefined
     const prefix = typeof parsed.p === 'string' ? parsed.p : undefined
     if (keys === undefined && prefix === undefined) return null
-    return { o: parsed.o, ...(keys ? { k: keys } : {}), ...(prefix !== undefined ? { p: prefix } : {}) }
+    return {
+      o: parsed.o,
+      ...(keys ? { k: keys } : {}),
+      ...(prefix !== undefined ? { p: prefix } : {}),
+      ...(typeof parsed.e === 'string' ? { e: parsed.e } : {}),
+      ...(typeof parsed.x === 'string' ? { x: parsed.x } : {}),
+    }
   } catch {
     return null
   }

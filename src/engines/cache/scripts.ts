@@ -1,53 +1,91 @@
 /**
- * The cache's Redis scripts, each one atomic step and one round trip. Every write carries a
- * TTL, the generation counter included, and the counter is bumped and given its expiry in the
- * same step (never INCR then EXPIRE). Reads return each value with its PTTL: an L1 copy's
- * life is what Redis says is left, never a clock elsewhere.
+ * The cache's Redis scripts. Each touches one key, or a value key and its grace copy (one hash
+ * slot: see keys.ts), so each runs on a Redis Cluster as on one server, and is one atomic step
+ * and one round trip. Every write carries a TTL.
  */
 import type { Redis } from 'ioredis'
 
 const SCRIPTS = {
-  // KEYS: any number. → value1, pttl1, value2, pttl2, …
-  aicCacheRead: { numberOfKeys: undefined, lua: `
-local out = {}
-for i, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
-  out[2 * i - 1] = v
-  if v then out[2 * i] = redis.call('PTTL', k) else out[2 * i] = -2 end
-end
-return out` },
-  // KEYS: key, gen, stale, fail. → gen, value, pttl, stale value, stale pttl, failure
-  aicCacheProbe: { numberOfKeys: 4, lua: `
+  // KEY: the value. → value, pttl (a read always brings the key's remaining life with it).
+  aicCacheRead: { numberOfKeys: 1, lua: `
 local v = redis.call('GET', KEYS[1])
-local s = redis.call('GET', KEYS[3])
-return { redis.call('GET', KEYS[2]), v, v and redis.call('PTTL', KEYS[1]) or -2, s, s and redis.call('PTTL', KEYS[3]) or -2, redis.call('GET', KEYS[4]) }` },
-  // KEYS: key, stale, gen. A loader's result lands only if no invalidation happened since the load began.
-  aicCacheFill: { numberOfKeys: 3, lua: `
-local g = redis.call('GET', KEYS[3])
-if not g then g = '' end
-if g ~= ARGV[4] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
-end
-return 1` },
-  // KEYS: key, stale, gen. An explicit set is the new truth: it wins over any fill still in flight.
-  aicCachePut: { numberOfKeys: 3, lua: `
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+if v then return { v, redis.call('PTTL', KEYS[1]) } end
+return { false, -2 }` },
+  // KEYS: the value, its grace copy (the value key again when it has none). ARGV: expected
+  // ('' = absent), entry, ttl, grace, channel, message ('' = none), restore PX.
+  // Lands a load: the entry replaces the value only if it is still what the caller left there
+  // (its fill placeholder, or the entry it refreshed early), for exactly its ttl; the grace copy
+  // is written and the entry announced in the same step. → 1, or 0 when it did not land: an
+  // invalidation deleted the value (XX wrote nothing), or a put (or another claim) replaced it,
+  // which is then put back, a put's entry with its own remaining life (its grace copy's PTTL
+  // minus its grace: a put writes both keys in one step).
+  aicCacheLand: { numberOfKeys: 2, lua: `
+local ttl = tonumber(ARGV[3])
+local grace = tonumber(ARGV[4])
+local old
+if ARGV[1] == '' then
+  old = redis.call('SET', KEYS[1], ARGV[2], 'NX', 'GET', 'PX', ttl)
+  if old then return 0 end
 else
-  redis.call('DEL', KEYS[2])
+  old = redis.call('SET', KEYS[1], ARGV[2], 'XX', 'GET', 'PX', ttl)
+  if not old then return 0 end
+  if old ~= ARGV[1] then
+    local ms = tonumber(ARGV[7])
+    if string.sub(old, 1, 1) ~= '~' then
+      ms = ttl
+      if KEYS[2] ~= KEYS[1] then
+        local ok, stored = pcall(cjson.decode, old)
+        local g = 0
+        if ok and type(stored) == 'table' and type(stored.g) == 'number' then g = stored.g end
+        ms = redis.call('PTTL', KEYS[2]) - g
+      end
+    end
+    if ms > 0 then
+      redis.call('SET', KEYS[1], old, 'PX', ms)
+    else
+      redis.call('DEL', KEYS[1])
+    end
+    return 0
+  end
 end
-redis.call('INCR', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
+if KEYS[2] ~= KEYS[1] and grace > 0 then redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl + grace) end
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1` },
-  // KEYS: key, stale, gen, fail.
-  aicCacheInvalidate: { numberOfKeys: 4, lua: `
-local n = redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
-redis.call('INCR', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[1])
-return n` },
+  // KEYS: the value, its grace copy. ARGV: entry, ttl, grace. A put: both keys in one step.
+  aicCachePut: { numberOfKeys: 2, lua: `
+local ttl = tonumber(ARGV[2])
+local grace = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+if KEYS[2] ~= KEYS[1] then
+  if grace > 0 then
+    redis.call('SET', KEYS[2], ARGV[1], 'PX', ttl + grace)
+  else
+    redis.call('DEL', KEYS[2])
+  end
+end
+return 1` },
+  // KEY: the value. ARGV: expected placeholder, replacement ('' = delete), PX, channel, message ('' = none).
+  // A claim that has no value to land hands the key back (deleted, or replaced by a failure
+  // marker) only if its placeholder is still there, and announces it in the same step. → 1, or
+  // 0 when an invalidation deleted it or a put (or another claim) replaced it: that one stays.
+  aicCacheSwap: { numberOfKeys: 1, lua: `
+local old = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if old then return 0 end
+elseif old ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return 1` },
+  // KEY: the value. ARGV: placeholder, PX. A long load keeps its claim while it runs.
+  aicCacheRenew: { numberOfKeys: 1, lua: `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0` },
 } as const
 
 type ScriptName = keyof typeof SCRIPTS
@@ -60,9 +98,7 @@ export type CacheScriptPipeline = Record<ScriptName, (...args: Args) => unknown>
 /** The client with the scripts defined (EVALSHA, NOSCRIPT handled by ioredis); idempotent. */
 export function withCacheScripts (client: Redis): CacheScriptClient {
   for (const [name, script] of Object.entries(SCRIPTS)) {
-    if (!(name in client)) {
-      client.defineCommand(name, script.numberOfKeys === undefined ? { lua: script.lua } : { numberOfKeys: script.numberOfKeys, lua: script.lua })
-    }
+    if (!(name in client)) client.defineCommand(name, { numberOfKeys: script.numberOfKeys, lua: script.lua })
   }
   return client as CacheScriptClient
 }

@@ -5,10 +5,14 @@
  *
  *   entry.ts      what is kept for a key (named fields; the compact L2 form)
  *   l1.ts         the in-process entries
- *   l2.ts         Redis reads and writes (every read brings the key's PTTL)
- *   fill.ts       one loader call per key across instances: flights, the fill lock
- *                 (locks engine), waiting for another instance, recorded failures, grace
- *   coherence.ts  invalidation: generations, the pub/sub bus, replay after an outage
+ *   keys.ts       what Redis holds: the value key for its ttl (an entry, a fill placeholder or
+ *                 a failure) and, with a grace, its grace copy in the same hash slot
+ *   l2.ts         Redis reads and writes, one key per command and one slot per script (every
+ *                 read brings the key's PTTL)
+ *   fill.ts       one loader call per key across instances: flights, claiming a cold key,
+ *                 waiting for another instance's landing, early refreshes under the locks
+ *                 engine, recorded failures, grace (the grace copy read only when wanted)
+ *   coherence.ts  invalidation: the pub/sub bus (which also carries landings), replay after an outage
  *   xfetch.ts     early refresh
  *
  * This file puts them together behind the public API, and keeps the counters.
@@ -44,15 +48,19 @@ export interface TwoTierCacheOptions {
   /** A dedicated connection for the invalidation channel (null: no Redis). */
   createSubscriber?: () => Redis | null
   /**
-   * The fill locks. By default a locks engine whose one master is the main Redis (the lock
-   * lives beside the value it guards, whatever REDLOCK_URLS says), in-process while it is away.
+   * The refresh locks (stale and early-refreshed keys). By default a locks engine whose one
+   * master is the main Redis (the lock lives beside the value it guards, whatever REDLOCK_URLS
+   * says), in-process while it is away.
    */
   locks?: FillLocks
-  /** Life of a fill lock; the owner extends it while its load runs. */
+  /**
+   * Life of a cold key's fill placeholder and of a refresh lock; the loading instance extends
+   * it while its load runs. A waiter that hears nothing claims again after this long.
+   */
   lockTtlMs?: number
   /** A load is abandoned after this long, and no caller waits longer for another instance's load. */
   loaderTimeoutMs?: number
-  /** How often a waiting instance looks in L2 for another instance's result. */
+  /** How often a waiting instance claims again while the invalidation channel is not subscribed. */
   pollMs?: number
   /** How long a failed load is remembered, here and for the other instances (0: not at all). */
   failureTtlMs?: number
@@ -65,8 +73,6 @@ export interface TwoTierCacheOptions {
   random?: () => number
   /** Invalidations remembered while Redis is away, to be replayed when it returns. */
   maxPendingInvalidations?: number
-  /** Life of a key's generation counter; must exceed the longest load. */
-  genTtlMs?: number
 }
 
 const MAX_NAMES = 64
@@ -87,19 +93,7 @@ export class TwoTierCache {
   constructor (options: TwoTierCacheOptions) {
     const { state, log } = options
     const keyPrefix = options.keyPrefix ?? ''
-    const genTtlMs = options.genTtlMs ?? 600_000
     this.#l1 = new L1(options.l1)
-    this.#l2 = new L2(options.store, genTtlMs)
-    this.#fill = new Fill({
-      l1: this.#l1,
-      l2: this.#l2,
-      locks: options.locks ?? fillLocksOn(state, keyPrefix),
-      lockTtlMs: options.lockTtlMs ?? 3000,
-      loaderTimeoutMs: options.loaderTimeoutMs ?? 10_000,
-      pollMs: options.pollMs ?? 25,
-      failureTtlMs: options.failureTtlMs ?? 0,
-      failureCodec: options.failureCodec ?? NO_FAILURES,
-    })
     this.#coherence = new Coherence({
       store: options.store,
       state,
@@ -108,15 +102,35 @@ export class TwoTierCache {
       keyPrefix,
       createSubscriber: options.createSubscriber ?? (() => null),
       maxPending: options.maxPendingInvalidations ?? 10_000,
-      genTtlMs,
       local: {
         dropKeys: (keys) => { for (const key of keys) this.#dropLocal(key) },
         dropPrefix: (prefix) => {
           this.#l1.deletePrefix(prefix)
           this.#fill.abandonPrefix(prefix)
         },
+        // A landing elsewhere concerns the flights here waiting for it. An L1 copy here is kept:
+        // a fill lands only over a cold or stale key, and a copy's life ends with its L2 key's.
+        filled: (key, news) => { this.#fill.deliver(key, news) },
         distrustAll: () => { this.#l1.expireAll() },
       },
+    })
+    const coherence = this.#coherence
+    this.#l2 = new L2(options.store, coherence.channel, keyPrefix)
+    this.#fill = new Fill({
+      l1: this.#l1,
+      l2: this.#l2,
+      locks: options.locks ?? fillLocksOn(state, keyPrefix),
+      announcer: {
+        message: (key, news) => coherence.fillMessage(key, news),
+        published: () => { coherence.countPublished() },
+        get listening () { return coherence.listening },
+      },
+      instanceId: this.instanceId,
+      lockTtlMs: options.lockTtlMs ?? 3000,
+      loaderTimeoutMs: options.loaderTimeoutMs ?? 10_000,
+      pollMs: options.pollMs ?? 25,
+      failureTtlMs: options.failureTtlMs ?? 0,
+      failureCodec: options.failureCodec ?? NO_FAILURES,
     })
     this.#names = options.names ?? []
     this.#xfetch = { ...DEFAULT_XFETCH, ...options.xfetch }
@@ -160,7 +174,7 @@ export class TwoTierCache {
       }
       return result(entry as CacheEntry<T>, 'l1', now)
     }
-    return this.#lookup(request, counters, { stale: entry, prefetched: false })
+    return this.#lookup(request, counters, { stale: entry })
   }
 
   /** `get(request).value`. */
@@ -197,12 +211,16 @@ export class TwoTierCache {
     }
     const toRead = missing.filter((i) => this.#fill.joinable(keys[i] as string) === undefined)
     const found = await this.#l2.read(toRead.map((i) => keys[i] as string))
-    const prefetched = found !== null
+    const staleInL2 = new Map<number, CacheEntry>()
     if (found !== null) {
       const at = Date.now()
       toRead.forEach((i, n) => {
         const entry = found[n]
         if (entry == null) return
+        if (entry.freshUntil <= at) {
+          staleInL2.set(i, entry)
+          return
+        }
         const key = keys[i] as string
         this.#l1.set(key, entry, at)
         this.#countersFor(request.name ?? this.#nameOf(key)).hitsL2++
@@ -213,7 +231,7 @@ export class TwoTierCache {
     const loaded = await mapSettledLimit(missing, request.concurrency ?? 8, async (i) => {
       const key = keys[i] as string
       const counters = this.#countersFor(request.name ?? this.#nameOf(key))
-      return this.#lookup(single(key), counters, { stale: this.#l1.get(key), prefetched })
+      return this.#lookup(single(key), counters, { stale: this.#l1.get(key) ?? staleInL2.get(i) })
     })
     missing.forEach((i, n) => { results[i] = loaded[n] as PromiseSettledResult<CacheResult<T>> })
     return results
@@ -228,7 +246,7 @@ export class TwoTierCache {
       return entry.value as T
     }
     const [stored] = await this.#l2.read([key]) ?? [null]
-    if (stored != null) {
+    if (stored != null && stored.freshUntil > Date.now()) {
       counters.hitsL2++
       this.#l1.set(key, stored, Date.now())
       return stored.value as T
@@ -282,10 +300,10 @@ export class TwoTierCache {
     await this.#coherence.close()
   }
 
-  async #lookup<T> (request: CacheRequest<T>, counters: CacheCounters, from: { stale: CacheEntry | undefined, prefetched: boolean }): Promise<CacheResult<T>> {
+  async #lookup<T> (request: CacheRequest<T>, counters: CacheCounters, from: { stale: CacheEntry | undefined }): Promise<CacheResult<T>> {
     const stale = from.stale !== undefined && Date.now() < from.stale.staleUntil ? from.stale : undefined
     const joined = this.#fill.joinable(request.key)
-    const flight = joined ?? this.#fill.start(this.#job(request, counters, { stale, prefetched: from.prefetched }))
+    const flight = joined ?? this.#fill.start(this.#job(request, counters, { stale }))
     if (joined !== undefined) flight.offerStale(stale)
     let filled: Filled
     try {
@@ -316,7 +334,7 @@ export class TwoTierCache {
     }
   }
 
-  #job<T> (request: CacheRequest<T>, counters: CacheCounters, extra: Partial<Pick<FillJob, 'stale' | 'newerThan' | 'prefetched' | 'background'>>): FillJob {
+  #job<T> (request: CacheRequest<T>, counters: CacheCounters, extra: Partial<Pick<FillJob, 'stale' | 'newerThan' | 'background'>>): FillJob {
     return {
       key: request.key,
       ttlMs: request.ttl * 1000,
@@ -325,7 +343,6 @@ export class TwoTierCache {
       counters,
       stale: extra.stale,
       newerThan: extra.newerThan ?? -Infinity,
-      prefetched: extra.prefetched ?? false,
       background: extra.background ?? false,
     }
   }
@@ -360,7 +377,7 @@ export function createTwoTierCache (options: TwoTierCacheOptions): TwoTierCache 
   return new TwoTierCache(options)
 }
 
-/** Fill locks on the main Redis alone (in process while it is away). */
+/** Refresh locks on the main Redis alone (in process while it is away). */
 function fillLocksOn (state: RedisState, keyPrefix: string): Locks {
   const client = state.client
   return new Locks({
@@ -387,7 +404,7 @@ function result<T> (entry: CacheEntry<T>, layer: CacheResult<T>['layer'], now: n
 }
 
 /** The flight's result, or after `ms` the stale copy it knows of (now or as soon as it learns of one). */
-async function withSoftTimeout (flight: { promise: Promise<Filled>, staleFound: Promise<CacheEntry> }, ms: number): Promise<Filled> {
+async function withSoftTimeout (flight: { promise: Promise<Filled>, staleFound: Promise<CacheEntry>, wantStale: () => void }, ms: number): Promise<Filled> {
   let timer: NodeJS.Timeout | undefined
   try {
     return await Promise.race([
@@ -395,7 +412,11 @@ async function withSoftTimeout (flight: { promise: Promise<Filled>, staleFound: 
       new Promise<void>((resolve) => {
         timer = setTimeout(resolve, ms)
         timer.unref()
-      }).then(() => flight.staleFound).then((entry): Filled => ({ entry, layer: 'stale' })),
+      }).then(async () => {
+        // Only now is the grace copy worth a read (the plain cold path never reads it).
+        flight.wantStale()
+        return await flight.staleFound
+      }).then((entry): Filled => ({ entry, layer: 'stale' })),
     ])
   } finally {
     clearTimeout(timer)

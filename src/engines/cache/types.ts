@@ -17,7 +17,7 @@ export interface CachePolicy {
   /** Seconds an expired value is kept, to be served (marked STALE) when no fresh one can be had. */
   grace?: number | undefined
   /**
-   * With a stale copy at hand (in L1, or the grace copy in L2), a caller waits at most this
+   * With a stale copy at hand (in L1, or the entry in L2 within its grace), a caller waits at most this
    * many ms for a load (here or on another instance) and then gets the stale copy; the load
    * goes on and refreshes the cache when it finishes.
    */
@@ -98,7 +98,7 @@ export interface CacheStats {
   caches: Record<string, CacheCounters>
   l1: { enabled: boolean, entries: number, bytes: number, maxEntries: number, maxBytes: number }
   invalidation: {
-    /** Messages published to the other instances. */
+    /** Messages published to the other instances (invalidations, puts, and fills landed with their value). */
     published: number
     /** Messages received from the other instances. */
     received: number
