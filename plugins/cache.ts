@@ -83,15 +83,14 @@ export function httpErrorOf (err: unknown): unknown {
 }
 
 export function createCacheFromConfig (config: Config, deps: { store: ResilientStore, state: RedisState, log: FastifyBaseLogger }) {
-  const client = deps.state.client
   return createTwoTierCache({
     store: deps.store,
     state: deps.state,
     log: deps.log,
     l1: { enabled: config.CACHE_L1_ENABLED, maxEntries: config.CACHE_L1_MAX_ENTRIES, maxBytes: config.CACHE_L1_MAX_BYTES },
     keyPrefix: config.REDIS_KEY_PREFIX,
-    // Same options as the shared client; resubscribing is done by the cache on each 'ready'.
-    createSubscriber: () => client?.duplicate({ autoResubscribe: false }) ?? null,
+    // Same options as the shared client (and its Sentinel restart); resubscribing is done by the cache on each 'ready'.
+    createSubscriber: () => deps.state.duplicate({ autoResubscribe: false }),
     lockTtlMs: config.CACHE_LOCK_TTL_MS,
     loaderTimeoutMs: config.CACHE_LOADER_TIMEOUT_MS,
     failureTtlMs: config.CACHE_FAILURE_TTL_MS,

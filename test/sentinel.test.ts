@@ -175,3 +175,38 @@ t.test('READONLY on the node a sentinel named (a stale answer): the client asks 
   t.equal(await master.command('EXISTS', `session:${sid}`), '1', 'writes land on the master again')
   t.ok(logs.count(LOG_CONNECTED) <= 2, `${logs.count(LOG_CONNECTED)} ✅ lines (boot and the return)`)
 })
+
+t.test('+switch-master while the client is asking a sentinel (ioredis 6.0.0 gives up there): the service still reaches the new master', skipUnlessRedis(), async (t) => {
+  const oldMaster = await startRedis()
+  t.teardown(() => oldMaster.stop())
+  const newMaster = await startRedis()
+  t.teardown(() => newMaster.stop())
+  const fake = await startFakeSentinel(oldMaster.port)
+  t.teardown(() => fake.close())
+  // A long sentinel command timeout keeps the held lookup open while the switch arrives.
+  const { app } = await build(t, { ...AUTH_ENV, REDIS_SENTINELS: `127.0.0.1:${fake.port}`, REDIS_SENTINEL_NAME: 'mymaster', REDIS_CONNECT_TIMEOUT_MS: '30000' })
+  await waitFor(() => app.redisState.available && app.cache.stats().invalidation.subscribed && fake.subscribers > 0, 30_000)
+  t.equal(app.redisState.masterAddress, `127.0.0.1:${oldMaster.port}`)
+
+  // Both connections drop (the shared one and the cache's subscriber); each asks the sentinel
+  // again, and those answers are held.
+  fake.hold()
+  fake.point(newMaster.port)
+  await oldMaster.command('CLIENT', 'KILL', 'TYPE', 'normal')
+  await oldMaster.command('CLIENT', 'KILL', 'TYPE', 'pubsub')
+  // Two held and the shared one still 'connecting': each client is inside its lookup (not in a
+  // reconnect delay, where a switch is harmless).
+  await waitFor(() => fake.pending >= 2 && app.redisState.client?.status === 'connecting', 30_000)
+  // The sentinels announce the switch meanwhile: the failover detector closes its subscriptions
+  // and stops the connector's lookup in progress.
+  fake.switchMaster()
+  await waitFor(() => fake.subscribers === 0, 30_000)
+  fake.release()
+  await waitFor(() => app.redisState.available && app.redisState.masterAddress === `127.0.0.1:${newMaster.port}`, 30_000)
+    .catch((err: Error) => { t.comment(JSON.stringify(app.redisState.snapshot())); throw err })
+  await waitFor(() => app.cache.stats().invalidation.subscribed, 30_000)
+  t.pass('the cache subscribes again, through the new master')
+  t.ok(app.redisState.sentinelRestarts >= 2, `both ended connections were started again (${app.redisState.sentinelRestarts})`)
+  const { sid } = await registerAndLogin(app, 'switch-mid-lookup@example.com')
+  t.equal(await newMaster.command('EXISTS', `session:${sid}`), '1', 'writes land on the new master')
+})

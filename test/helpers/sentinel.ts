@@ -258,24 +258,42 @@ export async function startSentinelTopology (options: SentinelTopologyOptions = 
 /**
  * A stand-in sentinel that names whatever master the test sets (`point(port)`): a stale or
  * wrong answer on demand, which a real sentinel only gives during a partition. It answers
- * `SENTINEL get-master-addr-by-name`, `SENTINEL sentinels` (none), SUBSCRIBE (never publishes)
- * and +OK to anything else. `lookups` counts the master questions.
+ * `SENTINEL get-master-addr-by-name`, `SENTINEL sentinels` (none), SUBSCRIBE (publishes only
+ * on `switchMaster()`) and +OK to anything else. `lookups` counts the master questions;
+ * `hold()` leaves them unanswered until `release()`, to put a `+switch-master` exactly where
+ * a test needs it.
  */
 export interface FakeSentinel {
   readonly port: number
   lookups: number
   point (port: number): void
+  /** Lookups (get-master-addr-by-name) asked while held, not answered yet. */
+  pending: number
+  /** Open connections subscribed to +switch-master (a client's failover detector). */
+  subscribers: number
+  /** Hold every lookup unanswered until release(). */
+  hold (): void
+  /** Answer the held lookups with the master pointed at now, and answer at once again. */
+  release (): void
+  /** Sends `+switch-master` to every subscribed connection, as sentinels do after a failover. */
+  switchMaster (): void
   close (): Promise<void>
 }
 
 export async function startFakeSentinel (masterPort: number): Promise<FakeSentinel> {
   const net = await import('node:net')
   let target = masterPort
+  let holding = false
+  const held: Array<import('node:net').Socket> = []
   const sockets = new Set<import('node:net').Socket>()
+  const subscribed = new Set<import('node:net').Socket>()
+  /** Connections that said HELLO 3: their pub/sub messages are RESP3 pushes. */
+  const resp3 = new WeakSet<import('node:net').Socket>()
   const bulk = (s: string): string => `$${Buffer.byteLength(s)}\r\n${s}\r\n`
+  const answer = (socket: import('node:net').Socket): void => { socket.write(`*2\r\n${bulk('127.0.0.1')}${bulk(String(target))}`) }
   const server = net.createServer((socket) => {
     sockets.add(socket)
-    socket.on('close', () => sockets.delete(socket))
+    socket.on('close', () => { sockets.delete(socket); subscribed.delete(socket) })
     socket.on('error', () => {})
     let buf = ''
     socket.on('data', (d) => {
@@ -287,10 +305,15 @@ export async function startFakeSentinel (masterPort: number): Promise<FakeSentin
         const [cmd = '', sub = ''] = parsed.args.map((a) => a.toLowerCase())
         if (cmd === 'sentinel' && sub === 'get-master-addr-by-name') {
           fake.lookups++
-          socket.write(`*2\r\n${bulk('127.0.0.1')}${bulk(String(target))}`)
+          if (holding) held.push(socket)
+          else answer(socket)
         } else if (cmd === 'sentinel') {
           socket.write('*0\r\n')
+        } else if (cmd === 'hello' && sub === '3') {
+          resp3.add(socket)
+          socket.write('+OK\r\n')
         } else if (cmd === 'subscribe') {
+          subscribed.add(socket)
           socket.write(`*3\r\n${bulk('subscribe')}${bulk(parsed.args[1] ?? '')}:1\r\n`)
         } else {
           socket.write('+OK\r\n')
@@ -305,6 +328,17 @@ export async function startFakeSentinel (masterPort: number): Promise<FakeSentin
     port: address.port,
     lookups: 0,
     point: (port) => { target = port },
+    get pending () { return held.filter((s) => !s.destroyed).length },
+    get subscribers () { return subscribed.size },
+    hold: () => { holding = true },
+    release: () => {
+      holding = false
+      for (const s of held.splice(0)) if (!s.destroyed) answer(s)
+    },
+    switchMaster: () => {
+      const message = `mymaster 127.0.0.1 0 127.0.0.1 ${target}`
+      for (const s of subscribed) s.write(`${resp3.has(s) ? '>' : '*'}3\r\n${bulk('message')}${bulk('+switch-master')}${bulk(message)}`)
+    },
     close: async () => {
       for (const s of sockets) s.destroy()
       await new Promise<void>((resolve) => server.close(() => resolve()))

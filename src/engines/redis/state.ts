@@ -143,6 +143,8 @@ export class RedisState extends EventEmitter {
   readonly sentinel: { name: string, sentinels: string[] } | null
   /** Times the client dropped its connection to ask the sentinels for the master again (a READONLY reply). */
   masterLookups = 0
+  /** Times a Sentinel connection that had stopped reconnecting (ioredis ended it mid-lookup) was started again. */
+  sentinelRestarts = 0
 
   readonly #opts: Required<Omit<RedisStateOptions, 'url' | 'tlsCa' | 'sentinel' | 'cluster'>>
   readonly #seeds: string[] = []
@@ -218,6 +220,47 @@ export class RedisState extends EventEmitter {
     this.client.on('ready', () => { void this.#verify() })
     this.client.on('error', (err: Error) => this.#connectionProblem(err))
     this.client.on('close', () => this.#connectionProblem(new Error('Connection closed')))
+    if (sentinel !== undefined) this.#restartWhenEnded(this.client)
+  }
+
+  /**
+   * A second connection with the same options (a subscriber), that follows a Sentinel
+   * failover as the shared one does (#restartWhenEnded). Null when Redis is not configured.
+   */
+  duplicate (override?: Partial<RedisOptions>): Redis | null {
+    if (this.client === null) return null
+    const copy = this.client.duplicate(override)
+    if (this.sentinel !== null) this.#restartWhenEnded(copy)
+    return copy
+  }
+
+  /**
+   * ioredis 6.0.0 ends a Sentinel client for good when a `+switch-master` arrives while the
+   * client is asking a sentinel for the master (or waiting to ask again): the failover
+   * detector stops the connector, the lookup in progress rejects with "Connection is closed",
+   * and the client goes to 'end' without the retry strategy being asked. Nothing else ends
+   * such a client but its owner's close (the retry strategies always give a delay), and an
+   * owner removes the listeners before it closes; so an 'end' heard here, with the listener
+   * still on, means: start a fresh lookup after the reconnect backoff.
+   * docs/adr/0014-restart-an-ended-sentinel-client.md.
+   */
+  #restartWhenEnded (client: Redis): void {
+    let timer: NodeJS.Timeout | null = null
+    let inARow = 0
+    const onEnd = (): void => {
+      if (this.#closing || timer !== null) return
+      timer = setTimeout(() => {
+        timer = null
+        // Closed meanwhile (by this state or by the connection's owner): leave it closed.
+        if (this.#closing || client.status !== 'end' || client.listenerCount('end') === 0) return
+        this.sentinelRestarts++
+        this.#opts.log.info({ restarts: this.sentinelRestarts }, 'Redis Sentinel client had stopped during a failover; asking the sentinels again')
+        client.connect().catch(() => {}) // a failure ends it again, and this runs again
+      }, backoff(++inARow, this.#opts.reconnectCapMs))
+      timer.unref()
+    }
+    client.on('end', onEnd)
+    client.on('ready', () => { inARow = 0 })
   }
 
   /** True when the client is a Redis Cluster: keys of one call must share a slot. */
