@@ -7,6 +7,7 @@
  * a subscription that was lost makes this instance distrust its whole L1.
  */
 import type { Redis } from 'ioredis'
+import { scanTargets } from '../redis/scan.js'
 import type { RedisState } from '../redis/state.js'
 import type { ResilientStore } from '../store/resilient-store.js'
 import { InvalidationBus, type InvalidationMessage } from './invalidation-bus.js'
@@ -169,8 +170,13 @@ export class Coherence {
     }))
   }
 
+  /** One UNLINK a key: one pipeline on one server; on a cluster (a pipeline's keys must share a slot) all at once. */
   async #unlink (client: Redis, keys: readonly string[]): Promise<void> {
     if (keys.length === 0) return
+    if ((client as { isCluster?: boolean }).isCluster === true) {
+      await Promise.all(keys.map(async (key) => await client.unlink(key)))
+      return
+    }
     const pipeline = client.pipeline()
     for (const key of keys) pipeline.unlink(key)
     for (const [err] of (await pipeline.exec()) ?? []) if (err) throw err
@@ -180,13 +186,16 @@ export class Coherence {
   async #scan (client: Redis, prefix: string, each: (keys: string[]) => Promise<void>): Promise<void> {
     const { keyPrefix } = this.#opts
     const pattern = `${globEscape(keyPrefix)}${globEscape(prefix)}*`
-    let cursor = '0'
-    do {
-      const [next, found] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 500)
-      cursor = next
-      const keys = found.map((k) => k.slice(keyPrefix.length))
-      if (keys.length > 0) await each(keys)
-    } while (cursor !== '0')
+    // On a cluster every master holds only its own slots' keys: scan each.
+    for (const target of scanTargets(client)) {
+      let cursor = '0'
+      do {
+        const [next, found] = await target.scan(cursor, 'MATCH', pattern, 'COUNT', 500)
+        cursor = next
+        const keys = found.map((k) => k.slice(keyPrefix.length))
+        if (keys.length > 0) await each(keys)
+      } while (cursor !== '0')
+    }
   }
 
   #remember (key: string | null, prefix: string | null): void {

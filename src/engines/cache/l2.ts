@@ -6,6 +6,7 @@
  * on this instance's clock: the value key lives exactly ttl, so an entry read there is fresh
  * for its PTTL; the grace copy lives ttl + grace and is read only for its stale copy.
  */
+import type { Redis } from 'ioredis'
 import type { ResilientStore } from '../store/resilient-store.js'
 import { decodeStored, entryOf, type CacheEntry } from './entry.js'
 import { failKeyOf, failureIn, graceKeyOf, isPlaceholder } from './keys.js'
@@ -82,9 +83,7 @@ export class L2 {
     if (!this.#store.usingRedis || keys.length === 0) return null
     const at = Date.now()
     return this.#store.use('cache.get', async (client) => {
-      const pipeline = cacheScriptPipeline(client)
-      for (const key of keys) pipeline.aicCacheRead(key)
-      const replies = (await pipeline.exec()) ?? []
+      const replies = await readEach(client, keys)
       return keys.map((_key, i) => {
         const [err, reply] = replies[i] ?? [null, null]
         if (err) throw err
@@ -194,4 +193,19 @@ export function toGraceEntry (raw: unknown, pttl: unknown, at: number): CacheEnt
   const freshMs = Math.min(0, remainingMs - stored.grace)
   const entry = entryOf(stored, raw.length, { at, remainingMs: 0 })
   return { ...entry, freshUntil: at + freshMs, staleUntil: at + remainingMs }
+}
+
+/**
+ * aicCacheRead for each key: one pipeline on one server; on a cluster (a pipeline's keys must
+ * share a slot) every call on its own, all at once.
+ */
+async function readEach (client: Redis, keys: readonly string[]): Promise<Array<[Error | null, unknown]>> {
+  if ((client as { isCluster?: boolean }).isCluster !== true) {
+    const pipeline = cacheScriptPipeline(client)
+    for (const key of keys) pipeline.aicCacheRead(key)
+    return (await pipeline.exec()) ?? []
+  }
+  const scripted = withCacheScripts(client)
+  const settled = await Promise.allSettled(keys.map(async (key) => await scripted.aicCacheRead(key)))
+  return settled.map((r) => r.status === 'fulfilled' ? [null, r.value] : [r.reason instanceof Error ? r.reason : new Error(String(r.reason)), null])
 }
