@@ -8,35 +8,19 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { Redis } from 'ioredis'
 import t from 'tap'
 import { LOG_CONNECTED, LOG_CONNECTION_FAILED, LOG_OPERATION_FAILED } from '../src/engines/redis/state.js'
 import { keySlot } from '../src/engines/redis/slots.js'
-import { parseClusterNodes, type ClusterNodeView } from '../src/debug/redis-info.js'
+import type { ClusterNodeView } from '../src/debug/redis-info.js'
 import { AUTH_ENV, bearer, login, register } from './auth-helpers.js'
 import { build, waitFor, type TestApp } from './helper.js'
-import { skipUnlessCluster, startRedisCluster, type RedisCluster } from './helpers/cluster.js'
+import { clusterNodes, skipUnlessCluster, startRedisCluster } from './helpers/cluster.js'
 
 t.setTimeout(600_000)
 
 const RUNS = Number(process.env.CLUSTER_FAILOVER_RUNS ?? 1)
 /** The bound the docs state, with room for a loaded machine (measured: see docs/redis-topologies.md). */
 const WRITE_BOUND_MS = 30_000
-
-async function clusterNodes (cluster: RedisCluster, skipPort?: number): Promise<ClusterNodeView[]> {
-  for (const node of cluster.nodes) {
-    if (node.port === skipPort) continue
-    const client = new Redis({ ...node, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-    client.on('error', () => {})
-    try {
-      await client.connect()
-      return parseClusterNodes(String(await client.cluster('NODES')))
-    } catch { /* that node is down: the next */ } finally {
-      client.disconnect()
-    }
-  }
-  throw new Error('no cluster node answers')
-}
 
 function owner (nodes: ClusterNodeView[], slot: number): ClusterNodeView | undefined {
   return nodes.find((n) => n.role === 'master' && n.up && n.slots.some(([from, to]) => slot >= from && slot <= to))

@@ -10,26 +10,15 @@ import os from 'node:os'
 import path from 'node:path'
 import { Redis } from 'ioredis'
 import t from 'tap'
-import { ConfigError, loadConfig, parseSentinels } from '../src/config.js'
+import { loadConfig, parseSentinels } from '../src/config.js'
 import { LOG_COMMAND_REFUSED, LOG_CONNECTED, LOG_CONNECTION_FAILED, LOG_OPERATION_FAILED } from '../src/engines/redis/state.js'
-import { parseClusterNodes } from '../src/debug/redis-info.js'
 import { AUTH_ENV, adminLogin, bearer, login, me, register } from './auth-helpers.js'
-import { build, TEST_ENV, waitFor, type TestApp } from './helper.js'
-import { skipUnlessCluster, startRedisCluster, type RedisCluster } from './helpers/cluster.js'
+import { build, configProblems, TEST_ENV, waitFor, type TestApp } from './helper.js'
+import { clusterNodes, skipUnlessCluster, startRedisCluster } from './helpers/cluster.js'
 
 t.setTimeout(300_000)
 
 const PASSWORD = 'cluster-node-secret-4c1d'
-
-function configProblems (env: Record<string, string>): string[] {
-  try {
-    loadConfig({ ...TEST_ENV, ...env })
-    return []
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems
-    throw err
-  }
-}
 
 t.test('configuration: REDIS_CLUSTER_NODES is a third topology, never with REDIS_URL or REDIS_SENTINELS', async (t) => {
   const nodes = '10.0.0.1:7000,10.0.0.2:7000'
@@ -43,21 +32,6 @@ t.test('configuration: REDIS_CLUSTER_NODES is a third topology, never with REDIS
   const ok = loadConfig({ ...TEST_ENV, REDIS_CLUSTER_NODES: '10.0.0.1:7000 , redis-b:7001' })
   t.same(parseSentinels(ok.REDIS_CLUSTER_NODES!), [{ host: '10.0.0.1', port: 7000 }, { host: 'redis-b', port: 7001 }])
 })
-
-/** CLUSTER NODES of the live cluster, through any node that answers. */
-async function clusterNodes (cluster: RedisCluster): Promise<ReturnType<typeof parseClusterNodes>> {
-  for (const node of cluster.nodes) {
-    const client = new Redis({ ...node, password: cluster.env.REDIS_PASSWORD, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-    client.on('error', () => {})
-    try {
-      await client.connect()
-      return parseClusterNodes(String(await client.cluster('NODES')))
-    } catch { /* that node is down: the next */ } finally {
-      client.disconnect()
-    }
-  }
-  throw new Error('no cluster node answers')
-}
 
 /** The keys (up to 1000) a master holds. */
 async function keysOn (address: string, password: string | undefined): Promise<string[]> {

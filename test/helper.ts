@@ -5,7 +5,7 @@
 import { Writable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
-import { loadConfig, type Config } from '../src/config.js'
+import { ConfigError, loadConfig, type Config } from '../src/config.js'
 
 export interface LogLine {
   level: number
@@ -75,6 +75,17 @@ export async function build (t: Teardownable, env: Record<string, string | undef
   await app.ready()
   t.teardown(() => app.close())
   return { app, logs, config }
+}
+
+/** The problems loadConfig reports for the test environment plus `env` ([] when it loads). */
+export function configProblems (env: Record<string, string>): string[] {
+  try {
+    loadConfig({ ...TEST_ENV, ...env })
+    return []
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems
+    throw err
+  }
 }
 
 export function sleep (ms: number): Promise<void> {

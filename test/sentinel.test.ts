@@ -6,10 +6,10 @@
  * The forced failover under load is in sentinel-failover.test.ts.
  */
 import t from 'tap'
-import { ConfigError, loadConfig } from '../src/config.js'
+import { loadConfig } from '../src/config.js'
 import { LOG_CONNECTED, LOG_CONNECTION_FAILED, LOG_OPERATION_FAILED } from '../src/engines/redis/state.js'
 import { AUTH_ENV, adminLogin, bearer, registerAndLogin } from './auth-helpers.js'
-import { build, TEST_ENV, waitFor, type LogCapture, type TapTest } from './helper.js'
+import { build, configProblems, TEST_ENV, waitFor, type LogCapture, type TapTest } from './helper.js'
 import { getFreePort, startRedis } from './helpers/redis-server.js'
 import { skipUnlessRedis, startFakeSentinel, startSentinelTopology, type SentinelTopology } from './helpers/sentinel.js'
 
@@ -17,16 +17,6 @@ t.setTimeout(300_000)
 
 const DATA_PASSWORD = 'data-node-secret-7f3a'
 const SENTINEL_PASSWORD = 'sentinel-secret-91bc'
-
-function configProblems (env: Record<string, string>): string[] {
-  try {
-    loadConfig({ ...TEST_ENV, ...env })
-    return []
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems
-    throw err
-  }
-}
 
 t.test('configuration: each half of Sentinel needs the other, and REDIS_URL is the other topology', async (t) => {
   t.match(configProblems({ REDIS_SENTINELS: '127.0.0.1:26379' }), [/^REDIS_SENTINEL_NAME: required with REDIS_SENTINELS/])

@@ -12,6 +12,8 @@
 import { execFile } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
+import { Redis } from 'ioredis'
+import { parseClusterNodes, type ClusterNodeView } from '../../src/debug/redis-info.js'
 import { getFreePort, startRedis, type RedisProcess } from './redis-server.js'
 
 export interface RedisClusterOptions {
@@ -134,4 +136,20 @@ async function formed (processes: RedisProcess[], masters: number, replicas: num
     }
   }
   return masterCount === masters
+}
+
+/** CLUSTER NODES of the live cluster, through any node that answers (but `skipPort`). */
+export async function clusterNodes (cluster: RedisCluster, skipPort?: number): Promise<ClusterNodeView[]> {
+  for (const node of cluster.nodes) {
+    if (node.port === skipPort) continue
+    const client = new Redis({ ...node, password: cluster.env.REDIS_PASSWORD, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+    client.on('error', () => {})
+    try {
+      await client.connect()
+      return parseClusterNodes(String(await client.cluster('NODES')))
+    } catch { /* that node is down: the next */ } finally {
+      client.disconnect()
+    }
+  }
+  throw new Error('no cluster node answers')
 }

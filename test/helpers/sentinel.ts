@@ -9,10 +9,11 @@
  * queried the same way; the sentinels are spawned here because a sentinel needs its config
  * file as the first argument (and rewrites it).
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { reapChild, reapDir, reapNow } from './reaper.js'
 import { getFreePort, startRedis, type RedisProcess } from './redis-server.js'
 
 export { skipUnlessRedis } from './redis-server.js'
@@ -56,35 +57,6 @@ export interface SentinelTopology {
   stop (): Promise<void>
 }
 
-const live = new Set<ChildProcess>()
-const dirs = new Set<string>()
-let hooked = false
-
-function cleanupSync (): void {
-  for (const child of live) {
-    try { if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL') } catch { /* gone */ }
-  }
-  live.clear()
-  for (const dir of dirs) {
-    try { fs.rmSync(dir, { recursive: true, force: true }) } catch { /* best effort */ }
-  }
-  dirs.clear()
-}
-
-function hook (): void {
-  if (hooked) return
-  hooked = true
-  process.on('exit', cleanupSync)
-  // tap's timeout sends SIGTERM, which skips 'exit': clean up, then let the signal act as before.
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const handler = (): void => {
-      process.removeListener(sig, handler)
-      cleanupSync()
-      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig)
-    }
-    process.prependListener(sig, handler)
-  }
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -103,7 +75,7 @@ async function startSentinel (masterPort: number, o: Required<Omit<SentinelTopol
     const port = await getFreePort()
     if (port === 6379) continue
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'redis-sentinel-'))
-    dirs.add(dir)
+    reapDir(dir)
     const conf = path.join(dir, 'sentinel.conf')
     fs.writeFileSync(conf, [
       `port ${port}`,
@@ -122,11 +94,10 @@ async function startSentinel (masterPort: number, o: Required<Omit<SentinelTopol
       '',
     ].join('\n'))
     const child = spawn('redis-server', [conf, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] })
-    live.add(child)
+    reapChild(child)
     let output = ''
     child.stdout?.on('data', (d: Buffer) => { output = (output + d.toString()).slice(-4000) })
     child.stderr?.on('data', (d: Buffer) => { output = (output + d.toString()).slice(-4000) })
-    child.on('exit', () => live.delete(child))
     const exited = (): boolean => child.exitCode !== null || child.signalCode !== null
     const command = (...args: string[]): Promise<string> => cli(port, o.sentinelPassword, args)
     const deadline = Date.now() + 10_000
@@ -156,7 +127,6 @@ async function startSentinel (masterPort: number, o: Required<Omit<SentinelTopol
 }
 
 export async function startSentinelTopology (options: SentinelTopologyOptions = {}): Promise<SentinelTopology> {
-  hook()
   const o = { name: 'mymaster', downAfterMs: 1000, failoverTimeoutMs: 5000, ...options }
   const auth = o.password !== undefined ? { password: o.password } : {}
   const masterauth = o.password !== undefined ? ['--masterauth', o.password] : []
@@ -165,7 +135,7 @@ export async function startSentinelTopology (options: SentinelTopologyOptions = 
   const stop = async (): Promise<void> => {
     await Promise.all(sentinels.map(async (s) => s.kill()))
     await Promise.all(nodes.map(async (n) => n.stop()))
-    cleanupSync()
+    reapNow()
   }
   try {
     nodes.push(await startRedis({ ...auth, args: masterauth }))

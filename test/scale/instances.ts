@@ -13,39 +13,11 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { keepDir, reapChild, reapDir } from '../helpers/reaper.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const tsxLoader = import.meta.resolve('tsx')
 
-const live = new Set<ChildProcess>()
-const dirs = new Set<string>()
-let hooked = false
-
-function cleanupSync (): void {
-  for (const child of live) {
-    try { if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL') } catch { /* gone */ }
-  }
-  live.clear()
-  for (const dir of dirs) {
-    try { fs.rmSync(dir, { recursive: true, force: true }) } catch { /* best effort */ }
-  }
-  dirs.clear()
-}
-
-function hook (): void {
-  if (hooked) return
-  hooked = true
-  process.on('exit', cleanupSync)
-  // tap's timeout sends SIGTERM, which skips 'exit': clean up, then let the signal act as before.
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const handler = (): void => {
-      process.removeListener(sig, handler)
-      cleanupSync()
-      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig)
-    }
-    process.prependListener(sig, handler)
-  }
-}
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -87,15 +59,13 @@ interface SpawnOptions {
 }
 
 function spawnNode (o: SpawnOptions): { child: ChildProcess, output: () => string, onLine: (fn: (line: string) => void) => void } {
-  hook()
   const child = spawn(process.execPath, ['--import', tsxLoader, path.join(root, o.script), ...(o.args ?? [])], {
     cwd: o.dir,
     // Only what a deployment sets: no inherited NODE_ENV=test, no tap variables.
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: o.dir, ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
-  live.add(child)
-  child.on('exit', () => live.delete(child))
+  reapChild(child)
   let output = ''
   const listeners: Array<(line: string) => void> = []
   let partial = ''
@@ -126,7 +96,7 @@ async function kill (child: ChildProcess, graceMs: number): Promise<void> {
 /** A fresh empty directory, removed on stop. */
 export function workingDirectory (name: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `aic-${name}-`))
-  dirs.add(dir)
+  reapDir(dir)
   return dir
 }
 
@@ -143,7 +113,7 @@ export async function migrateOnce (env: Record<string, string>, timeoutMs = 60_0
   clearTimeout(timer)
   if (code === 'timeout') await kill(child, 1000)
   fs.rmSync(dir, { recursive: true, force: true })
-  dirs.delete(dir)
+  keepDir(dir)
   if (code === 'timeout') {
     throw new Error(`cli migrate did not finish within ${timeoutMs} ms:\n${output()}`)
   }
@@ -178,7 +148,7 @@ export async function startInstance (name: string, env: Record<string, string>, 
     stop: async () => {
       await kill(child, 15_000)
       fs.rmSync(dir, { recursive: true, force: true })
-      dirs.delete(dir)
+      keepDir(dir)
     },
   }
   try {
