@@ -29,6 +29,8 @@ import { buildForBench, installExitHooks, markdownTable, medianBy, startRedis, s
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(BENCH_DIR, '..')
+/** The preload that adds the old hot-quote route (bench/scenarios/quotes.ts, compiled by buildForBench). */
+const OLD_ROUTE_ENV = { NODE_OPTIONS: `--import ${pathToFileURL(path.join(ROOT, 'dist/bench/scenarios/quotes.js')).href}`, AIC_BENCH_OLD_QUOTE: '1' }
 const RUNS = intEnv('INSTR_RUNS', 2)
 const WARM = intEnv('INSTR_WARM', 60_000)
 const MEASURE = intEnv('INSTR_MEASURE', 20_000)
@@ -116,6 +118,17 @@ function libraryStoreRatio (counts: Count[], targets: Variant[]): string | null 
   return `Rate-limit store, main-thread instructions a request, the library's in-memory store ÷ ours (≥ 0.9 meets the target):${part('Redis down', down)}${part(', Redis up', up)}.`
 }
 
+/** `label: a ÷ b` of two targets' median main-thread instructions; null without both rows. */
+function ratioLine (counts: Count[], label: string, a: string | undefined, b: string | undefined): string | null {
+  const median = (name: string | undefined): number | null => {
+    const rows = counts.filter((c) => c.variant === name)
+    return rows.length === 0 ? null : medianBy(rows, (c) => c.mainThread).mainThread
+  }
+  const x = median(a)
+  const y = median(b)
+  return x === null || y === null ? null : `${label}: ${(x / y).toFixed(3)}.`
+}
+
 /** EVALSHA + EVAL calls in an `INFO commandstats` answer. */
 function scriptCallsIn (info: string): number {
   let calls = 0
@@ -136,6 +149,11 @@ async function main (): Promise<void> {
     // Issue 17's rate-limit target, without the noise: the same limited route with
     // @fastify/rate-limit's own in-process store instead of ours.
     { name: 'hot quote (L1 hit), the library\'s in-memory store (RATE_LIMIT_STORE=memory)', nodeArgs: [...flags, built.server], ...quote, env: { RATE_LIMIT_STORE: 'memory' } },
+    // Issue 17's decorator target: the route cached by its config.cache option against the
+    // route as it was (its handler answered L1 hits), in the same process set-up: the old
+    // route is added by bench/scenarios/quotes.ts as a preload (AIC_BENCH_OLD_QUOTE).
+    { name: 'hot quote through the caching decorator (old route loaded too)', nodeArgs: [...flags, built.server], ...quote, env: OLD_ROUTE_ENV },
+    { name: 'the hot-quote route before config.cache (GET /bench/old-quote/AAPL)', nodeArgs: [...flags, built.server], path: '/bench/old-quote/AAPL', readyPath: '/api/health/live', env: OLD_ROUTE_ENV },
     { name: 'hot quote, without the held nextTick records', nodeArgs: [...flags, '--input-type=module', '-e', `import(${JSON.stringify(pathToFileURL(built.main).href)}).then((m) => m.main())`], ...quote },
   ]
   // INSTR_TARGETS: a regular expression; only the targets whose name matches (the bare route
@@ -157,9 +175,12 @@ async function main (): Promise<void> {
     c.runtimeCalls.toFixed(1), n(c.runtimeInstructions), c.scriptCalls === null ? '—' : c.scriptCalls.toFixed(3)])
   const perCall = perScriptCall(counts, targets.find((t) => t.redis === true)?.name, targets.find((t) => t.path === quote.path && t.redis !== true)?.name)
   const storeRatio = libraryStoreRatio(counts, targets)
+  const decoratorRatio = ratioLine(counts, 'Caching decorator, main-thread instructions a request, the old route ÷ the decorated one (≥ 0.95 meets the target)',
+    targets.find((t) => t.path === '/bench/old-quote/AAPL')?.name, targets.find((t) => t.env === OLD_ROUTE_ENV && t.path === quote.path)?.name)
   process.stdout.write(`\n${textTable(header, rows, [0])}\n`)
   if (perCall !== null) process.stdout.write(`\n${perCall}\n`)
   if (storeRatio !== null) process.stdout.write(`\n${storeRatio}\n`)
+  if (decoratorRatio !== null) process.stdout.write(`\n${decoratorRatio}\n`)
   const md = [
     '# Instructions per request (callgrind)',
     '',
@@ -169,6 +190,7 @@ async function main (): Promise<void> {
     '',
     ...(perCall === null ? [] : [perCall, '']),
     ...(storeRatio === null ? [] : [storeRatio, '']),
+    ...(decoratorRatio === null ? [] : [decoratorRatio, '']),
   ].join('\n')
   const resultsDir = path.join(BENCH_DIR, 'results')
   writeFileSync(path.join(resultsDir, 'instructions.md'), md)

@@ -20,7 +20,9 @@ import { existsSync } from 'node:fs'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify'
 import type { BenchContext, Measurement, RequestSpec, Scenario } from '../lib.js'
 import { ageOf } from '../../src/engines/cache/entry.js'
-import { startMonitor, type Monitor } from '../../test/helpers/monitor.js'
+// Type only: the harness loads the monitor when it runs the cold-key comparison; this file is
+// also the service's compiled preload, where test/ does not exist.
+import type { Monitor } from '../../test/helpers/monitor.js'
 import { QuoteSchema, TICKER_PATTERN } from '../../src/quotes/schemas.js'
 
 const OLD_ROUTE = '/bench/old-quote'
@@ -231,6 +233,7 @@ export async function coldKeyComparison (ctx: BenchContext): Promise<string> {
   const deadline = Date.now() + 5000
   while (!engines.every((e) => e.cache.stats().invalidation.subscribed) && Date.now() < deadline) await sleep(20)
   const port = Number(new URL(redisUrl).port)
+  const { startMonitor } = await import('../../test/helpers/monitor.js')
   let monitor = await startMonitor(port)
   await ctx.redis.command('CONFIG', 'RESETSTAT')
   await run((i, key) => engines[i]!.cache.wrap({ key, ttl: 20, grace: 300, load }), 'cold:ours:')
