@@ -11,6 +11,8 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import path from 'node:path'
+import { randomBytes } from 'node:crypto'
+import pg from 'pg'
 import { getFreePort, startRedis, type RedisProcess } from '../test/helpers/redis-server.js'
 
 export { getFreePort, startRedis, type RedisProcess }
@@ -624,4 +626,36 @@ export const USER_SCENARIO_ENV = {
   LOGIN_RATE_LIMIT_MAX: '1000000',
   REGISTER_RATE_LIMIT_MAX: '1000000',
   LOGIN_EMAIL_RATE_LIMIT_MAX: '1000000',
+}
+
+/** The PostgreSQL server the database scenarios create their private databases on. */
+const PG_ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+
+/**
+ * A private database `<prefix>_<random>` on BENCH_PG_URL's server, dropped at the bench's
+ * cleanup; or the reason to skip when no server answers.
+ */
+export async function privateDatabase (prefix: string): Promise<{ url: string } | { skip: string }> {
+  const name = `${prefix}_${randomBytes(5).toString('hex')}`
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL, connectionTimeoutMillis: 3000 })
+  try {
+    await admin.connect()
+    await admin.query(`CREATE DATABASE ${name}`)
+  } catch (err) {
+    return { skip: `PostgreSQL at ${PG_ADMIN_URL.replace(/:[^:@/]*@/, ':***@')} unavailable: ${errorText(err)}` }
+  } finally {
+    await admin.end().catch(() => {})
+  }
+  onCleanup(async () => {
+    const dropper = new pg.Client({ connectionString: PG_ADMIN_URL, connectionTimeoutMillis: 3000 })
+    await dropper.connect()
+    try {
+      await dropper.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    } finally {
+      await dropper.end()
+    }
+  })
+  const url = new URL(PG_ADMIN_URL)
+  url.pathname = `/${name}`
+  return { url: url.toString() }
 }

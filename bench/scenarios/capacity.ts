@@ -35,11 +35,10 @@ import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import pg from 'pg'
 import { startMonitor } from '../../test/helpers/monitor.js'
 import {
   type BenchContext, type Cell, type RedisProcess, type Scenario, type ServerProcess, type StandaloneBench,
-  USER_SCENARIO_ENV, errorText, fmt, load, markdownTable, onCleanup, post, registerUsers, sleep, startRedis, startServer, textTable, toAutocannonRequests,
+  USER_SCENARIO_ENV, errorText, fmt, load, markdownTable, post, privateDatabase, registerUsers, sleep, startRedis, startServer, textTable, toAutocannonRequests,
 } from '../lib.js'
 
 const REQUESTS = envInt('CAPACITY_REQUESTS', 20)
@@ -49,7 +48,6 @@ const DURATION_S = envInt('CAPACITY_DURATION', 5)
 const WARMUP_S = envInt('CAPACITY_WARMUP', 2)
 const USERS = 50
 const PASSWORD = 'bench-password-1'
-const ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 
 /** The service as the other user scenarios run it, without the background work that would land in a window. */
 const ENV: Record<string, string> = {
@@ -357,30 +355,6 @@ async function buyThroughput (svc: Service, store: string): Promise<Throughput> 
 // ---------------------------------------------------------------------------
 
 /** A private database on the machine's PostgreSQL, dropped at exit; null (with the reason) when none answers. */
-async function privateDatabase (): Promise<{ url: string } | { skip: string }> {
-  const name = `aic_capacity_${randomBytes(5).toString('hex')}`
-  const admin = new pg.Client({ connectionString: ADMIN_URL, connectionTimeoutMillis: 3000 })
-  try {
-    await admin.connect()
-    await admin.query(`CREATE DATABASE ${name}`)
-  } catch (err) {
-    return { skip: `PostgreSQL at ${ADMIN_URL.replace(/:[^:@/]*@/, ':***@')} unavailable: ${errorText(err)}` }
-  } finally {
-    await admin.end().catch(() => {})
-  }
-  onCleanup(async () => {
-    const dropper = new pg.Client({ connectionString: ADMIN_URL, connectionTimeoutMillis: 3000 })
-    await dropper.connect()
-    try {
-      await dropper.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-    } finally {
-      await dropper.end()
-    }
-  })
-  const url = new URL(ADMIN_URL)
-  url.pathname = `/${name}`
-  return { url: url.toString() }
-}
 
 async function withService<T> (opts: { server: string, cpus: string | null, kind: 'sqlite' | 'postgres', databaseUrl: string }, fn: (svc: Service) => Promise<T>): Promise<T> {
   const { server, kind, databaseUrl } = opts
@@ -450,7 +424,7 @@ export const standalone: StandaloneBench = {
   async run ({ build, resultsDir, serverCpus }) {
     const started = Date.now()
     const stores: Array<{ store: string, kind: 'sqlite' | 'postgres', url: string }> = [{ store: 'SQLite', kind: 'sqlite', url: '' }]
-    const pgTarget = await privateDatabase()
+    const pgTarget = await privateDatabase('aic_capacity')
     if ('url' in pgTarget) stores.push({ store: 'PostgreSQL', kind: 'postgres', url: pgTarget.url })
     else log(`capacity: no PostgreSQL rows: ${pgTarget.skip}`)
 

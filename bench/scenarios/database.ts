@@ -18,9 +18,8 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import pg from 'pg'
 import type { BenchContext, Scenario } from '../lib.js'
-import { USER_SCENARIO_ENV, onCleanup, registerUsers, sleep } from '../lib.js'
+import { USER_SCENARIO_ENV, privateDatabase, registerUsers, sleep } from '../lib.js'
 import { buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
 
@@ -35,33 +34,7 @@ const ENV = {
   MAX_EVENT_LOOP_DELAY_MS: '0',
 }
 
-const ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 
-/** A private database for the PostgreSQL row, or null (with the reason) when no server answers. */
-async function benchDatabase (): Promise<{ url: string } | { skip: string }> {
-  const name = `aic_bench_${randomBytes(5).toString('hex')}`
-  const admin = new pg.Client({ connectionString: ADMIN_URL, connectionTimeoutMillis: 3000 })
-  try {
-    await admin.connect()
-    await admin.query(`CREATE DATABASE ${name}`)
-  } catch (err) {
-    return { skip: `PostgreSQL at ${ADMIN_URL.replace(/:[^:@/]*@/, ':***@')} unavailable: ${err instanceof Error ? err.message : String(err)}` }
-  } finally {
-    await admin.end().catch(() => {})
-  }
-  onCleanup(async () => {
-    const dropper = new pg.Client({ connectionString: ADMIN_URL, connectionTimeoutMillis: 3000 })
-    await dropper.connect()
-    try {
-      await dropper.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
-    } finally {
-      await dropper.end()
-    }
-  })
-  const url = new URL(ADMIN_URL)
-  url.pathname = `/${name}`
-  return { url: url.toString() }
-}
 
 
 function setupUsers (kind: 'sqlite' | 'postgres') {
@@ -161,7 +134,7 @@ function after (kind: 'sqlite' | 'postgres', databaseUrl?: string) {
   }
 }
 
-const target = await benchDatabase()
+const target = await privateDatabase('aic_bench')
 
 const scenarios: Scenario[] = [
   {
