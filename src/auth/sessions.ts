@@ -146,6 +146,27 @@ for i, key in ipairs(KEYS) do
 end
 return out`
 
+// The index half of a login, shared by CREATE_LUA and INDEX_ADD_LUA: index_kind answers
+// -1 for an index of the older type (a plain set), raises WRONGTYPE for any other non-index,
+// else 1; index_add trims the expired ids by score, adds `sid` scored by its expiry on
+// Redis's clock, and slides the index's TTL to the longest session it lists.
+const INDEX_LUA_BODY = `
+local function index_kind (index)
+  local kind = redis.call('TYPE', index).ok
+  if kind == 'set' then return -1 end
+  if kind ~= 'zset' and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE the session index is a ' .. kind)
+  end
+  return 1
+end
+local function index_add (index, sid, ttl)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  redis.call('ZADD', index, now + ttl, sid)
+  if redis.call('PTTL', index) < ttl then redis.call('PEXPIRE', index, ttl) end
+end`
+
 // A login (and the replay of a session made in an outage): writes the session and adds it to
 // the user's index, scored by its expiry on Redis's clock, trimming the expired ids by score in
 // the same call, so that a login costs one command whatever the user's session count. The
@@ -153,23 +174,16 @@ return out`
 // absent (a replay must not overwrite what another instance changed since). Answers 1 (written),
 // 0 (the session key existed), -1 (the index is a plain set of an older version: convert it
 // first); an index of any other type is refused with WRONGTYPE before anything is written.
-const CREATE_LUA = `
-local kind = redis.call('TYPE', KEYS[2]).ok
-if kind == 'set' then return -1 end
-if kind ~= 'zset' and kind ~= 'none' then
-  return redis.error_reply('WRONGTYPE the session index is a ' .. kind)
-end
+const CREATE_LUA = `${INDEX_LUA_BODY}
+local kind = index_kind(KEYS[2])
+if kind ~= 1 then return kind end
 local ttl = tonumber(ARGV[2])
 if ARGV[4] == '1' then
   if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl, 'NX') then return 0 end
 else
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
-if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+index_add(KEYS[2], ARGV[3], ttl)
 return 1`
 
 // A session was extended: its id's score in the index (only if listed), and the index's TTL.
@@ -212,18 +226,10 @@ return 1`
 
 // Cluster: the index half of CREATE_LUA, on the index alone (the session is SET by itself).
 // Answers 1, or -1 for an index of the older type; WRONGTYPE for any other type.
-const INDEX_ADD_LUA = `
-local kind = redis.call('TYPE', KEYS[1]).ok
-if kind == 'set' then return -1 end
-if kind ~= 'zset' and kind ~= 'none' then
-  return redis.error_reply('WRONGTYPE the session index is a ' .. kind)
-end
-local ttl = tonumber(ARGV[1])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+const INDEX_ADD_LUA = `${INDEX_LUA_BODY}
+local kind = index_kind(KEYS[1])
+if kind ~= 1 then return kind end
+index_add(KEYS[1], ARGV[2], tonumber(ARGV[1]))
 return 1`
 
 // Cluster: the session half of SWAP_LUA (the compare-and-set); the index slides after it.
